@@ -1,0 +1,72 @@
+"""The hooks a plugin implements. Bodies are docstrings only.
+
+Every hook receives a :class:`~mpqcore.registry.Registry` and adds named factories to
+it. The user then picks an implementation by name, so the choice never depends on the
+order in which plugins load. The interfaces the factories must return are in
+:mod:`mpqcore.protocols`; ``docs/hooks/`` has a page per hook with a working example.
+
+Hooks grow only by new keyword arguments: pluggy lets an implementation accept fewer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from mpqcore.registry import Registry
+
+#: The pluggy project name, also the entry point group.
+NAME = "mpqcore"
+
+hookspec = pluggy.HookspecMarker(NAME)
+hookimpl = pluggy.HookimplMarker(NAME)
+
+
+@hookspec
+def mpq_register_methods(registry: Registry) -> None:
+    """Register sensitivity methods.
+
+    Call ``registry.add(name, factory)``; ``factory(**options)`` returns an object with
+    ``measure(ctx: MeasureContext) -> Objective`` (see
+    :class:`mpqcore.protocols.SensitivityMethod`). A method reaches the model only
+    through ``ctx.evaluator``; it never copies or quantizes the model itself.
+    """
+
+
+@hookspec
+def mpq_register_solvers(registry: Registry) -> None:
+    """Register allocation solvers.
+
+    ``factory(**options)`` returns an object with ``solve(problem: Problem) ->
+    Allocation`` (see :class:`mpqcore.protocols.Solver`). It must honour every budget,
+    pin and tie of the problem, or raise :class:`mpqcore.InfeasibleError`.
+    """
+
+
+@hookspec
+def mpq_register_quantizers(registry: Registry) -> None:
+    """Register weight quantizers.
+
+    ``factory(**options)`` returns an object with ``quantize(weight: Tensor, bits: int)
+    -> QuantizedTensor`` (see :class:`mpqcore.protocols.Quantizer`).
+    """
+
+
+@hookspec
+def mpq_register_cost_models(registry: Registry) -> None:
+    """Register cost models.
+
+    ``factory(**options)`` returns an object with ``cost(layer: LayerInfo, bits: int)
+    -> float`` and a ``unit`` string (see :class:`mpqcore.protocols.CostModel`).
+    """
+
+
+@hookspec
+def mpq_register_tasks(registry: Registry) -> None:
+    """Register tasks: a model, its calibration batches and a metric.
+
+    ``factory(**options)`` returns a :class:`mpqcore.tasks.Task`. Tasks make demos,
+    tests and benchmarks reproducible; they must not download anything at run time.
+    """

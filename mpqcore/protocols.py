@@ -1,0 +1,56 @@
+"""The interfaces that registered factories return, one per hook.
+
+These are :class:`typing.Protocol` classes: an implementation needs no base class,
+only the attributes and methods below.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+
+    from mpqcore.context import MeasureContext
+    from mpqcore.quantizers import QuantizedTensor
+    from mpqcore.types import Allocation, LayerInfo, Objective, Problem
+
+__all__ = ["SensitivityMethod", "Solver", "Quantizer", "CostModel"]
+
+
+@runtime_checkable
+class SensitivityMethod(Protocol):
+    """Measures how much each (layer, bits) choice costs in task quality."""
+
+    def measure(self, ctx: MeasureContext) -> Objective:
+        """Return an objective over ``ctx.layers`` x ``ctx.bits`` (lower is better)."""
+        ...
+
+
+@runtime_checkable
+class Solver(Protocol):
+    """Chooses one bit-width per layer minimizing the objective under the budgets."""
+
+    def solve(self, problem: Problem) -> Allocation:
+        """Return an allocation meeting every budget, pin and tie, or raise InfeasibleError."""
+        ...
+
+
+@runtime_checkable
+class Quantizer(Protocol):
+    """Turns a float weight into integer codes plus the affine map back to floats."""
+
+    def quantize(self, weight: torch.Tensor, bits: int) -> QuantizedTensor:
+        """Quantize ``weight`` at ``bits``; ``.dequantize()`` gives the fake-quantized copy."""
+        ...
+
+
+@runtime_checkable
+class CostModel(Protocol):
+    """The cost of one layer at one weight bit-width, in ``unit``."""
+
+    unit: str
+
+    def cost(self, layer: LayerInfo, bits: int) -> float:
+        """Non-negative cost of ``layer`` at ``bits``."""
+        ...

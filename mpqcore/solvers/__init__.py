@@ -1,0 +1,7 @@
+"""Built-in solvers (in progress)."""
+from mpqcore.hookspecs import hookimpl
+
+
+@hookimpl
+def mpq_register_solvers(registry) -> None:
+    pass

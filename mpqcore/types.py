@@ -1,0 +1,426 @@
+"""The value classes every arrow of a search carries.
+
+All are frozen ``attrs`` classes: a layer's description, a model's description, a
+budget, a measured objective, an allocation problem, its solution, and a report.
+Numeric tables are stored as read-only numpy arrays indexed ``[layer, bits]`` in the
+order of ``layers`` and ``bits``; dictionaries keyed by fqn are views made on demand.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+
+from mpqcore.errors import ConfigError
+
+__all__ = [
+    "LayerInfo",
+    "ModelSpec",
+    "Budget",
+    "Objective",
+    "Problem",
+    "Allocation",
+    "PairKey",
+    "BITS_RANGE",
+]
+
+#: The weight bit-widths mpq accepts anywhere.
+BITS_RANGE = range(1, 17)
+
+#: A pair term's key: (layer, bits, other layer, other bits).
+PairKey = tuple[str, int, str, int]
+
+
+def _frozen_array(value: Any, *, dtype=float) -> np.ndarray:
+    arr = np.array(value, dtype=dtype, copy=True)
+    arr.flags.writeable = False
+    return arr
+
+
+def _check_bits(bits: Sequence[int], *, what: str = "bits") -> tuple[int, ...]:
+    try:
+        out = tuple(int(b) for b in bits)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what} must be a sequence of integers, got {bits!r}") from exc
+    if not out:
+        raise ConfigError(f"{what} is empty; give at least one bit-width between 1 and 16")
+    bad = [b for b in out if b not in BITS_RANGE]
+    if bad:
+        raise ConfigError(f"{what} {bad} outside the valid range 1..16")
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{what} {list(out)} contains duplicates")
+    return tuple(sorted(out))
+
+
+# ---------------------------------------------------------------------------
+# Layers and models
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class LayerInfo:
+    """One quantizable layer, named by its fully qualified name (fqn).
+
+    ``params`` counts the weight elements that get quantized (bias excluded);
+    ``macs`` the multiply-accumulates of one forward pass over one example batch
+    divided by its batch size. ``aliases`` lists the other fqns under which the same
+    module (or the same weight tensor) is reachable: shared layers are reported once.
+    """
+
+    fqn: str = attrs.field(validator=attrs.validators.instance_of(str))
+    kind: str = attrs.field(validator=attrs.validators.instance_of(str))
+    params: int = attrs.field(converter=int)
+    macs: int = attrs.field(converter=int, default=0)
+    weight_shape: tuple[int, ...] = attrs.field(converter=tuple, default=())
+    aliases: tuple[str, ...] = attrs.field(converter=tuple, default=())
+
+    @params.validator
+    def _check_params(self, _attr, value):
+        if value <= 0:
+            raise ConfigError(f"layer {self.fqn!r}: params must be positive, got {value}")
+
+    @macs.validator
+    def _check_macs(self, _attr, value):
+        if value < 0:
+            raise ConfigError(f"layer {self.fqn!r}: macs must be >= 0, got {value}")
+
+
+@attrs.frozen
+class ModelSpec:
+    """The quantizable layers of a model, in forward (registration) order."""
+
+    layers: tuple[LayerInfo, ...] = attrs.field(converter=tuple)
+
+    @layers.validator
+    def _check(self, _attr, value):
+        names = [layer.fqn for layer in value]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"ModelSpec: duplicate layer names {dup}")
+
+    @property
+    def fqns(self) -> tuple[str, ...]:
+        return tuple(layer.fqn for layer in self.layers)
+
+    @property
+    def total_params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    def layer(self, fqn: str) -> LayerInfo:
+        for layer in self.layers:
+            if layer.fqn == fqn:
+                return layer
+        from mpqcore.registry import suggest
+
+        raise ConfigError(f"no quantizable layer named {fqn!r}{suggest(fqn, self.fqns)}")
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+
+# ---------------------------------------------------------------------------
+# Budgets
+# ---------------------------------------------------------------------------
+
+_BUDGET_KINDS = ("absolute", "average_bits", "relative")
+
+
+@attrs.frozen
+class Budget:
+    """An upper bound on the sum over layers of one cost model's cost.
+
+    Build one with a constructor: :meth:`absolute`, :meth:`average_bits`,
+    :meth:`size_bytes` or :meth:`relative`. :meth:`resolve` turns it into a number in
+    the cost model's unit once the layers' cost table is known.
+    """
+
+    cost: str = attrs.field(validator=attrs.validators.instance_of(str))
+    kind: str = attrs.field(validator=attrs.validators.in_(_BUDGET_KINDS))
+    value: float = attrs.field(converter=float)
+    reference_bits: int = attrs.field(converter=int, default=8)
+
+    @value.validator
+    def _check_value(self, _attr, value):
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"budget on {self.cost!r}: value must be a positive finite number, got {value}")
+        if self.kind == "relative" and value > 1e6:
+            raise ConfigError(f"relative budget fraction {value} is not a fraction")
+
+    @reference_bits.validator
+    def _check_ref(self, _attr, value):
+        if value not in BITS_RANGE:
+            raise ConfigError(f"reference_bits {value} outside 1..16")
+
+    @classmethod
+    def absolute(cls, cost: str, limit: float) -> "Budget":
+        """At most ``limit`` in the cost model's own unit (bits for ``size``)."""
+        return cls(cost=cost, kind="absolute", value=limit)
+
+    @classmethod
+    def average_bits(cls, bits: float) -> "Budget":
+        """A parameter-weighted average weight bit-width of at most ``bits``."""
+        return cls(cost="size", kind="average_bits", value=bits)
+
+    @classmethod
+    def size_bytes(cls, n: float) -> "Budget":
+        """At most ``n`` bytes of quantized weights."""
+        return cls(cost="size", kind="absolute", value=float(n) * 8.0)
+
+    @classmethod
+    def relative(cls, cost: str, fraction: float, reference_bits: int = 8) -> "Budget":
+        """At most ``fraction`` of the cost of every layer at ``reference_bits``."""
+        return cls(cost=cost, kind="relative", value=fraction, reference_bits=reference_bits)
+
+    @classmethod
+    def parse(cls, text: str) -> "Budget":
+        """Parse the command line's ``NAME=VALUE`` form.
+
+        ``avg-bits=4``, ``size-bytes=6e6``, ``size-mb=6``, ``bops=0.6x`` (relative to
+        8 bits), ``COST=N`` (absolute).
+        """
+        if "=" not in text:
+            raise ConfigError(
+                f"budget {text!r} is not NAME=VALUE; valid: avg-bits=4, size-bytes=N, size-mb=N, "
+                "COST=N (absolute) or COST=0.6x (fraction of the 8-bit cost)"
+            )
+        name, raw = (part.strip() for part in text.split("=", 1))
+        try:
+            if name in ("avg-bits", "average-bits"):
+                return cls.average_bits(float(raw))
+            if name == "size-bytes":
+                return cls.size_bytes(float(raw))
+            if name == "size-mb":
+                return cls.size_bytes(float(raw) * 1e6)
+            if raw.endswith("x"):
+                return cls.relative(name, float(raw[:-1]))
+            return cls.absolute(name, float(raw))
+        except ValueError as exc:
+            raise ConfigError(f"budget {text!r}: {raw!r} is not a number") from exc
+
+    def resolve(self, table: np.ndarray, bits: Sequence[int], params: Sequence[int] | None = None) -> float:
+        """The limit in cost units, given the cost table ``[layer, bits]``.
+
+        ``average_bits`` needs the layers' parameter counts; ``relative`` needs the
+        reference bit-width among ``bits`` or a cost table that lets it be read.
+        """
+        if self.kind == "absolute":
+            return self.value
+        if self.kind == "average_bits":
+            if params is None:
+                raise ConfigError("an average-bits budget needs the layers' parameter counts")
+            return self.value * float(np.sum(params))
+        bits = list(bits)
+        if self.reference_bits not in bits:
+            raise ConfigError(
+                f"relative budget on {self.cost!r} refers to {self.reference_bits} bits, "
+                f"which is not among the tabulated bits {bits}"
+            )
+        ref = np.asarray(table)[:, bits.index(self.reference_bits)]
+        return self.value * float(ref.sum())
+
+    def describe(self) -> str:
+        if self.kind == "average_bits":
+            return f"average {self.value:g} bits per weight"
+        if self.kind == "relative":
+            return f"{self.cost} <= {self.value:g} x its {self.reference_bits}-bit cost"
+        return f"{self.cost} <= {self.value:g}"
+
+    def to_dict(self) -> dict:
+        return attrs.asdict(self)
+
+
+# ---------------------------------------------------------------------------
+# Objectives
+# ---------------------------------------------------------------------------
+
+
+def _pairs_converter(pairs: Mapping[PairKey, float] | Sequence | None) -> dict:
+    if pairs is None:
+        return {}
+    items = pairs.items() if isinstance(pairs, Mapping) else ((tuple(p[:4]), p[4]) for p in pairs)
+    out: dict[PairKey, float] = {}
+    for key, value in items:
+        a, ba, c, bc = key
+        key = (str(a), int(ba), str(c), int(bc))
+        if (key[2], key[3]) < (key[0], key[1]):  # canonical order, summing duplicates
+            key = (key[2], key[3], key[0], key[1])
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+@attrs.frozen(eq=False)
+class Objective:
+    """What a solver minimizes: per-(layer, bits) terms plus optional pair terms.
+
+    ``unary[l, j]`` is the cost (e.g. a loss increase) of giving ``layers[l]``
+    ``bits[j]``. ``pairs[(a, ba, c, bc)]`` is added when layer ``a`` takes ``ba``
+    bits *and* layer ``c`` takes ``bc``; keys are stored with ``(a, ba) < (c, bc)``
+    and ``a != c``. ``stderr`` (same shape as ``unary``) is the estimate's standard
+    error where the method reports one. ``ties`` are groups of layers the method
+    requires to share a bit-width (the ``uniform`` method ties all layers).
+    ``info`` carries method diagnostics (forward passes, spreads, ...).
+    """
+
+    layers: tuple[str, ...] = attrs.field(converter=tuple)
+    bits: tuple[int, ...] = attrs.field(converter=tuple)
+    unary: np.ndarray = attrs.field(converter=_frozen_array)
+    pairs: Mapping[PairKey, float] = attrs.field(factory=dict, converter=_pairs_converter)
+    stderr: np.ndarray | None = attrs.field(default=None, converter=attrs.converters.optional(_frozen_array))
+    ties: tuple[tuple[str, ...], ...] = attrs.field(default=(), converter=lambda t: tuple(tuple(g) for g in t))
+    info: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self):
+        self.validate()
+
+    def validate(self, *, source: str = "objective") -> None:
+        """Raise :class:`ConfigError` naming ``source`` when the objective is malformed."""
+        shape = (len(self.layers), len(self.bits))
+        if self.unary.shape != shape:
+            raise ConfigError(f"{source}: unary has shape {self.unary.shape}, expected {shape} (layers x bits)")
+        if not np.all(np.isfinite(self.unary)):
+            bad = [(self.layers[i], self.bits[j]) for i, j in zip(*np.nonzero(~np.isfinite(self.unary)))]
+            raise ConfigError(f"{source}: non-finite values (NaN or inf) at {bad[:5]}")
+        if self.stderr is not None and self.stderr.shape != shape:
+            raise ConfigError(f"{source}: stderr has shape {self.stderr.shape}, expected {shape}")
+        names = set(self.layers)
+        if len(names) != len(self.layers):
+            raise ConfigError(f"{source}: duplicate layer names")
+        bitset = set(self.bits)
+        for (a, ba, c, bc), value in self.pairs.items():
+            if a not in names or c not in names:
+                raise ConfigError(f"{source}: pair term names unknown layer {a if a not in names else c!r}")
+            if ba not in bitset or bc not in bitset:
+                raise ConfigError(f"{source}: pair term ({a},{ba},{c},{bc}) uses bits outside {sorted(bitset)}")
+            if a == c:
+                raise ConfigError(f"{source}: pair term ({a},{ba},{c},{bc}) pairs a layer with itself")
+            if not math.isfinite(value):
+                raise ConfigError(f"{source}: pair term ({a},{ba},{c},{bc}) is not finite")
+        for group in self.ties:
+            unknown = [g for g in group if g not in names]
+            if unknown:
+                raise ConfigError(f"{source}: tie names unknown layers {unknown}")
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Mapping[Any, float]], pairs=None, **kwargs) -> "Objective":
+        """Build from ``{fqn: {bits: value}}``; every layer must list the same bits."""
+        layers = list(table)
+        if not layers:
+            raise ConfigError("objective has no layers")
+        bits = sorted(int(b) for b in table[layers[0]])
+        unary = np.empty((len(layers), len(bits)))
+        for i, name in enumerate(layers):
+            row = {int(b): float(v) for b, v in table[name].items()}
+            if sorted(row) != bits:
+                raise ConfigError(f"objective: layer {name!r} lists bits {sorted(row)}, expected {bits}")
+            unary[i] = [row[b] for b in bits]
+        return cls(layers=layers, bits=bits, unary=unary, pairs=pairs, **kwargs)
+
+    def as_dict(self) -> dict[str, dict[int, float]]:
+        return {name: {b: float(self.unary[i, j]) for j, b in enumerate(self.bits)} for i, name in enumerate(self.layers)}
+
+    @property
+    def has_pairs(self) -> bool:
+        return bool(self.pairs)
+
+    def value(self, allocation: Mapping[str, int]) -> float:
+        """The objective of a complete ``{fqn: bits}`` assignment."""
+        index = {name: i for i, name in enumerate(self.layers)}
+        bpos = {b: j for j, b in enumerate(self.bits)}
+        total = 0.0
+        for name, b in allocation.items():
+            if name in index:
+                total += float(self.unary[index[name], bpos[int(b)]])
+        for (a, ba, c, bc), value in self.pairs.items():
+            if allocation.get(a) == ba and allocation.get(c) == bc:
+                total += value
+        return total
+
+    def without_pairs(self) -> "Objective":
+        """The separable (diagonal-only) ablation of this objective."""
+        return attrs.evolve(self, pairs={})
+
+
+# ---------------------------------------------------------------------------
+# The allocation problem (the problem file) and its solution
+# ---------------------------------------------------------------------------
+
+
+def _costs_converter(costs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    return {str(k): _frozen_array(v) for k, v in dict(costs).items()}
+
+
+@attrs.frozen(eq=False)
+class Problem:
+    """One allocation problem: minimize the objective subject to budgets, pins, ties.
+
+    ``costs[name][l, j]`` is layer ``l``'s cost at ``bits[j]`` under cost model
+    ``name``; ``budgets[name]`` bounds the sum of that table's chosen entries.
+    ``pins`` maps fqns or fnmatch patterns to a bit-width; ``ties`` are groups of
+    layers forced to the same bit-width. See :mod:`mpqcore.problem` for the JSON form.
+    """
+
+    objective: Objective
+    costs: Mapping[str, np.ndarray] = attrs.field(factory=dict, converter=_costs_converter)
+    budgets: Mapping[str, float] = attrs.field(factory=dict, converter=lambda b: {str(k): float(v) for k, v in dict(b).items()})
+    pins: Mapping[str, int] = attrs.field(factory=dict, converter=lambda p: {str(k): int(v) for k, v in dict(p or {}).items()})
+    ties: tuple[tuple[str, ...], ...] = attrs.field(default=(), converter=lambda t: tuple(tuple(g) for g in (t or ())))
+
+    def __attrs_post_init__(self):
+        from mpqcore.problem import validate_problem
+
+        validate_problem(self)
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return self.objective.layers
+
+    @property
+    def bits(self) -> tuple[int, ...]:
+        return self.objective.bits
+
+    def with_budgets(self, budgets: Mapping[str, float]) -> "Problem":
+        return attrs.evolve(self, budgets=budgets)
+
+
+@attrs.frozen
+class Allocation:
+    """A solver's answer: the bit-width of every layer and what it costs.
+
+    ``status`` is one of ``optimal``, ``time_limit`` (feasible, not proven),
+    ``heuristic``; ``gap`` the relative optimality gap (0 when proven), ``bound``
+    the best proven lower bound on the objective where the solver has one.
+    """
+
+    bits: Mapping[str, int] = attrs.field(converter=lambda b: {str(k): int(v) for k, v in dict(b).items()})
+    objective: float = attrs.field(converter=float)
+    costs: Mapping[str, float] = attrs.field(factory=dict, converter=lambda c: {str(k): float(v) for k, v in dict(c).items()})
+    status: str = "optimal"
+    gap: float = attrs.field(default=0.0, converter=float)
+    bound: float | None = None
+    solver: str = ""
+    solve_time: float = 0.0
+    info: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "allocation": dict(self.bits),
+            "objective": self.objective,
+            "costs": dict(self.costs),
+            "status": self.status,
+            "gap": self.gap,
+            "bound": self.bound,
+            "solver": self.solver,
+            "solve_time": self.solve_time,
+        }
+
+    def average_bits(self, params: Mapping[str, int]) -> float:
+        total = sum(params[name] for name in self.bits)
+        return sum(params[name] * b for name, b in self.bits.items()) / total
