@@ -1,1 +1,114 @@
-"""(in progress)"""
+"""Built-in cost models: weight memory, bit operations, and a latency table.
+
+- ``size``: weight memory in bits, ``params x bits``.
+- ``bops``: bit operations, ``MACs x weight bits x activation bits`` (activation bits
+  an option, 8 by default), as HAWQ-V3 and the BOPs literature count them.
+- ``latency``: a user table, from a JSON object ``{key: {bits: value}}`` or a CSV with
+  columns ``layer,bits,latency``; a key is a layer's fqn or its kind (``Conv2d``,
+  ``Linear``); an fqn entry wins over a kind entry.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+import numpy as np
+
+from mpqcore.errors import ConfigError
+from mpqcore.hookspecs import hookimpl
+from mpqcore.types import LayerInfo, ModelSpec
+
+__all__ = ["WeightSize", "BitOperations", "LatencyTable", "cost_table"]
+
+
+@attrs.frozen
+class WeightSize:
+    """Weight memory in bits: parameters x bit-width."""
+
+    unit = "bits"
+
+    def cost(self, layer: LayerInfo, bits: int) -> float:
+        return float(layer.params) * bits
+
+
+@attrs.frozen
+class BitOperations:
+    """Bit operations: MACs x weight bits x activation bits."""
+
+    act_bits: int = attrs.field(default=8, converter=int)
+    unit = "BOPs"
+
+    def cost(self, layer: LayerInfo, bits: int) -> float:
+        if layer.macs <= 0:
+            raise ConfigError(
+                f"cost model 'bops': layer {layer.fqn!r} has no MAC count; introspect the model with an example batch"
+            )
+        return float(layer.macs) * bits * self.act_bits
+
+
+def _read_table(table) -> dict[str, dict[int, float]]:
+    if isinstance(table, Mapping):
+        raw = table
+    else:
+        path = Path(table)
+        if not path.exists():
+            raise ConfigError(f"cost model 'latency': table file {str(path)!r} does not exist")
+        if path.suffix.lower() == ".csv":
+            raw = {}
+            with path.open(newline="") as fh:
+                reader = csv.DictReader(fh)
+                need = {"layer", "bits", "latency"}
+                if not reader.fieldnames or not need <= set(reader.fieldnames):
+                    raise ConfigError(f"latency table {str(path)!r} needs CSV columns {sorted(need)}, got {reader.fieldnames}")
+                for row in reader:
+                    raw.setdefault(row["layer"], {})[row["bits"]] = row["latency"]
+        else:
+            try:
+                raw = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"latency table {str(path)!r} is neither CSV nor valid JSON: {exc}") from exc
+    try:
+        return {str(k): {int(b): float(v) for b, v in row.items()} for k, row in raw.items()}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"latency table must map layer -> {{bits: latency}}: {exc}") from exc
+
+
+@attrs.frozen
+class LatencyTable:
+    """A measured latency per layer (fqn or kind) and bit-width, from a JSON or CSV table."""
+
+    table: dict = attrs.field(converter=_read_table)
+    unit: str = "latency"
+
+    def cost(self, layer: LayerInfo, bits: int) -> float:
+        for key in (layer.fqn, layer.kind):
+            row = self.table.get(key)
+            if row is not None and bits in row:
+                return row[bits]
+        raise ConfigError(
+            f"latency table has no entry for layer {layer.fqn!r} (kind {layer.kind}) at {bits} bits; "
+            f"add a row keyed by {layer.fqn!r} or {layer.kind!r}"
+        )
+
+
+def cost_table(model, spec: ModelSpec, bits, *, name: str = "") -> np.ndarray:
+    """``[layer, bits]`` table of ``model.cost`` for every layer of ``spec``."""
+    out = np.empty((len(spec.layers), len(bits)))
+    for i, layer in enumerate(spec.layers):
+        for j, b in enumerate(bits):
+            value = model.cost(layer, int(b))
+            if not np.isfinite(value) or value < 0:
+                raise ConfigError(f"cost model {name!r} returned {value} for {layer.fqn!r} at {b} bits; costs must be finite and >= 0")
+            out[i, j] = value
+    return out
+
+
+@hookimpl
+def mpq_register_cost_models(registry) -> None:
+    registry.add("size", WeightSize)
+    registry.add("bops", BitOperations)
+    registry.add("latency", LatencyTable)

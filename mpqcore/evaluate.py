@@ -1,0 +1,341 @@
+"""The shared evaluator: the one place that scores "these layers at these bits".
+
+Methods measure sensitivity only through an :class:`Evaluator`. It owns a private
+working copy of the model (the user's model is never touched), quantizes each
+(layer, bits) once and caches it, runs the float model on the calibration batches once
+and caches its outputs, counts evaluations and forward passes, and always puts the
+float weights back, also when a call raises. Making this class faster makes every
+method faster.
+
+Quantized weights are applied by swapping the tensor behind each parameter, not by
+copying into it, so applying and restoring cost O(layers), not O(parameters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mpqcore.batches import batch_size, call_model, materialize, to_device
+from mpqcore.errors import ConfigError
+from mpqcore.introspect import quantizable_modules
+from mpqcore.quantizers import QuantizedTensor, fake_quantize_activation
+from mpqcore.types import ModelSpec
+
+__all__ = ["Evaluator", "default_loss", "primary_output"]
+
+Assignment = Mapping[str, int]
+
+
+def primary_output(outputs: Any) -> torch.Tensor:
+    """The tensor a default loss compares: the output itself, ``logits``, or the first tensor."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    for attr in ("logits", "last_hidden_state"):
+        value = getattr(outputs, attr, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    if isinstance(outputs, Mapping):
+        if isinstance(outputs.get("logits"), torch.Tensor):
+            return outputs["logits"]
+        outputs = list(outputs.values())
+    if isinstance(outputs, (tuple, list)):
+        for value in outputs:
+            if isinstance(value, torch.Tensor):
+                return value
+    raise ConfigError(f"cannot find a tensor in the model's output of type {type(outputs).__name__}; pass loss=...")
+
+
+def default_loss(outputs: Any, reference: torch.Tensor) -> torch.Tensor:
+    """Divergence from the float model: KL for [N, C] logits, normalized MSE otherwise."""
+    y = primary_output(outputs).float()
+    ref = reference.float()
+    if y.dim() == 2 and y.shape[1] > 1:
+        return F.kl_div(F.log_softmax(y, dim=1), F.log_softmax(ref, dim=1), log_target=True, reduction="batchmean")
+    return ((y - ref) ** 2).sum() / ref.pow(2).sum().clamp_min(1e-12)
+
+
+class Evaluator:
+    """Scores partial quantizations of a private copy of ``model`` on calibration data.
+
+    Parameters
+    ----------
+    model: the float model; deep-copied, never modified.
+    calibration: input batches (see :func:`mpqcore.batches.materialize`).
+    spec: the layers (from :func:`mpqcore.introspect.introspect`); ``None`` introspects
+        the working copy on the first calibration batch.
+    quantizer: the quantizer every evaluation uses.
+    loss: optional ``loss(outputs, batch) -> Tensor`` replacing the default divergence
+        from the float model's outputs.
+    metric: optional ``metric(model) -> float`` (higher is better) on held-out data.
+    act_bits: when set, the inputs of quantized layers are fake-quantized at this width.
+    device: where the working copy and the batches live (default: the model's device).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        calibration: Sequence[Any],
+        spec: ModelSpec | None,
+        quantizer: Any,
+        *,
+        loss: Callable[[Any, Any], torch.Tensor] | None = None,
+        metric: Callable[[nn.Module], float] | None = None,
+        act_bits: int | None = None,
+        device: torch.device | str | None = None,
+    ):
+        self.quantizer = quantizer
+        self.user_loss = loss
+        self.user_metric = metric
+        self.act_bits = act_bits
+        self.model = copy.deepcopy(model).eval()
+        if device is None:
+            first = next(iter(self.model.parameters()), None)
+            device = first.device if first is not None else torch.device("cpu")
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.calibration = [to_device(b, self.device) for b in materialize(calibration)]
+        if spec is None:
+            from mpqcore.introspect import introspect
+
+            spec = introspect(self.model, self.calibration[0])
+        self.spec = spec
+        modules = quantizable_modules(self.model)
+        missing = [layer.fqn for layer in spec.layers if layer.fqn not in modules]
+        if missing:
+            raise ConfigError(f"layers {missing[:5]} of the spec are not quantizable modules of the model")
+        self.modules = {layer.fqn: modules[layer.fqn][0] for layer in spec.layers}
+        self._float = {fqn: m.weight.data for fqn, m in self.modules.items()}
+        self._quantized: dict[tuple[str, int], QuantizedTensor] = {}
+        self._fake: dict[tuple[str, int], torch.Tensor] = {}
+        self._float_outputs: list[torch.Tensor] | None = None
+        self._active_act: set[str] = set()
+        self._act_handles = []
+        if act_bits is not None:
+            for fqn, m in self.modules.items():
+                self._act_handles.append(m.register_forward_pre_hook(self._act_hook(fqn)))
+        self.evaluations = 0
+        self.forward_passes = 0
+
+    # -- weights -----------------------------------------------------------------
+
+    def weight(self, fqn: str) -> torch.Tensor:
+        """The float weight of ``fqn`` (do not modify it)."""
+        self._check_layer(fqn)
+        return self._float[fqn]
+
+    def quantized(self, fqn: str, bits: int) -> QuantizedTensor:
+        """Integer codes, scale and zero point of ``fqn`` at ``bits`` (cached)."""
+        key = (fqn, int(bits))
+        if key not in self._quantized:
+            self._check_layer(fqn)
+            with torch.no_grad():
+                self._quantized[key] = self.quantizer.quantize(self._float[fqn], int(bits))
+        return self._quantized[key]
+
+    def fake_quantized(self, fqn: str, bits: int) -> torch.Tensor:
+        """The dequantized weight of ``fqn`` at ``bits`` (cached; do not modify it)."""
+        key = (fqn, int(bits))
+        if key not in self._fake:
+            q = self.quantized(fqn, bits).dequantize().to(self._float[fqn].dtype)
+            self._fake[key] = q.reshape(self._float[fqn].shape)
+        return self._fake[key]
+
+    def _check_layer(self, fqn: str) -> None:
+        if fqn not in self._float:
+            from mpqcore.registry import suggest
+
+            raise ConfigError(f"no quantizable layer {fqn!r}{suggest(fqn, self._float)}")
+
+    # -- applying ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def applied(self, assignment: Assignment) -> Iterator[nn.Module]:
+        """The working model with ``assignment`` applied; float weights come back on exit."""
+        for fqn in assignment:
+            self._check_layer(fqn)
+        fakes = {fqn: self.fake_quantized(fqn, b) for fqn, b in assignment.items()}
+        try:
+            for fqn, q in fakes.items():
+                self.modules[fqn].weight.data = q
+            self._active_act = set(assignment)
+            yield self.model
+        finally:
+            for fqn in fakes:
+                self.modules[fqn].weight.data = self._float[fqn]
+            self._active_act = set()
+
+    def _act_hook(self, fqn: str):
+        def hook(module, inputs):
+            if fqn not in self._active_act:
+                return None
+            return tuple(fake_quantize_activation(x, self.act_bits) if isinstance(x, torch.Tensor) else x for x in inputs)
+
+        return hook
+
+    # -- scoring ---------------------------------------------------------------------
+
+    def float_outputs(self) -> list[torch.Tensor]:
+        """The float model's primary outputs on every calibration batch (computed once)."""
+        if self._float_outputs is None:
+            outs = []
+            with torch.no_grad():
+                for i, batch in enumerate(self.calibration):
+                    try:
+                        outs.append(primary_output(call_model(self.model, batch)).detach())
+                    except ConfigError:
+                        raise
+                    except Exception as exc:
+                        raise ConfigError(f"the model failed on calibration batch {i}: {type(exc).__name__}: {exc}") from exc
+                    self.forward_passes += 1
+            self._float_outputs = outs
+        return self._float_outputs
+
+    def _batch_loss(self, model: nn.Module, i: int, batch: Any) -> torch.Tensor:
+        outputs = call_model(model, batch)
+        self.forward_passes += 1
+        if self.user_loss is not None:
+            return self.user_loss(outputs, batch)
+        return default_loss(outputs, self.float_outputs()[i])
+
+    def _mean_loss(self, model: nn.Module) -> float:
+        total, weight = 0.0, 0
+        for i, batch in enumerate(self.calibration):
+            n = batch_size(batch)
+            total += float(self._batch_loss(model, i, batch)) * n
+            weight += n
+        value = total / max(weight, 1)
+        if not math.isfinite(value):
+            raise ConfigError(f"the calibration loss is {value}; check the model, the loss and the calibration data")
+        return value
+
+    def loss(self, assignment: Assignment = {}) -> float:  # noqa: B006 - read-only default
+        """Mean calibration loss with ``assignment`` applied and the rest in float.
+
+        With the default loss, ``loss({})`` is 0: the divergence of the float model from
+        itself.
+        """
+        if self.user_loss is None:
+            self.float_outputs()
+        self.evaluations += 1
+        with torch.no_grad(), self.applied(assignment) as model:
+            return self._mean_loss(model)
+
+    def batch_loss(self, i: int) -> torch.Tensor:
+        """The differentiable loss of the working (float) model on calibration batch ``i``.
+
+        For gradient- and Hessian-based methods; it is a forward pass and is counted.
+        """
+        if self.user_loss is None:
+            self.float_outputs()
+        return self._batch_loss(self.model, i, self.calibration[i])
+
+    def losses(self, assignments: Sequence[Assignment]) -> list[float]:
+        """:meth:`loss` for several assignments."""
+        return [self.loss(a) for a in assignments]
+
+    @property
+    def has_metric(self) -> bool:
+        return self.user_metric is not None
+
+    def metric(self, assignment: Assignment = {}) -> float:  # noqa: B006
+        """The user's metric (higher is better) with ``assignment`` applied."""
+        if self.user_metric is None:
+            raise ConfigError("no metric was given; pass metric=callable(model) -> float, or use loss()")
+        self.evaluations += 1
+        with torch.no_grad(), self.applied(assignment) as model:
+            value = float(self.user_metric(model))
+        if not math.isfinite(value):
+            raise ConfigError(f"the metric returned {value}")
+        return value
+
+    def score(self, assignment: Assignment = {}) -> float:  # noqa: B006
+        """Higher is better: the metric when one was given, else minus the loss."""
+        return self.metric(assignment) if self.has_metric else -self.loss(assignment)
+
+    # -- fine-tuning (ALPS) --------------------------------------------------------------
+
+    def finetuned_score(
+        self,
+        assignment: Assignment,
+        *,
+        steps: int,
+        lr: float = 1e-4,
+        use_metric: bool | None = None,
+        seed: int = 0,
+    ) -> float:
+        """Score ``assignment`` after ``steps`` of straight-through fine-tuning.
+
+        The quantized layers' latent float weights are trained with a straight-through
+        estimator on the calibration batches (the loss: the user's, else the divergence
+        from the float model), then scored. Only clones are trained: the working copy and
+        the caches are unchanged afterwards.
+        """
+        if steps <= 0:
+            return self.score(assignment) if (use_metric is None or use_metric == self.has_metric) else (
+                self.metric(assignment) if use_metric else -self.loss(assignment)
+            )
+        if self.user_loss is None:
+            self.float_outputs()
+        generator = torch.Generator().manual_seed(seed)
+        latent = {fqn: self._float[fqn].detach().clone().requires_grad_(True) for fqn in assignment}
+        names = {fqn: self._param_name(fqn) for fqn in assignment}
+        optimizer = torch.optim.Adam(list(latent.values()), lr=lr)
+        for _ in range(steps):
+            i = int(torch.randint(len(self.calibration), (1,), generator=generator))
+            overrides = {}
+            for fqn, w in latent.items():
+                q = self.quantizer.quantize(w.detach(), assignment[fqn]).dequantize().reshape(w.shape).to(w.dtype)
+                overrides[names[fqn]] = w + (q - w).detach()  # straight-through estimator
+            self._active_act = set(assignment)
+            try:
+                outputs = torch.func.functional_call(self.model, overrides, _as_args(self.calibration[i]), _as_kwargs(self.calibration[i]))
+            finally:
+                self._active_act = set()
+            self.forward_passes += 1
+            loss = self.user_loss(outputs, self.calibration[i]) if self.user_loss else default_loss(outputs, self._float_outputs[i])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        trained = {fqn: self.quantizer.quantize(w.detach(), assignment[fqn]).dequantize().reshape(w.shape).to(w.dtype) for fqn, w in latent.items()}
+        self.evaluations += 1
+        try:
+            with torch.no_grad():
+                for fqn, q in trained.items():
+                    self.modules[fqn].weight.data = q
+                self._active_act = set(assignment)
+                metric = self.has_metric if use_metric is None else use_metric
+                if metric:
+                    return float(self.user_metric(self.model))
+                return -self._mean_loss(self.model)
+        finally:
+            for fqn in trained:
+                self.modules[fqn].weight.data = self._float[fqn]
+            self._active_act = set()
+
+    def _param_name(self, fqn: str) -> str:
+        return f"{fqn}.weight" if fqn else "weight"
+
+    def close(self) -> None:
+        for h in self._act_handles:
+            h.remove()
+        self._act_handles = []
+
+
+def _as_args(batch: Any) -> tuple:
+    if isinstance(batch, torch.Tensor):
+        return (batch,)
+    if isinstance(batch, Mapping):
+        return ()
+    return tuple(batch)
+
+
+def _as_kwargs(batch: Any) -> dict:
+    return dict(batch) if isinstance(batch, Mapping) else {}

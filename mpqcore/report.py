@@ -1,0 +1,185 @@
+"""The report of a search, and its writers: JSON, CSV and matplotlib plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from mpqcore.problem import problem_to_dict
+from mpqcore.types import Allocation, Budget, ModelSpec, Problem
+
+__all__ = ["Report", "versions", "write_sweep", "plot_bits_per_layer", "plot_pareto"]
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("mpqcore", "torch", "highspy", "numpy", "pluggy", "attrs"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+@attrs.frozen(eq=False)
+class Report:
+    """Everything a search found and measured.
+
+    ``results`` holds ``loss`` (calibration divergence of the mixed model),
+    ``predicted`` (the objective of the allocation), ``metric``/``float_metric`` when a
+    metric was given, and ``uniform_bits`` with its ``uniform_metric``/``uniform_loss``:
+    uniform precision at the highest bit-width that meets the budget. ``timings`` are
+    wall seconds per phase.
+    """
+
+    allocation: Allocation
+    spec: ModelSpec
+    problem: Problem
+    budgets: tuple[Budget, ...]
+    method: str
+    method_options: dict
+    solver: str
+    quantizer: str
+    cost: str
+    results: dict[str, Any]
+    objective_info: dict[str, Any]
+    forward_passes: int
+    evaluations: int
+    timings: dict[str, float]
+    seed: int
+    versions: dict[str, str]
+    model: Any = None
+
+    @property
+    def average_bits(self) -> float:
+        return self.allocation.average_bits({layer.fqn: layer.params for layer in self.spec.layers})
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serializable dict of the whole report (the model excluded)."""
+        return _jsonable(
+            {
+                "allocation": dict(self.allocation.bits),
+                "average_bits": self.average_bits,
+                "costs": dict(self.allocation.costs),
+                "budgets": [dict(b.to_dict(), description=b.describe()) for b in self.budgets],
+                "limits": dict(self.problem.budgets),
+                "objective": self.allocation.objective,
+                "solver": {
+                    "name": self.solver,
+                    "status": self.allocation.status,
+                    "gap": self.allocation.gap,
+                    "bound": self.allocation.bound,
+                    "solve_time": self.allocation.solve_time,
+                },
+                "method": {"name": self.method, "options": self.method_options, "info": self.objective_info},
+                "quantizer": self.quantizer,
+                "cost": self.cost,
+                "results": self.results,
+                "forward_passes": self.forward_passes,
+                "evaluations": self.evaluations,
+                "timings": self.timings,
+                "seed": self.seed,
+                "versions": self.versions,
+                "layers": [attrs.asdict(layer) for layer in self.spec.layers],
+            }
+        )
+
+    def write(self, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
+        """Write report.json, allocation.csv, problem.json and (optionally) bits.png."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"report": out / "report.json", "allocation": out / "allocation.csv", "problem": out / "problem.json"}
+        paths["report"].write_text(json.dumps(self.to_json(), indent=1))
+        paths["problem"].write_text(json.dumps(problem_to_dict(self.problem), indent=1))
+        with paths["allocation"].open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["layer", "kind", "params", "macs", "bits"])
+            for layer in self.spec.layers:
+                writer.writerow([layer.fqn, layer.kind, layer.params, layer.macs, self.allocation.bits[layer.fqn]])
+        if plots:
+            paths["plot"] = plot_bits_per_layer(self, out / "bits.png")
+        return paths
+
+
+def plot_bits_per_layer(report: Report, path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [layer.fqn for layer in report.spec.layers]
+    bits = [report.allocation.bits[n] for n in names]
+    params = np.array([layer.params for layer in report.spec.layers], dtype=float)
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 4))
+    bars = ax.bar(range(len(names)), bits, color=plt.cm.viridis(params / params.max()))
+    ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("weight bits")
+    ax.set_title(f"{report.method}: {report.average_bits:.2f} average bits ({', '.join(b.describe() for b in report.budgets)})")
+    ax.set_yticks(sorted(set(report.problem.bits)))
+    for bar, b in zip(bars, bits):
+        ax.text(bar.get_x() + bar.get_width() / 2, b + 0.05, str(b), ha="center", fontsize=7)
+    fig.text(0.01, 0.01, "bar colour: parameter count", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_pareto(rows: Sequence[dict], path: str | Path, *, x: str = "average_bits", y: str = "metric", label: str = "method") -> Path:
+    """Metric against cost, one line per ``label`` value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in sorted({r[label] for r in rows}):
+        pts = sorted((r[x], r[y]) for r in rows if r[label] == name and r.get(y) is not None)
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=name)
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel(y.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_sweep(rows: Sequence[dict], out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "pareto.csv", "json": out / "pareto.json"}
+    keys = list(dict.fromkeys(k for r in rows for k in r if not isinstance(r[k], dict)))
+    with paths["csv"].open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    paths["json"].write_text(json.dumps(_jsonable(list(rows)), indent=1))
+    if plots:
+        y = "metric" if any(r.get("metric") is not None for r in rows) else "loss"
+        paths["plot"] = plot_pareto(rows, out / "pareto.png", y=y)
+    return paths

@@ -1,0 +1,439 @@
+"""One search end to end: introspect, measure, solve, apply, evaluate, report.
+
+:func:`search` is the entry point; :func:`measure` stops after the measurement and
+gives the allocation problem (the problem file's content) so that it can be solved
+again under other budgets; :func:`sweep` measures once and solves for many budgets.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+from torch import nn
+
+from mpqcore.context import MeasureContext
+from mpqcore.costs import cost_table
+from mpqcore.errors import ConfigError, MethodError, MpqError
+from mpqcore.evaluate import Evaluator
+from mpqcore.introspect import quantizable_modules
+from mpqcore.plugins import PluginSet, get_plugins
+from mpqcore.problem import allocation_costs
+from mpqcore.report import Report, versions
+from mpqcore.types import Allocation, Budget, ModelSpec, Objective, Problem, _check_bits
+
+__all__ = ["search", "measure", "sweep", "apply", "Measurement", "search_problem"]
+
+
+def _progress(enabled: bool) -> Callable[..., Iterable]:
+    if not enabled:
+        return lambda it, **kw: it
+    from tqdm.auto import tqdm
+
+    return lambda it, **kw: tqdm(it, leave=False, **kw)
+
+
+def _budgets(budget: Budget | Sequence[Budget] | None) -> list[Budget]:
+    if budget is None:
+        return []
+    items = [budget] if isinstance(budget, Budget) else list(budget)
+    for b in items:
+        if not isinstance(b, Budget):
+            raise ConfigError(f"budget must be a mpqcore.Budget (e.g. Budget.average_bits(4)), got {type(b).__name__}")
+    return items
+
+
+def _resolve_pins(pins: Mapping[str, int] | None, spec: ModelSpec, bits: tuple[int, ...]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for pattern, b in (pins or {}).items():
+        try:
+            b = int(b)
+        except (TypeError, ValueError):
+            raise ConfigError(f"pin {pattern!r}: bits {b!r} is not an integer") from None
+        if b not in bits:
+            raise ConfigError(f"pin {pattern!r}={b}: {b} is not a candidate bit-width {list(bits)}; add it to bits")
+        matched = [f for f in spec.fqns if f == pattern or fnmatch.fnmatchcase(f, pattern)]
+        if not matched:
+            from mpqcore.registry import suggest
+
+            raise ConfigError(f"pin {pattern!r} matches no quantizable layer{suggest(pattern, spec.fqns)}; layers: {list(spec.fqns)}")
+        for f in matched:
+            out[f] = b
+    return out
+
+
+def _check_ties(ties: Sequence[Sequence[str]] | None, spec: ModelSpec) -> tuple[tuple[str, ...], ...]:
+    out = []
+    for group in ties or ():
+        group = tuple(group)
+        unknown = [g for g in group if g not in spec.fqns]
+        if unknown:
+            raise ConfigError(f"tie {list(group)} names unknown layers {unknown}; layers: {list(spec.fqns)}")
+        out.append(group)
+    return tuple(out)
+
+
+def _limit(budget: Budget, spec: ModelSpec, cost_model: Any) -> float:
+    if budget.kind == "absolute":
+        return budget.value
+    if budget.kind == "average_bits":
+        return budget.value * spec.total_params
+    ref = sum(cost_model.cost(layer, budget.reference_bits) for layer in spec.layers)
+    return budget.value * ref
+
+
+@attrs.frozen(eq=False)
+class Measurement:
+    """A measured allocation problem and what produced it."""
+
+    problem: Problem
+    spec: ModelSpec
+    objective: Objective
+    evaluator: Evaluator
+    budgets: tuple[Budget, ...]
+    pins: dict[str, int]
+    method: str
+    method_options: dict
+    quantizer: str
+    quantizer_options: dict
+    cost: str
+    seed: int
+    timings: dict[str, float]
+
+    def with_budgets(self, budgets: Sequence[Budget], cost_models: Mapping[str, Any] | None = None) -> Problem:
+        plugins = get_plugins()
+        limits: dict[str, float] = {}
+        for b in budgets:
+            model = (cost_models or {}).get(b.cost) or plugins.cost_models.create(b.cost)
+            value = _limit(b, self.spec, model)
+            limits[b.cost] = min(value, limits.get(b.cost, np.inf))
+        missing = [n for n in limits if n not in self.problem.costs]
+        if missing:
+            raise ConfigError(f"budgets on {missing} have no cost table in the measured problem; tables: {sorted(self.problem.costs)}")
+        return attrs.evolve(self.problem, budgets=limits)
+
+
+def measure(
+    model: nn.Module,
+    calibration: Iterable[Any],
+    method: str = "hawq",
+    bits: Sequence[int] = (2, 4, 8),
+    budget: Budget | Sequence[Budget] | None = None,
+    *,
+    quantizer: str = "minmax-per-tensor",
+    cost: str = "size",
+    pins: Mapping[str, int] | None = None,
+    ties: Sequence[Sequence[str]] | None = None,
+    seed: int = 0,
+    metric: Callable[[nn.Module], float] | None = None,
+    loss: Callable[[Any, Any], torch.Tensor] | None = None,
+    act_bits: int | None = None,
+    method_options: Mapping[str, Any] | None = None,
+    quantizer_options: Mapping[str, Any] | None = None,
+    cost_options: Mapping[str, Mapping[str, Any]] | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    plugins: PluginSet | None = None,
+) -> Measurement:
+    """Introspect ``model`` and measure its sensitivity with ``method``; solve nothing."""
+    plugins = plugins or get_plugins()
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    bits = _check_bits(bits)
+    budgets = _budgets(budget)
+    method_impl = plugins.methods.create(method, **dict(method_options or {}))
+    quantizer_impl = plugins.quantizers.create(quantizer, **dict(quantizer_options or {}))
+    cost_names = list(dict.fromkeys(["size", cost] + [b.cost for b in budgets]))
+    cost_models = {name: plugins.cost_models.create(name, **dict((cost_options or {}).get(name, {}))) for name in cost_names}
+    if act_bits is not None and int(act_bits) not in range(2, 17):
+        raise ConfigError(f"act_bits {act_bits} outside 2..16")
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    evaluator = Evaluator(model, calibration, None, quantizer_impl, loss=loss, metric=metric, act_bits=act_bits, device=device)
+    spec = evaluator.spec
+    fixed = _resolve_pins(pins, spec, bits)
+    user_ties = _check_ties(ties, spec)
+    decision = tuple(f for f in spec.fqns if f not in fixed)
+    tables = {name: cost_table(m, spec, bits, name=name) for name, m in cost_models.items()}
+    timings["introspect"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ctx = MeasureContext(evaluator=evaluator, spec=spec, layers=decision, bits=bits, fixed=fixed, seed=seed, progress=_progress(progress))
+    entry = plugins.methods.get(method)
+    torch.manual_seed(seed)
+    if decision:
+        try:
+            objective = method_impl.measure(ctx)
+        except MpqError:
+            raise
+        except Exception as exc:
+            raise MethodError(f"method {method!r} (plugin {entry.plugin!r}) raised {type(exc).__name__}: {exc}", plugin=entry.plugin) from exc
+        objective = _check_objective(objective, ctx, method, entry.plugin)
+    else:
+        objective = None  # every layer is pinned: nothing to measure
+    timings["measure"] = time.perf_counter() - t0
+
+    problem = _full_problem(objective, spec, bits, tables, fixed, user_ties)
+    measurement = Measurement(
+        problem=problem,
+        spec=spec,
+        objective=objective if objective is not None else problem.objective,
+        evaluator=evaluator,
+        budgets=tuple(budgets),
+        pins=fixed,
+        method=method,
+        method_options=dict(method_options or {}),
+        quantizer=quantizer,
+        quantizer_options=dict(quantizer_options or {}),
+        cost=cost,
+        seed=seed,
+        timings=timings,
+    )
+    if budgets:
+        problem = measurement.with_budgets(budgets, cost_models)
+        measurement = attrs.evolve(measurement, problem=problem)
+    return measurement
+
+
+def _check_objective(objective: Any, ctx: MeasureContext, method: str, plugin: str) -> Objective:
+    where = f"method {method!r} (plugin {plugin!r})"
+    if not isinstance(objective, Objective):
+        raise MethodError(f"{where} returned {type(objective).__name__}, expected mpqcore.Objective", plugin=plugin)
+    if set(objective.layers) != set(ctx.layers) or len(objective.layers) != len(ctx.layers):
+        extra = sorted(set(objective.layers) - set(ctx.layers))
+        lacking = sorted(set(ctx.layers) - set(objective.layers))
+        raise MethodError(f"{where} returned an objective over the wrong layers: missing {lacking[:5]}, unexpected {extra[:5]}", plugin=plugin)
+    if tuple(objective.bits) != tuple(ctx.bits):
+        raise MethodError(f"{where} returned bits {list(objective.bits)}, expected {list(ctx.bits)}", plugin=plugin)
+    try:
+        objective.validate(source=where)
+    except ConfigError as exc:
+        raise MethodError(str(exc), plugin=plugin) from exc
+    if tuple(objective.layers) != tuple(ctx.layers):  # reorder to forward order
+        order = [objective.layers.index(f) for f in ctx.layers]
+        objective = attrs.evolve(
+            objective,
+            layers=ctx.layers,
+            unary=objective.unary[order],
+            stderr=None if objective.stderr is None else objective.stderr[order],
+        )
+    return objective
+
+
+def _full_problem(objective: Objective | None, spec: ModelSpec, bits, tables, fixed, user_ties) -> Problem:
+    """The objective over every layer (pinned ones contribute 0) plus costs, pins and ties."""
+    unary = np.zeros((len(spec.layers), len(bits)))
+    pairs: dict = {}
+    method_ties: tuple = ()
+    info: dict = {}
+    stderr = None
+    if objective is not None:
+        row = {f: i for i, f in enumerate(objective.layers)}
+        for i, f in enumerate(spec.fqns):
+            if f in row:
+                unary[i] = objective.unary[row[f]]
+        if objective.stderr is not None:
+            stderr = np.zeros_like(unary)
+            for i, f in enumerate(spec.fqns):
+                if f in row:
+                    stderr[i] = objective.stderr[row[f]]
+        pairs = dict(objective.pairs)
+        method_ties = objective.ties
+        info = dict(objective.info)
+    full = Objective(layers=spec.fqns, bits=bits, unary=unary, pairs=pairs, stderr=stderr, ties=method_ties, info=info)
+    return Problem(objective=full, costs=tables, budgets={}, pins=fixed, ties=user_ties)
+
+
+def search_problem(*args: Any, **kwargs: Any) -> Problem:
+    """The measured allocation problem (the problem file's content) of :func:`measure`."""
+    return measure(*args, **kwargs).problem
+
+
+def apply(
+    model: nn.Module,
+    allocation: Allocation | Mapping[str, int],
+    quantizer: str = "minmax-per-tensor",
+    *,
+    inplace: bool = False,
+    quantizer_options: Mapping[str, Any] | None = None,
+    plugins: PluginSet | None = None,
+) -> nn.Module:
+    """The model with each layer's weight fake-quantized at its allocated bits.
+
+    Returns a quantized copy unless ``inplace=True``. Layers absent from the
+    allocation stay in float.
+    """
+    plugins = plugins or get_plugins()
+    impl = plugins.quantizers.create(quantizer, **dict(quantizer_options or {}))
+    bits_of = allocation.bits if isinstance(allocation, Allocation) else dict(allocation)
+    modules = quantizable_modules(model)
+    aliases = {alias: name for name, (_, al) in modules.items() for alias in al}
+    unknown = [f for f in bits_of if f not in modules and f not in aliases]
+    if unknown:
+        from mpqcore.registry import suggest
+
+        raise ConfigError(f"allocation names layers the model does not have: {unknown[:5]}{suggest(unknown[0], modules)}")
+    target = model if inplace else copy.deepcopy(model)
+    target_modules = quantizable_modules(target)
+    with torch.no_grad():
+        for fqn, b in bits_of.items():
+            module = target_modules[aliases.get(fqn, fqn)][0]
+            q = impl.quantize(module.weight.detach(), int(b)).dequantize()
+            module.weight.copy_(q.reshape(module.weight.shape).to(module.weight.dtype))
+    return target
+
+
+def _uniform_reference(problem: Problem, bits: tuple[int, ...], pins: Mapping[str, int]) -> tuple[int, dict[str, int]]:
+    """The highest uniform bit-width (pins kept) meeting every budget, else the lowest."""
+    best = None
+    for b in bits:
+        assign = {f: pins.get(f, b) for f in problem.layers}
+        costs = allocation_costs(problem, assign)
+        if all(costs[n] <= lim * (1 + 1e-9) for n, lim in problem.budgets.items()):
+            best = (b, assign)
+    if best is None:
+        b = bits[0]
+        best = (b, {f: pins.get(f, b) for f in problem.layers})
+    return best
+
+
+def _solve(problem: Problem, solver: str, solver_options: Mapping[str, Any] | None, plugins: PluginSet) -> Allocation:
+    impl = plugins.solvers.create(solver, **dict(solver_options or {}))
+    t0 = time.perf_counter()
+    allocation = impl.solve(problem)
+    if not isinstance(allocation, Allocation):
+        entry = plugins.solvers.get(solver)
+        raise MpqError(f"solver {solver!r} (plugin {entry.plugin!r}) returned {type(allocation).__name__}, expected Allocation")
+    if not allocation.solve_time:
+        allocation = attrs.evolve(allocation, solve_time=time.perf_counter() - t0)
+    return allocation
+
+
+def _evaluate(meas: Measurement, allocation: Allocation, uniform_reference: bool = True) -> dict[str, Any]:
+    ev = meas.evaluator
+    out: dict[str, Any] = {"loss": ev.loss(allocation.bits), "predicted": meas.problem.objective.value(allocation.bits)}
+    if ev.has_metric:
+        out["float_metric"] = ev.metric({})
+        out["metric"] = ev.metric(allocation.bits)
+    if uniform_reference:
+        ub, assign = _uniform_reference(meas.problem, meas.problem.bits, meas.pins)
+        out["uniform_bits"] = ub
+        out["uniform_costs"] = allocation_costs(meas.problem, assign)
+        out["uniform_loss"] = ev.loss(assign)
+        if ev.has_metric:
+            out["uniform_metric"] = ev.metric(assign)
+    return out
+
+
+def search(
+    model: nn.Module,
+    calibration: Iterable[Any],
+    method: str = "hawq",
+    bits: Sequence[int] = (2, 4, 8),
+    budget: Budget | Sequence[Budget] = Budget.average_bits(4.0),
+    metric: Callable[[nn.Module], float] | None = None,
+    quantizer: str = "minmax-per-tensor",
+    cost: str = "size",
+    solver: str = "highs",
+    pins: Mapping[str, int] | None = None,
+    ties: Sequence[Sequence[str]] | None = None,
+    seed: int = 0,
+    inplace: bool = False,
+    *,
+    loss: Callable[[Any, Any], torch.Tensor] | None = None,
+    act_bits: int | None = None,
+    method_options: Mapping[str, Any] | None = None,
+    solver_options: Mapping[str, Any] | None = None,
+    quantizer_options: Mapping[str, Any] | None = None,
+    cost_options: Mapping[str, Mapping[str, Any]] | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    plugins: PluginSet | None = None,
+) -> Report:
+    """Choose per-layer weight bit-widths for ``model`` under ``budget``.
+
+    The user's ``model`` comes back bit-for-bit unchanged unless ``inplace=True``, in
+    which case its weights are replaced by their quantized copies at the end.
+    ``report.model`` is the quantized model (a copy, or ``model`` itself when in place).
+    """
+    plugins = plugins or get_plugins()
+    budgets = _budgets(budget)
+    if not budgets:
+        raise ConfigError("search needs at least one budget, e.g. Budget.average_bits(4.0)")
+    plugins.solvers.get(solver)  # fail on an unknown solver before measuring
+    meas = measure(
+        model, calibration, method, bits, budgets, quantizer=quantizer, cost=cost, pins=pins, ties=ties, seed=seed,
+        metric=metric, loss=loss, act_bits=act_bits, method_options=method_options, quantizer_options=quantizer_options,
+        cost_options=cost_options, device=device, progress=progress, plugins=plugins,
+    )
+    timings = dict(meas.timings)
+    t0 = time.perf_counter()
+    allocation = _solve(meas.problem, solver, solver_options, plugins)
+    timings["solve"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    quantized = apply(model, allocation, quantizer, inplace=inplace, quantizer_options=quantizer_options, plugins=plugins)
+    timings["apply"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    results = _evaluate(meas, allocation)
+    timings["evaluate"] = time.perf_counter() - t0
+    meas.evaluator.close()
+    return Report(
+        allocation=allocation,
+        spec=meas.spec,
+        problem=meas.problem,
+        budgets=tuple(budgets),
+        method=meas.method,
+        method_options=meas.method_options,
+        solver=solver,
+        quantizer=quantizer,
+        cost=cost,
+        results=results,
+        objective_info=dict(meas.problem.objective.info),
+        forward_passes=meas.evaluator.forward_passes,
+        evaluations=meas.evaluator.evaluations,
+        timings=timings,
+        seed=seed,
+        versions=versions(),
+        model=quantized,
+    )
+
+
+@attrs.frozen(eq=False)
+class SweepPoint:
+    budget: Budget
+    allocation: Allocation
+    results: dict[str, Any]
+
+
+def sweep(
+    model: nn.Module,
+    calibration: Iterable[Any],
+    method: str = "hawq",
+    bits: Sequence[int] = (2, 4, 8),
+    budgets: Sequence[Budget] = (),
+    metric: Callable[[nn.Module], float] | None = None,
+    *,
+    solver: str = "highs",
+    solver_options: Mapping[str, Any] | None = None,
+    plugins: PluginSet | None = None,
+    **measure_options: Any,
+) -> tuple[Measurement, list[SweepPoint]]:
+    """Measure once, then solve and evaluate for each budget (a Pareto sweep)."""
+    plugins = plugins or get_plugins()
+    budgets = _budgets(budgets)
+    if not budgets:
+        raise ConfigError("sweep needs at least one budget")
+    meas = measure(model, calibration, method, bits, None, metric=metric, plugins=plugins, **measure_options)
+    points = []
+    for b in budgets:
+        problem = meas.with_budgets([b])
+        allocation = _solve(problem, solver, solver_options, plugins)
+        points.append(SweepPoint(b, allocation, _evaluate(attrs.evolve(meas, problem=problem), allocation, uniform_reference=False)))
+    return meas, points
