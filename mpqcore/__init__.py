@@ -1,23 +1,65 @@
-"""mpq: mixed-precision quantization, from sensitivity to allocation to report."""
+"""mpq: mixed-precision quantization, from sensitivity to allocation to report.
 
+    report = mpqcore.search(model, calibration, method="hawq", bits=(2, 4, 8),
+                            budget=mpqcore.Budget.average_bits(4.0))
+"""
+
+from mpqcore.context import MeasureContext
 from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError, PluginError, ProblemTooLargeError
+from mpqcore.evaluate import Evaluator
 from mpqcore.hookspecs import hookimpl
-from mpqcore.plugins import get_plugins
+from mpqcore.introspect import introspect
+from mpqcore.plugins import PluginSet, get_plugins
+from mpqcore.problem import dump_problem, load_problem, problem_from_dict, problem_to_dict
+from mpqcore.quantizers import QuantizedTensor
+from mpqcore.report import Report
+from mpqcore.search import Measurement, apply, measure, search, search_problem, sweep
+from mpqcore.tasks import Task
 from mpqcore.types import Allocation, Budget, LayerInfo, ModelSpec, Objective, Problem
+
+
+def solve(problem: Problem, solver: str = "highs", **options) -> Allocation:
+    """Solve an allocation problem with the named solver."""
+    return get_plugins().solvers.create(solver, **options).solve(problem)
+
+
+def load_task(name: str, **options) -> Task:
+    """Build a registered task (``digits-cnn``, ...) by name."""
+    return get_plugins().tasks.create(name, **options)
+
 
 __all__ = [
     "Allocation",
     "Budget",
     "ConfigError",
+    "Evaluator",
     "InfeasibleError",
     "LayerInfo",
+    "MeasureContext",
+    "Measurement",
     "MethodError",
     "ModelSpec",
     "MpqError",
     "Objective",
     "PluginError",
+    "PluginSet",
     "Problem",
     "ProblemTooLargeError",
+    "QuantizedTensor",
+    "Report",
+    "Task",
+    "apply",
+    "dump_problem",
     "get_plugins",
     "hookimpl",
+    "introspect",
+    "load_problem",
+    "load_task",
+    "measure",
+    "problem_from_dict",
+    "problem_to_dict",
+    "search",
+    "search_problem",
+    "solve",
+    "sweep",
 ]
