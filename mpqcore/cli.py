@@ -1,0 +1,292 @@
+"""The ``mpq`` command line: plugins, solve, search, sweep, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mpqcore.errors import MpqError
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+
+
+def _bits(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bits {text!r} must be comma-separated integers, e.g. 2,4,8") from None
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def _option_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _options(pairs: Sequence[tuple[str, str]] | None) -> dict[str, Any]:
+    return {k: _option_value(v) for k, v in (pairs or [])}
+
+
+def _pins(pairs: Sequence[tuple[str, str]] | None) -> dict[str, int]:
+    out = {}
+    for k, v in pairs or []:
+        try:
+            out[k] = int(v)
+        except ValueError:
+            raise MpqError(f"--pin {k}={v}: bits must be an integer") from None
+    return out
+
+
+def _progress_wanted(args) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+# ---------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------
+
+
+def cmd_plugins(args) -> int:
+    from mpqcore.plugins import get_plugins
+
+    infos = get_plugins().info()
+    if args.json:
+        print(json.dumps([i.to_dict() for i in infos], indent=1))
+        return 0
+    for info in infos:
+        where = info.distribution + (f" ({info.entry_point})" if info.entry_point else " (built-in)")
+        print(f"{info.name}  {info.version}  {where}")
+        for kind, names in info.registers.items():
+            print(f"    {kind}: {', '.join(names)}")
+    return 0
+
+
+def cmd_solve(args) -> int:
+    import attrs
+
+    from mpqcore.plugins import get_plugins
+    from mpqcore.problem import load_problem
+
+    problem = load_problem(args.problem)
+    if args.budget:
+        budgets = dict(problem.budgets)
+        for name, value in args.budget:
+            try:
+                budgets[name] = float(value)
+            except ValueError:
+                raise MpqError(f"--budget {name}={value}: the limit must be a number") from None
+        problem = attrs.evolve(problem, budgets=budgets)
+    options = _options(args.solver_option)
+    if args.time_limit is not None:
+        options["time_limit"] = args.time_limit
+    solver = get_plugins().solvers.create(args.solver, **options)
+    allocation = solver.solve(problem)
+    out = allocation.to_dict()
+    print(json.dumps(out, indent=None if args.compact else 1))
+    return 0
+
+
+def _task_and_common(args):
+    from mpqcore.plugins import get_plugins
+
+    task = get_plugins().tasks.create(args.task, **_options(args.task_option))
+    return task
+
+
+def cmd_search(args) -> int:
+    import mpqcore
+    from mpqcore.types import Budget
+
+    budgets = [Budget.parse(b) for b in args.budget] or [Budget.average_bits(4.0)]
+    task = _task_and_common(args)
+    report = mpqcore.search(
+        task.model, task.calibration, method=args.method, bits=args.bits, budget=budgets, metric=task.metric,
+        quantizer=args.quantizer, cost=args.cost, solver=args.solver, pins=_pins(args.pin),
+        ties=[t.split(",") for t in args.tie or []], seed=args.seed, loss=task.loss,
+        method_options=_options(args.method_option), solver_options=_options(args.solver_option),
+        act_bits=args.act_bits, progress=_progress_wanted(args),
+    )
+    paths = report.write(args.out) if args.out else {}
+    print(_summary(report, task))
+    for name, path in paths.items():
+        print(f"  wrote {name}: {path}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    import mpqcore
+    from mpqcore.report import write_sweep
+    from mpqcore.types import Budget
+
+    budgets = [Budget.parse(b) for b in args.budget]
+    if not budgets:
+        raise MpqError("mpq sweep needs budgets: --budget avg-bits=2.5 --budget avg-bits=3 ...")
+    task = _task_and_common(args)
+    meas, points = mpqcore.sweep(
+        task.model, task.calibration, args.method, args.bits, budgets, task.metric, solver=args.solver,
+        quantizer=args.quantizer, cost=args.cost, pins=_pins(args.pin), seed=args.seed, loss=task.loss,
+        method_options=_options(args.method_option), progress=_progress_wanted(args),
+    )
+    params = {layer.fqn: layer.params for layer in meas.spec.layers}
+    rows = []
+    for p in points:
+        rows.append({
+            "method": args.method, "budget": p.budget.describe(), "average_bits": p.allocation.average_bits(params),
+            **{f"cost_{k}": v for k, v in p.allocation.costs.items()}, "predicted": p.results["predicted"],
+            "loss": p.results["loss"], "metric": p.results.get("metric"), "status": p.allocation.status,
+            "gap": p.allocation.gap, "allocation": dict(p.allocation.bits),
+        })
+    print(f"{'budget':<34} {'avg bits':>8} {'loss':>10} {task.metric_name:>10}")
+    for r in rows:
+        metric = "" if r["metric"] is None else f"{r['metric']:.4f}"
+        print(f"{r['budget']:<34} {r['average_bits']:>8.3f} {r['loss']:>10.5f} {metric:>10}")
+    if args.out:
+        for name, path in write_sweep(rows, args.out).items():
+            print(f"  wrote {name}: {path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import mpqcore
+    from mpqcore.types import Budget
+
+    t0 = time.perf_counter()
+    print("mpq demo: mixed-precision search on digits-cnn (a CNN trained on scikit-learn's handwritten digits)")
+    task = mpqcore.load_task("digits-cnn", progress=_progress_wanted(args))
+    print(f"  task ready in {time.perf_counter() - t0:.1f} s; float accuracy {task.metric(task.model):.4f}")
+    budget = Budget.average_bits(args.avg_bits)
+    report = mpqcore.search(
+        task.model, task.calibration, method=args.method, bits=args.bits, budget=budget, metric=task.metric,
+        seed=0, progress=_progress_wanted(args),
+    )
+    paths = report.write(args.out)
+    print(_summary(report, task))
+    for name, path in paths.items():
+        print(f"  wrote {name}: {path}")
+    print(f"  total {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _summary(report, task) -> str:
+    r = report.results
+    name = task.metric_name
+    lines = [
+        "",
+        f"method {report.method}, solver {report.solver} ({report.allocation.status}, gap {report.allocation.gap:.2g}), "
+        f"budget: {', '.join(b.describe() for b in report.budgets)}",
+        "",
+        f"  {'layer':<28} {'kind':<8} {'params':>9} {'bits':>4}",
+    ]
+    for layer in report.spec.layers:
+        lines.append(f"  {layer.fqn:<28} {layer.kind:<8} {layer.params:>9} {report.allocation.bits[layer.fqn]:>4}")
+    lines.append("")
+    lines.append(f"  {'model':<34} {'avg bits':>8} {name:>10} {'loss':>10}")
+    if "float_metric" in r:
+        lines.append(f"  {'float':<34} {32:>8} {r['float_metric']:>10.4f} {0.0:>10.5f}")
+    metric = f"{r['metric']:.4f}" if "metric" in r else "-"
+    lines.append(f"  {'mixed precision (' + report.method + ')':<34} {report.average_bits:>8.3f} {metric:>10} {r['loss']:>10.5f}")
+    if "uniform_bits" in r:
+        um = f"{r['uniform_metric']:.4f}" if "uniform_metric" in r else "-"
+        total = sum(layer.params for layer in report.spec.layers)
+        avg = r["uniform_costs"]["size"] / total if "size" in r["uniform_costs"] else float("nan")
+        lines.append(f"  {'uniform ' + str(r['uniform_bits']) + '-bit':<34} {avg:>8.3f} {um:>10} {r['uniform_loss']:>10.5f}")
+    lines.append("")
+    t = report.timings
+    lines.append("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()) + f"; forward passes {report.forward_passes}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# parser
+# ---------------------------------------------------------------------------
+
+
+def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
+    p.add_argument("--task", default="digits-cnn", help="a registered task (see `mpq plugins`); default digits-cnn")
+    p.add_argument("--task-option", action="append", type=_key_value, metavar="KEY=VALUE", help="option for the task factory")
+    p.add_argument("--method", default="hawq", help="a registered sensitivity method; default hawq")
+    p.add_argument("--method-option", action="append", type=_key_value, metavar="KEY=VALUE", help="option for the method (value parsed as JSON when it can be)")
+    p.add_argument("--bits", type=_bits, default=(2, 4, 8), help="candidate weight bit-widths, e.g. 2,4,8")
+    p.add_argument(
+        "--budget", action="append", default=[], metavar="NAME=VALUE",
+        help="avg-bits=4, size-bytes=N, size-mb=N, COST=N (absolute) or COST=0.6x (of the 8-bit cost); "
+        + ("repeat for each point of the sweep" if sweep else "repeat for several budgets at once"),
+    )
+    p.add_argument("--pin", action="append", type=_key_value, metavar="LAYER=BITS", help="fix a layer (fnmatch pattern) to BITS")
+    p.add_argument("--tie", action="append", metavar="L1,L2,...", help="layers that must share one bit-width")
+    p.add_argument("--quantizer", default="minmax-per-tensor")
+    p.add_argument("--cost", default="size", help="cost model reported and used by default budgets")
+    p.add_argument("--solver", default="highs")
+    p.add_argument("--solver-option", action="append", type=_key_value, metavar="KEY=VALUE")
+    p.add_argument("--act-bits", type=int, default=None, help="also fake-quantize the inputs of quantized layers at this width")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="directory for the report files")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mpq", description="Mixed-precision quantization: measure, allocate, apply, report.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("plugins", help="list loaded plugins and what each registers")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("solve", help="solve an allocation problem file (JSON)")
+    p.add_argument("problem", help="problem file (see docs/problem-file.md)")
+    p.add_argument("--solver", default="highs", help="a registered solver; default highs")
+    p.add_argument("--budget", action="append", type=_key_value, metavar="COST=LIMIT", help="set or override a budget")
+    p.add_argument("--solver-option", action="append", type=_key_value, metavar="KEY=VALUE")
+    p.add_argument("--time-limit", type=float, default=None, help="seconds (solvers that take time_limit)")
+    p.add_argument("--compact", action="store_true", help="one-line JSON")
+    p.set_defaults(func=cmd_solve)
+
+    p = sub.add_parser("search", help="one mixed-precision search on a task")
+    _add_search_args(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("sweep", help="measure once, solve for many budgets: Pareto CSV and plot")
+    _add_search_args(p, sweep=True)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("demo", help="the main job: a full search on digits-cnn with a summary table")
+    p.add_argument("--method", default="hawq")
+    p.add_argument("--bits", type=_bits, default=(2, 3, 4, 5, 6, 8))
+    p.add_argument("--avg-bits", type=float, default=3.0)
+    p.add_argument("--out", default="mpq-out/demo")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except MpqError as exc:
+        print(f"mpq {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
