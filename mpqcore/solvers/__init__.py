@@ -1,7 +1,17 @@
-"""Built-in solvers (in progress)."""
+"""Built-in solvers: ``highs`` (MILP), ``dp`` (dynamic programming, one budget) and
+``brute-force`` (exhaustive, the reference in tests). :mod:`.pareto` sweeps a budget."""
+
 from mpqcore.hookspecs import hookimpl
+from mpqcore.solvers.brute_force import BruteForceSolver
+from mpqcore.solvers.dp import DPSolver
+from mpqcore.solvers.highs import HighsSolver
+from mpqcore.solvers.pareto import pareto_sweep
+
+__all__ = ["HighsSolver", "DPSolver", "BruteForceSolver", "pareto_sweep"]
 
 
 @hookimpl
 def mpq_register_solvers(registry) -> None:
-    pass
+    registry.add("highs", HighsSolver)
+    registry.add("dp", DPSolver)
+    registry.add("brute-force", BruteForceSolver)

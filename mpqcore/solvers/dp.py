@@ -1,0 +1,159 @@
+"""The ``dp`` solver: exact dynamic programming over one budget's capacity.
+
+The classic pseudo-polynomial multiple-choice knapsack recursion: ``f_g[s]`` is the
+least objective of the first ``g`` groups using at most ``s`` grid units of the
+budget. Its table has ``groups x states`` cells, so it needs costs on an integer grid
+and a capacity that is not too many grid steps: fine for hundreds of layers on a
+coarse grid, impractical at thousands on a fine one (see ``/work/shared/SOLVERS.md``).
+
+Each group's cheapest allowed cost is subtracted first (from its weights and from the
+capacity): that leaves every weight >= 0 and the table only as wide as the budget's
+slack above the cheapest allocation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import reduce
+
+import numpy as np
+
+from mpqcore.errors import ConfigError, InfeasibleError, ProblemTooLargeError
+from mpqcore.solvers._common import argmin_choice, make_allocation, prepare, relative_gap
+from mpqcore.types import Allocation, Problem
+
+__all__ = ["DPSolver"]
+
+#: Largest integer a float64 holds exactly; integer costs above it are not "on a grid".
+_EXACT_INT = 2**53
+
+
+def _is_integral(arr: np.ndarray, *, rtol: float = 1e-9) -> bool:
+    return bool(np.all(np.abs(arr - np.round(arr)) <= rtol * np.maximum(1.0, np.abs(arr))))
+
+
+class DPSolver:
+    """Exact dynamic programming for one budget with costs on an integer grid.
+
+    ``grid`` is the budget cost of one step (default: the gcd of the integer costs).
+    Costs not on the given grid are rounded up, which keeps the answer within budget
+    but may lose optimality: the status is then ``heuristic`` with a proven bound and
+    gap from the rounded-down relaxation. ``max_cells`` caps the groups x states table.
+    """
+
+    name = "dp"
+
+    def __init__(self, grid: float | None = None, max_cells: int = 50_000_000):
+        if grid is not None:
+            try:
+                grid = float(grid)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"dp: grid must be a positive number, got {grid!r}") from exc
+            if not (math.isfinite(grid) and grid > 0):
+                raise ConfigError(f"dp: grid must be a positive number, got {grid}")
+        if not isinstance(max_cells, int) or max_cells < 1:
+            raise ConfigError(f"dp: max_cells must be a positive integer, got {max_cells!r}")
+        self.grid = grid
+        self.max_cells = max_cells
+
+    def solve(self, problem: Problem) -> Allocation:
+        started = time.perf_counter()
+        if problem.objective.pairs:
+            raise ConfigError(
+                f"solver 'dp' handles separable objectives only, but this one has {len(problem.objective.pairs)} "
+                "pair terms; use the 'highs' solver (or 'brute-force' for tiny problems), or drop the pairs "
+                "with Objective.without_pairs()"
+            )
+        if len(problem.budgets) > 1:
+            raise ConfigError(
+                f"solver 'dp' handles exactly one budget, got {len(problem.budgets)}: {sorted(problem.budgets)}; "
+                "use the 'highs' solver for several budgets"
+            )
+        reduced = prepare(problem)
+        if not problem.budgets or reduced.n_groups == 0:
+            return make_allocation(reduced, argmin_choice(reduced), solver=self.name, started=started)
+        (name, limit), = problem.budgets.items()
+        G = reduced.n_groups
+        allowed = reduced.allowed
+        cost = reduced.costs[name]
+        base = np.where(allowed, cost, np.inf).min(axis=1)  # each group's cheapest allowed cost
+        extra = np.where(allowed, cost - base[:, None], 0.0)
+        grid = self.grid if self.grid is not None else self._default_grid(name, cost, extra, allowed)
+
+        scaled = extra / grid
+        exact = _is_integral(scaled[allowed])
+        up = np.where(allowed, np.ceil(scaled - 1e-9 * np.maximum(1.0, scaled)), 0).astype(np.int64)
+        x = (limit - base.sum()) / grid
+        capacity = math.floor(x + 1e-9 * max(1.0, abs(x)))
+        if capacity < 0:  # only after rounding up costs: prepare() proved the budget reachable
+            raise InfeasibleError(
+                f"solver 'dp': on grid {grid:g} the budget {name!r} <= {limit:g} is below the cheapest "
+                f"allocation; use a finer grid or the 'highs' solver",
+                cheapest={name: float(base.sum())},
+                budgets={name: limit},
+            )
+        # A capacity above every group's largest weight never binds: cap the table there.
+        states = min(capacity, int(up.max(axis=1).sum())) + 1
+        cells = G * states
+        if cells > self.max_cells:
+            need = grid * math.ceil(cells / self.max_cells)
+            raise ProblemTooLargeError(
+                f"solver 'dp': the table would have {G} groups x {states} states = {cells:,} cells "
+                f"(> max_cells={self.max_cells:,}) for budget {name!r} on grid {grid:g}; pass a coarser "
+                f"grid (grid={need:g} fits), raise max_cells, or use the 'highs' solver"
+            )
+        choice, value = self._run(reduced.unary, allowed, up, states, keep_choices=True)
+        info = {"grid": grid, "states": states, "cells": cells, "rounded": not exact}
+        if exact:
+            return make_allocation(reduced, choice, solver=self.name, started=started, info=info)
+        # Rounded-down weights relax the budget: their optimum is a proven lower bound.
+        down = np.where(allowed, np.floor(scaled + 1e-9 * np.maximum(1.0, scaled)), 0).astype(np.int64)
+        _, bound = self._run(reduced.unary, allowed, down, min(capacity, int(down.max(axis=1).sum())) + 1,
+                             keep_choices=False)
+        objective = reduced.objective_of(choice)
+        return make_allocation(
+            reduced, choice, solver=self.name, started=started, status="heuristic",
+            gap=relative_gap(objective, bound), bound=min(bound, objective), info=info,
+        )
+
+    def _default_grid(self, name: str, cost: np.ndarray, extra: np.ndarray, allowed: np.ndarray) -> float:
+        used = cost[allowed]
+        if not (_is_integral(used) and np.all(np.abs(used) < _EXACT_INT)):
+            raise ConfigError(
+                f"solver 'dp': cost table {name!r} has non-integer costs (e.g. {used[np.abs(used - np.round(used)) > 0][:3].tolist()}); "
+                "pass grid=STEP to put them on a grid of STEP units (costs are rounded up), or use the 'highs' solver"
+            )
+        steps = [int(v) for v in np.unique(np.round(extra[allowed]).astype(np.int64)) if v != 0]
+        return float(reduce(math.gcd, steps, 0) or 1)
+
+    @staticmethod
+    def _run(unary, allowed, weights, states: int, *, keep_choices: bool):
+        """Forward pass over groups; with ``keep_choices`` also the argmin table and the
+        backtracked choice (one int8 per cell). Strict ``<`` keeps the lowest bit index on ties."""
+        G, B = allowed.shape
+        f = np.zeros(states)  # no groups yet: objective 0 at any capacity
+        table = np.zeros((G, states), dtype=np.int8) if keep_choices else None
+        for g in range(G):
+            new = np.full(states, np.inf)
+            best = np.zeros(states, dtype=np.int8) if keep_choices else None
+            for j in np.nonzero(allowed[g])[0]:
+                w = int(weights[g, j])
+                if w >= states:
+                    continue
+                cand = f[: states - w] + unary[g, j]
+                better = cand < new[w:]
+                new[w:][better] = cand[better]
+                if keep_choices:
+                    best[w:][better] = j
+            f = new
+            if keep_choices:
+                table[g] = best
+        if not keep_choices:
+            return None, float(f[-1])
+        choice = np.zeros(G, dtype=int)
+        s = states - 1
+        for g in range(G - 1, -1, -1):
+            choice[g] = table[g, s]
+            s -= int(weights[g, choice[g]])
+        return choice, float(f[-1])

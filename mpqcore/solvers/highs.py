@@ -1,0 +1,363 @@
+"""The ``highs`` solver: the allocation as a mixed-integer program on HiGHS.
+
+Without pair terms the problem is a multiple-choice knapsack: one binary ``x[g, j]``
+per group and bit-width, one one-hot row per group, one row per budget. Pair terms
+``v * x[g, j] * x[h, k]`` are linearized with continuous ``y`` variables, either
+
+* ``onehot`` (the reformulation-linearization technique, RLT): for every coupled pair
+  of groups a full ``y[j, k]`` block with ``sum_k y[j, k] = x[g, j]`` and
+  ``sum_j y[j, k] = x[h, k]``. Its LP relaxation is far tighter (see
+  ``/work/shared/SOLVERS.md``: 52 dense layers proven in ~20 s), or
+* ``generic`` (McCormick): one ``y`` per nonzero term with ``y <= x_i``, ``y <= x_j``,
+  ``y >= x_i + x_j - 1``, ``y >= 0``; fewer columns when pair terms are sparse, three
+  rows per term and a weak bound (below zero at the root on dense problems).
+
+The model is built as one ``HighsLp`` in row-wise sparse form and passed whole:
+adding variables one by one from Python is the slow part at thousands of layers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from mpqcore.errors import ConfigError, MpqError
+from mpqcore.problem import ReducedProblem, raise_jointly_infeasible
+from mpqcore.solvers._common import (
+    argmin_choice,
+    budget_slack,
+    effective_terms,
+    local_search,
+    make_allocation,
+    over_budget,
+    prepare,
+    relative_gap,
+)
+from mpqcore.types import Allocation, Problem
+
+__all__ = ["HighsSolver", "HighsModel", "LINEARIZATIONS"]
+
+LINEARIZATIONS = ("onehot", "generic")
+
+#: How many times a solution that overshoots a budget by more than mpq's tolerance
+#: (HiGHS's row tolerance is absolute) is re-solved with that row tightened.
+_TIGHTEN_RETRIES = 3
+
+
+class HighsModel:
+    """One built HiGHS model of a reduced problem, reusable across budget changes.
+
+    :func:`mpqcore.solvers.pareto.pareto_sweep` builds one and only moves a budget
+    row's upper bound between solves.
+    """
+
+    def __init__(
+        self,
+        reduced: ReducedProblem,
+        *,
+        linearization: str = "onehot",
+        mip_rel_gap: float = 0.0,
+        threads: int | None = None,
+        use_pairs: bool = True,
+    ):
+        import highspy  # imported here: highspy and ortools cannot share a process
+
+        self._highspy = highspy
+        self.reduced = reduced
+        self.linearization = linearization
+        G, B = reduced.n_groups, reduced.n_bits
+        self.G, self.B = G, B
+        unary, pairs = effective_terms(reduced)
+        if not use_pairs:
+            pairs = {}
+        self.pairs = pairs
+        self.budget_names = list(reduced.problem.budgets)
+        self.budget_rows = {name: G + i for i, name in enumerate(self.budget_names)}
+        self.limits = dict(reduced.problem.budgets)
+
+        allowed = reduced.allowed
+        rows: list[np.ndarray] = []
+        cols: list[np.ndarray] = []
+        vals: list[np.ndarray] = []
+        row_lo: list[np.ndarray] = []
+        row_hi: list[np.ndarray] = []
+        inf = highspy.kHighsInf
+
+        # x[g, j] at column g*B + j; a disallowed choice is fixed to 0 by its bound.
+        n_x = G * B
+        col_cost = [unary.ravel()]
+        col_hi = [allowed.ravel().astype(float)]
+        g_idx, j_idx = np.nonzero(allowed)
+        x_col = g_idx * B + j_idx
+        rows.append(g_idx)
+        cols.append(x_col)
+        vals.append(np.ones(len(x_col)))
+        row_lo.append(np.ones(G))
+        row_hi.append(np.ones(G))
+        for name in self.budget_names:
+            coef = reduced.costs[name][g_idx, j_idx]
+            keep = coef != 0.0
+            rows.append(np.full(int(keep.sum()), self.budget_rows[name]))
+            cols.append(x_col[keep])
+            vals.append(coef[keep])
+        row_lo.append(np.full(len(self.budget_names), -inf))
+        row_hi.append(np.array([self.limits[n] for n in self.budget_names], dtype=float))
+        n_row = G + len(self.budget_names)
+        n_col = n_x
+
+        # y columns; self._y lists (column, g, j, h, k) so a start can be filled in.
+        y_col, y_g, y_j, y_h, y_k = [], [], [], [], []
+        if pairs and linearization == "onehot":
+            coupled: dict[tuple[int, int], dict[tuple[int, int], float]] = {}
+            for (g, j, h, k), v in pairs.items():
+                coupled.setdefault((g, h), {})[(j, k)] = v
+            for (g, h), terms in sorted(coupled.items()):
+                Aj, Ak = np.nonzero(allowed[g])[0], np.nonzero(allowed[h])[0]
+                nj, nk = len(Aj), len(Ak)
+                block = n_col + np.arange(nj * nk).reshape(nj, nk)
+                cost = np.zeros((nj, nk))
+                pj, pk = {b: a for a, b in enumerate(Aj)}, {b: a for a, b in enumerate(Ak)}
+                for (j, k), v in terms.items():
+                    cost[pj[j], pk[k]] = v
+                col_cost.append(cost.ravel())
+                col_hi.append(np.ones(nj * nk))
+                # sum_k y[j, k] - x[g, j] = 0 for each j, then sum_j y[j, k] - x[h, k] = 0.
+                r_j = n_row + np.repeat(np.arange(nj), nk)
+                r_k = n_row + nj + np.tile(np.arange(nk), nj)
+                rows += [r_j, n_row + np.arange(nj), r_k, n_row + nj + np.arange(nk)]
+                cols += [block.ravel(), g * B + Aj, block.ravel(), h * B + Ak]
+                vals += [np.ones(nj * nk), -np.ones(nj), np.ones(nj * nk), -np.ones(nk)]
+                row_lo.append(np.zeros(nj + nk))
+                row_hi.append(np.zeros(nj + nk))
+                jj, kk = np.meshgrid(Aj, Ak, indexing="ij")
+                y_col.append(block.ravel())
+                y_g.append(np.full(nj * nk, g))
+                y_j.append(jj.ravel())
+                y_h.append(np.full(nj * nk, h))
+                y_k.append(kk.ravel())
+                n_row += nj + nk
+                n_col += nj * nk
+        elif pairs:  # generic McCormick, one y per term
+            keys = np.array(list(pairs), dtype=int)
+            n = len(keys)
+            yc = n_col + np.arange(n)
+            xi = keys[:, 0] * B + keys[:, 1]
+            xj = keys[:, 2] * B + keys[:, 3]
+            col_cost.append(np.array(list(pairs.values()), dtype=float))
+            col_hi.append(np.ones(n))
+            r = n_row + np.arange(n)
+            # y - x_i <= 0; y - x_j <= 0; y - x_i - x_j >= -1 (y >= 0 is its bound).
+            rows += [r, r, r + n, r + n, r + 2 * n, r + 2 * n, r + 2 * n]
+            cols += [yc, xi, yc, xj, yc, xi, xj]
+            vals += [np.ones(n), -np.ones(n), np.ones(n), -np.ones(n), np.ones(n), -np.ones(n), -np.ones(n)]
+            row_lo += [np.full(2 * n, -inf), np.full(n, -1.0)]
+            row_hi += [np.zeros(2 * n), np.full(n, inf)]
+            y_col.append(yc)
+            y_g.append(keys[:, 0])
+            y_j.append(keys[:, 1])
+            y_h.append(keys[:, 2])
+            y_k.append(keys[:, 3])
+            n_row += 3 * n
+            n_col += n
+        self._y = tuple(np.concatenate(a) if a else np.zeros(0, dtype=int) for a in (y_col, y_g, y_j, y_h, y_k))
+
+        r = np.concatenate(rows).astype(np.int64)
+        c = np.concatenate(cols).astype(np.int64)
+        v = np.concatenate(vals).astype(float)
+        order = np.lexsort((c, r))
+        r, c, v = r[order], c[order], v[order]
+        lp = highspy.HighsLp()
+        lp.num_col_ = n_col
+        lp.num_row_ = n_row
+        lp.col_cost_ = np.concatenate(col_cost)
+        lp.col_lower_ = np.zeros(n_col)
+        lp.col_upper_ = np.concatenate(col_hi)
+        lp.row_lower_ = np.concatenate(row_lo).astype(float)
+        lp.row_upper_ = np.concatenate(row_hi).astype(float)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+        lp.a_matrix_.start_ = np.searchsorted(r, np.arange(n_row + 1)).astype(np.int32)
+        lp.a_matrix_.index_ = c.astype(np.int32)
+        lp.a_matrix_.value_ = v
+        lp.integrality_ = [highspy.HighsVarType.kInteger] * n_x + [highspy.HighsVarType.kContinuous] * (n_col - n_x)
+        self.n_col, self.n_row = n_col, n_row
+
+        h = highspy.Highs()
+        h.setOptionValue("output_flag", False)
+        if threads is not None:
+            # Tree search runs in parallel only with both; HiGHS fixes its thread pool at
+            # the first solve in the process, so a later change may not take effect.
+            h.setOptionValue("threads", int(threads))
+            h.setOptionValue("parallel", "on")
+        h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
+        if mip_rel_gap == 0:
+            h.setOptionValue("mip_abs_gap", 0.0)
+        # With the default 1e-6 HiGHS stopped ~1e-6 above the true optimum (SOLVERS.md).
+        h.setOptionValue("mip_feasibility_tolerance", 1e-9)
+        h.passModel(lp)
+        self.highs = h
+
+    def set_limit(self, name: str, limit: float) -> None:
+        """Move budget ``name``'s row bound; the next :meth:`optimize` uses it."""
+        self.limits[name] = float(limit)
+        self.highs.changeRowBounds(self.budget_rows[name], -self._highspy.kHighsInf, float(limit))
+
+    def start_vector(self, choice: np.ndarray) -> list[float]:
+        """Full column values (x and y) of an allocation, for a MIP start."""
+        values = np.zeros(self.n_col)
+        values[np.arange(self.G) * self.B + choice] = 1.0
+        col, g, j, h, k = self._y
+        values[col] = ((choice[g] == j) & (choice[h] == k)).astype(float)
+        return values.tolist()
+
+    def optimize(self, time_limit: float, start: np.ndarray | None = None) -> dict[str, Any]:
+        """Solve; returns ``{choice, status, bound, gap}`` or raises.
+
+        An allocation that overshoots a budget beyond mpq's relative tolerance (HiGHS
+        checks rows with an absolute one) is re-solved with that row tightened by the
+        overshoot, so what comes back always passes ``allocation_violations``.
+        """
+        hs, h = self._highspy, self.highs
+        deadline = time.perf_counter() + time_limit
+        tightened: dict[str, float] = {}
+        try:
+            for _attempt in range(_TIGHTEN_RETRIES + 1):
+                h.setOptionValue("time_limit", max(1e-3, deadline - time.perf_counter()))
+                if start is not None:
+                    sol = hs.HighsSolution()
+                    sol.col_value = self.start_vector(start)
+                    h.setSolution(sol)
+                h.run()
+                status = h.getModelStatus()
+                info = h.getInfo()
+                if status in (hs.HighsModelStatus.kInfeasible, hs.HighsModelStatus.kUnboundedOrInfeasible):
+                    reduced = self.reduced
+                    if self.limits != dict(reduced.problem.budgets):
+                        reduced = _with_budgets(reduced, self.limits)
+                    raise_jointly_infeasible(reduced, "highs")
+                has_solution = info.primal_solution_status == hs.SolutionStatus.kSolutionStatusFeasible
+                if status != hs.HighsModelStatus.kOptimal and not has_solution:
+                    if status == hs.HighsModelStatus.kTimeLimit:
+                        raise MpqError(
+                            f"solver 'highs' found no feasible allocation within its time limit "
+                            f"({time_limit:g} s; model of {self.n_col} columns, {self.n_row} rows); "
+                            "raise time_limit=..., or use linearization='onehot' for pair objectives"
+                        )
+                    raise MpqError(f"solver 'highs' stopped with status {h.modelStatusToString(status)!r} and no allocation")
+                x = np.asarray(h.getSolution().col_value[: self.G * self.B]).reshape(self.G, self.B)
+                choice = np.where(self.reduced.allowed, x, -np.inf).argmax(axis=1)
+                over = over_budget(_with_budgets(self.reduced, self.limits), self.reduced.costs_of(choice))
+                if not over:
+                    break
+                for name, excess in over.items():
+                    row_limit = tightened.get(name, self.limits[name]) - excess - budget_slack(self.limits[name])
+                    tightened[name] = row_limit
+                    h.changeRowBounds(self.budget_rows[name], -hs.kHighsInf, row_limit)
+            else:
+                raise MpqError(f"solver 'highs' kept returning allocations over the budgets {sorted(over)} by {over}")
+        finally:
+            for name in tightened:  # leave the model as the caller set it
+                h.changeRowBounds(self.budget_rows[name], -hs.kHighsInf, self.limits[name])
+        bound = float(info.mip_dual_bound)
+        bound = bound if math.isfinite(bound) else None  # stopped before the root LP: no bound yet
+        gap = float(info.mip_gap)
+        if status == hs.HighsModelStatus.kOptimal:
+            return {"choice": choice, "status": "optimal", "bound": bound, "gap": max(0.0, gap) if math.isfinite(gap) else 0.0}
+        return {"choice": choice, "status": "time_limit", "bound": bound, "gap": gap if math.isfinite(gap) and gap >= 0 else math.inf}
+
+
+def _with_budgets(reduced: ReducedProblem, limits: dict[str, float]) -> ReducedProblem:
+    if limits == dict(reduced.problem.budgets):
+        return reduced
+    return ReducedProblem(
+        reduced.problem.with_budgets(limits), reduced.groups, reduced.allowed, reduced.unary, reduced.costs, reduced.pairs
+    )
+
+
+class HighsSolver:
+    """Exact MILP (multiple-choice knapsack, pair terms linearized) on HiGHS.
+
+    Options: ``time_limit`` seconds (an unproven incumbent comes back with status
+    ``time_limit`` and its gap), ``mip_rel_gap`` (0 = prove optimality), ``threads``
+    (parallel tree search), ``linearization`` of pair terms (``onehot`` or
+    ``generic``), ``warm_start`` (for pair objectives, start from the diagonal-only
+    optimum improved by 1-swaps).
+    """
+
+    name = "highs"
+
+    def __init__(
+        self,
+        time_limit: float = 60.0,
+        mip_rel_gap: float = 0.0,
+        threads: int | None = None,
+        linearization: str = "onehot",
+        warm_start: bool = True,
+    ):
+        try:
+            time_limit, mip_rel_gap = float(time_limit), float(mip_rel_gap)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"highs: time_limit and mip_rel_gap must be numbers: {exc}") from exc
+        if not (math.isfinite(time_limit) and time_limit > 0):
+            raise ConfigError(f"highs: time_limit must be a positive number of seconds, got {time_limit}")
+        if not 0.0 <= mip_rel_gap < 1.0:
+            raise ConfigError(f"highs: mip_rel_gap must be in [0, 1), got {mip_rel_gap}")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ConfigError(f"highs: threads must be a positive integer or None, got {threads!r}")
+        if linearization not in LINEARIZATIONS:
+            raise ConfigError(f"highs: unknown linearization {linearization!r}; valid: {', '.join(LINEARIZATIONS)}")
+        self.time_limit = time_limit
+        self.mip_rel_gap = mip_rel_gap
+        self.threads = threads
+        self.linearization = linearization
+        self.warm_start = bool(warm_start)
+
+    def build(self, reduced: ReducedProblem) -> HighsModel:
+        return HighsModel(reduced, linearization=self.linearization, mip_rel_gap=self.mip_rel_gap, threads=self.threads)
+
+    def solve(self, problem: Problem) -> Allocation:
+        started = time.perf_counter()
+        reduced = prepare(problem)
+        if reduced.n_groups == 0 or (not reduced.pairs and not problem.budgets):
+            # Separable and unconstrained: each group's cheapest allowed choice is optimal.
+            return make_allocation(reduced, argmin_choice(reduced), solver=self.name, started=started,
+                                   info={"linearization": None, "columns": 0, "rows": 0})
+        return self.solve_model(self.build(reduced), started=started)
+
+    def solve_model(self, model: HighsModel, *, started: float, info: dict | None = None) -> Allocation:
+        """Optimize an already built model (its current budget bounds) into an Allocation."""
+        reduced = model.reduced
+        start = None
+        extra: dict[str, Any] = {}
+        if model.pairs and self.warm_start:
+            start = self._start(model, started)
+            if start is not None:
+                extra["start_objective"] = reduced.objective_of(start)
+        remaining = self.time_limit - (time.perf_counter() - started)
+        result = model.optimize(max(remaining, 1e-3), start=start)
+        choice, status = result["choice"], result["status"]
+        gap = result["gap"]
+        if status != "optimal":
+            gap = relative_gap(reduced.objective_of(choice), result["bound"])
+        return make_allocation(
+            reduced, choice, solver=self.name, started=started, status=status, gap=gap, bound=result["bound"],
+            info={"linearization": self.linearization if model.pairs else None, "columns": model.n_col,
+                  "rows": model.n_row, **extra, **(info or {})},
+        )
+
+    def _start(self, model: HighsModel, started: float) -> np.ndarray | None:
+        """The diagonal-only optimum (pair terms dropped), then 1-swaps on the full objective."""
+        reduced = model.reduced
+        if reduced.problem.budgets:
+            linear = HighsModel(_with_budgets(reduced, model.limits), mip_rel_gap=self.mip_rel_gap,
+                                threads=self.threads, use_pairs=False)
+            budget = min(10.0, 0.2 * (self.time_limit - (time.perf_counter() - started)))
+            try:
+                choice = linear.optimize(max(budget, 1e-3))["choice"]
+            except MpqError:
+                return None
+        else:
+            choice = argmin_choice(reduced, effective_terms(reduced)[0])
+        return local_search(_with_budgets(reduced, model.limits), choice)
