@@ -192,18 +192,23 @@ class Budget:
                 "COST=N (absolute) or COST=0.6x (fraction of the 8-bit cost)"
             )
         name, raw = (part.strip() for part in text.split("=", 1))
+        if not name:
+            raise ConfigError(f"budget {text!r} names no cost model; write COST=VALUE, e.g. size=4e6 or avg-bits=4")
+        relative = raw.endswith("x") and name not in ("avg-bits", "average-bits", "size-bytes", "size-mb")
         try:
-            if name in ("avg-bits", "average-bits"):
-                return cls.average_bits(float(raw))
-            if name == "size-bytes":
-                return cls.size_bytes(float(raw))
-            if name == "size-mb":
-                return cls.size_bytes(float(raw) * 1e6)
-            if raw.endswith("x"):
-                return cls.relative(name, float(raw[:-1]))
-            return cls.absolute(name, float(raw))
+            number = float(raw[:-1] if relative else raw)
         except ValueError as exc:
             raise ConfigError(f"budget {text!r}: {raw!r} is not a number") from exc
+        # The constructors' own errors (a negative or non-finite value) pass through as they are.
+        if name in ("avg-bits", "average-bits"):
+            return cls.average_bits(number)
+        if name == "size-bytes":
+            return cls.size_bytes(number)
+        if name == "size-mb":
+            return cls.size_bytes(number * 1e6)
+        if relative:
+            return cls.relative(name, number)
+        return cls.absolute(name, number)
 
     def resolve(self, table: np.ndarray, bits: Sequence[int], params: Sequence[int] | None = None) -> float:
         """The limit in cost units, given the cost table ``[layer, bits]``.

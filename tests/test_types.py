@@ -1,0 +1,220 @@
+"""The value classes: budgets, objectives, layers, models, allocations, and their errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mpqcore import Allocation, Budget, ConfigError, LayerInfo, ModelSpec, Objective
+
+# ---------------------------------------------------------------------------
+# Budget
+# ---------------------------------------------------------------------------
+
+
+def test_budget_constructors():
+    b = Budget.average_bits(4.5)
+    assert (b.cost, b.kind, b.value) == ("size", "average_bits", 4.5)
+    b = Budget.size_bytes(1000)
+    assert (b.cost, b.kind, b.value) == ("size", "absolute", 8000.0)  # size is counted in bits
+    b = Budget.relative("bops", 0.25, reference_bits=4)
+    assert (b.cost, b.kind, b.value, b.reference_bits) == ("bops", "relative", 0.25, 4)
+    b = Budget.absolute("latency", 3.5)
+    assert (b.cost, b.kind, b.value) == ("latency", "absolute", 3.5)
+
+
+@pytest.mark.parametrize("value", [0, -1, math.nan, math.inf, -math.inf])
+def test_budget_value_must_be_positive_and_finite(value):
+    with pytest.raises(ConfigError, match="positive finite"):
+        Budget.absolute("size", value)
+
+
+def test_budget_rejects_a_huge_fraction_and_bad_reference_bits():
+    with pytest.raises(ConfigError, match="not a fraction"):
+        Budget.relative("bops", 1e7)
+    with pytest.raises(ConfigError, match="reference_bits 0 outside 1..16"):
+        Budget.relative("bops", 0.5, reference_bits=0)
+    with pytest.raises(ValueError):
+        Budget(cost="size", kind="percent", value=1.0)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("avg-bits=4", ("size", "average_bits", 4.0)),
+        ("average-bits = 3.5", ("size", "average_bits", 3.5)),
+        ("size-bytes=6e6", ("size", "absolute", 48e6)),
+        ("size-mb=6", ("size", "absolute", 48e6)),
+        ("bops=0.6x", ("bops", "relative", 0.6)),
+        ("latency=12.5", ("latency", "absolute", 12.5)),
+        ("size=4000", ("size", "absolute", 4000.0)),
+    ],
+)
+def test_budget_parse_forms(text, expected):
+    b = Budget.parse(text)
+    assert (b.cost, b.kind, b.value) == expected
+    if b.kind == "relative":
+        assert b.reference_bits == 8
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("avg-bits", "not NAME=VALUE"),
+        ("size-bytes=lots", "'lots' is not a number"),
+        ("bops=0.6y", "'0.6y' is not a number"),
+        ("avg-bits=4x", "'4x' is not a number"),
+        ("=4", "names no cost model"),
+    ],
+)
+def test_budget_parse_errors(text, message):
+    with pytest.raises(ConfigError, match=message):
+        Budget.parse(text)
+
+
+@pytest.mark.parametrize("text", ["avg-bits=-1", "size=nan", "size=0", "bops=0x", "latency=inf"])
+def test_budget_parse_keeps_the_constructors_message(text):
+    # Bug fixed: ConfigError is a ValueError, so the constructors' own complaint used to
+    # be caught and replaced by "is not a number" for perfectly good numbers.
+    with pytest.raises(ConfigError, match="positive finite") as info:
+        Budget.parse(text)
+    assert "is not a number" not in str(info.value)
+
+
+def test_budget_resolve():
+    bits = (2, 4, 8)
+    table = np.array([[2.0, 4.0, 8.0], [20.0, 40.0, 80.0]])
+    assert Budget.absolute("size", 33).resolve(table, bits) == 33
+    assert Budget.average_bits(3).resolve(table, bits, params=[1, 10]) == pytest.approx(33.0)
+    assert Budget.relative("size", 0.5).resolve(table, bits) == pytest.approx(0.5 * 88)
+    assert Budget.relative("size", 0.5, reference_bits=4).resolve(table, bits) == pytest.approx(0.5 * 44)
+    with pytest.raises(ConfigError, match="parameter counts"):
+        Budget.average_bits(3).resolve(table, bits)
+    with pytest.raises(ConfigError, match="refers to 8 bits, which is not among the tabulated bits"):
+        Budget.relative("size", 0.5).resolve(table[:, :2], (2, 4))
+
+
+def test_budget_describe_and_to_dict():
+    assert "average 4 bits" in Budget.average_bits(4).describe()
+    assert Budget.relative("bops", 0.5).describe() == "bops <= 0.5 x its 8-bit cost"
+    assert Budget.parse("size=10").to_dict() == {"cost": "size", "kind": "absolute", "value": 10.0, "reference_bits": 8}
+
+
+# ---------------------------------------------------------------------------
+# Objective
+# ---------------------------------------------------------------------------
+
+
+def objective(**kw):
+    args = dict(layers=["a", "b"], bits=[2, 4], unary=[[3.0, 1.0], [5.0, 2.0]])
+    args.update(kw)
+    return Objective(**args)
+
+
+def test_objective_unary_is_read_only():
+    obj = objective()
+    with pytest.raises(ValueError):
+        obj.unary[0, 0] = 1.0
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(unary=[[1.0, 2.0]]), r"unary has shape \(1, 2\), expected \(2, 2\)"),
+        (dict(unary=[[1.0, math.nan], [0.0, 0.0]]), r"non-finite.*\('a', 4\)"),
+        (dict(unary=[[1.0, 0.0], [math.inf, 0.0]]), r"non-finite.*\('b', 2\)"),
+        (dict(stderr=[[1.0, 1.0]]), "stderr has shape"),
+        (dict(layers=["a", "a"]), "duplicate layer names"),
+        (dict(pairs=[("a", 2, "zz", 2, 1.0)]), "unknown layer 'zz'"),
+        (dict(pairs=[("zz", 2, "a", 2, 1.0)]), "unknown layer 'zz'"),
+        (dict(pairs=[("a", 2, "a", 4, 1.0)]), "pairs a layer with itself"),
+        (dict(pairs=[("a", 2, "b", 3, 1.0)]), r"uses bits outside \[2, 4\]"),
+        (dict(pairs=[("a", 2, "b", 2, math.nan)]), "not finite"),
+        (dict(ties=[("a", "q")]), r"tie names unknown layers \['q'\]"),
+    ],
+)
+def test_objective_validation_errors(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        objective(**kw)
+
+
+def test_objective_validate_names_its_source():
+    obj = objective()
+    object.__setattr__(obj, "unary", np.zeros((3, 2)))
+    with pytest.raises(ConfigError, match="^method 'x': unary has shape"):
+        obj.validate(source="method 'x'")
+
+
+def test_pairs_are_stored_in_canonical_order_and_summed():
+    obj = objective(pairs=[("b", 2, "a", 4, 1.0), ("a", 4, "b", 2, 0.5), ("a", 2, "b", 2, -0.25)])
+    assert dict(obj.pairs) == {("a", 4, "b", 2): 1.5, ("a", 2, "b", 2): -0.25}
+    # a mapping is canonicalized too
+    obj = Objective(layers=["x", "y"], bits=[2, 4], unary=np.zeros((2, 2)), pairs={("y", 4, "x", 2): 2.0})
+    assert dict(obj.pairs) == {("x", 2, "y", 4): 2.0}
+
+
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from([2, 4]), st.sampled_from("abc"), st.sampled_from([2, 4]),
+                          st.integers(-5, 5)), max_size=8))
+@settings(max_examples=60, deadline=None)
+def test_objective_value_matches_a_hand_sum(raw_pairs):
+    raw_pairs = [p for p in raw_pairs if p[0] != p[2]]
+    unary = np.arange(6, dtype=float).reshape(3, 2)
+    obj = Objective(layers=["a", "b", "c"], bits=[2, 4], unary=unary, pairs=raw_pairs)
+    for key in obj.pairs:
+        assert (key[0], key[1]) < (key[2], key[3])
+    for alloc in ({"a": 2, "b": 2, "c": 2}, {"a": 4, "b": 2, "c": 4}, {"a": 2, "b": 4, "c": 4}):
+        expected = sum(unary["abc".index(n), [2, 4].index(b)] for n, b in alloc.items())
+        expected += sum(v for a, ba, c, bc, v in raw_pairs if alloc[a] == ba and alloc[c] == bc)
+        assert obj.value(alloc) == pytest.approx(expected)
+        assert obj.without_pairs().value(alloc) == pytest.approx(sum(unary["abc".index(n), [2, 4].index(b)] for n, b in alloc.items()))
+
+
+def test_objective_from_dict_and_as_dict():
+    obj = Objective.from_dict({"a": {"4": 1.0, "2": 3.0}, "b": {2: 5.0, 4: 2.0}}, pairs=[("a", 2, "b", 4, 0.5)])
+    assert obj.bits == (2, 4)
+    np.testing.assert_array_equal(obj.unary, [[3.0, 1.0], [5.0, 2.0]])
+    assert obj.as_dict() == {"a": {2: 3.0, 4: 1.0}, "b": {2: 5.0, 4: 2.0}}
+    assert obj.has_pairs and not obj.without_pairs().has_pairs
+    with pytest.raises(ConfigError, match=r"layer 'b' lists bits \[2\], expected \[2, 4\]"):
+        Objective.from_dict({"a": {2: 1.0, 4: 0.0}, "b": {2: 1.0}})
+    with pytest.raises(ConfigError, match="no layers"):
+        Objective.from_dict({})
+
+
+# ---------------------------------------------------------------------------
+# LayerInfo, ModelSpec, Allocation
+# ---------------------------------------------------------------------------
+
+
+def test_layer_info_errors():
+    with pytest.raises(ConfigError, match="layer 'fc': params must be positive, got 0"):
+        LayerInfo("fc", "Linear", params=0)
+    with pytest.raises(ConfigError, match="layer 'fc': macs must be >= 0, got -3"):
+        LayerInfo("fc", "Linear", params=4, macs=-3)
+    with pytest.raises(TypeError):
+        LayerInfo(3, "Linear", params=4)
+    layer = LayerInfo("fc", "Linear", params="12", macs=5.0, weight_shape=[3, 4], aliases=["head"])
+    assert (layer.params, layer.macs, layer.weight_shape, layer.aliases) == (12, 5, (3, 4), ("head",))
+
+
+def test_model_spec():
+    spec = ModelSpec([LayerInfo("conv1", "Conv2d", 10, 100), LayerInfo("fc", "Linear", 5, 7)])
+    assert spec.fqns == ("conv1", "fc") and len(spec) == 2
+    assert (spec.total_params, spec.total_macs) == (15, 107)
+    assert spec.layer("fc").params == 5
+    with pytest.raises(ConfigError, match="no quantizable layer named 'conv2'; did you mean 'conv1'"):
+        spec.layer("conv2")
+    with pytest.raises(ConfigError, match=r"duplicate layer names \['fc'\]"):
+        ModelSpec([LayerInfo("fc", "Linear", 1), LayerInfo("fc", "Linear", 2)])
+
+
+def test_allocation_average_bits_and_to_dict():
+    alloc = Allocation(bits={"a": 2, "b": 8}, objective=1.5, costs={"size": 34})
+    assert alloc.average_bits({"a": 3, "b": 1, "unused": 100}) == pytest.approx((3 * 2 + 8) / 4)
+    d = alloc.to_dict()
+    assert d["allocation"] == {"a": 2, "b": 8} and d["objective"] == 1.5 and d["costs"] == {"size": 34.0}
+    assert (d["status"], d["gap"], d["bound"]) == ("optimal", 0.0, None)
