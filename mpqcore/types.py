@@ -287,6 +287,12 @@ class Objective:
 
     def validate(self, *, source: str = "objective") -> None:
         """Raise :class:`ConfigError` naming ``source`` when the objective is malformed."""
+        bits = list(self.bits)
+        if not bits or any(b not in BITS_RANGE for b in bits):
+            raise ConfigError(f"{source}: bits {bits} must be non-empty and within 1..16")
+        if any(a >= b for a, b in zip(bits, bits[1:])):
+            # value() and the solvers index columns by bit-width; a repeat would alias two columns.
+            raise ConfigError(f"{source}: bits {bits} must be distinct and ascending (columns of unary follow bits)")
         shape = (len(self.layers), len(self.bits))
         if self.unary.shape != shape:
             raise ConfigError(f"{source}: unary has shape {self.unary.shape}, expected {shape} (layers x bits)")

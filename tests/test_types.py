@@ -135,11 +135,20 @@ def test_objective_unary_is_read_only():
         (dict(pairs=[("a", 2, "b", 3, 1.0)]), r"uses bits outside \[2, 4\]"),
         (dict(pairs=[("a", 2, "b", 2, math.nan)]), "not finite"),
         (dict(ties=[("a", "q")]), r"tie names unknown layers \['q'\]"),
+        (dict(bits=[2, 17]), "within 1..16"),
+        (dict(bits=[0, 4]), "within 1..16"),
     ],
 )
 def test_objective_validation_errors(kw, message):
     with pytest.raises(ConfigError, match=message):
         objective(**kw)
+
+
+@pytest.mark.parametrize("bits", [[4, 4], [4, 2]])
+def test_objective_bits_must_be_distinct_and_ascending(bits):
+    # Bug fixed: repeated bits were accepted and value() silently read the wrong column.
+    with pytest.raises(ConfigError, match="distinct and ascending"):
+        objective(bits=bits)
 
 
 def test_objective_validate_names_its_source():
