@@ -109,8 +109,10 @@ class PluginSet:
 
     def _fill(self, registry: Registry, hookname: str) -> None:
         caller = getattr(self.pm.hook, hookname)
-        # Oldest first, so built-ins register before installed plugins.
-        for impl in reversed(caller.get_hookimpls()):
+        # Oldest first, so built-ins register before installed plugins and a clash is
+        # blamed on the later plugin. get_hookimpls() is already in registration order
+        # (pluggy *calls* them last-registered first, which is why we do not call the hook).
+        for impl in caller.get_hookimpls():
             registry.current_plugin = impl.plugin_name
             try:
                 impl.function(**{arg: registry for arg in impl.argnames})
