@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from mpqcore.errors import ConfigError, PluginError
+from mpqcore.errors import ConfigError, MpqError, PluginError
 
 __all__ = ["Registry", "Entry", "KINDS", "suggest"]
 
@@ -97,9 +97,13 @@ class Registry:
         entry = self.get(name)
         try:
             return entry.factory(**options)
-        except TypeError as exc:
+        except MpqError:
+            raise  # already says what is wrong (an attrs validator, a missing file, ...)
+        except (TypeError, ValueError) as exc:
+            # An unknown keyword (TypeError) or a value its converter cannot take, such as
+            # samples="abc" from the command line (ValueError): user input, not a crash.
             raise ConfigError(
-                f"{self.kind} {name!r} (plugin {entry.plugin!r}) rejected options {sorted(options)}: {exc}"
+                f"{self.kind} {name!r} (plugin {entry.plugin!r}) rejected options {sorted(options)}: {type(exc).__name__}: {exc}"
             ) from exc
 
     def names(self) -> list[str]:

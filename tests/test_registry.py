@@ -127,6 +127,17 @@ class Counted:
             raise ConfigError(f"counted: samples must be >= 1, got {value}")
 
 
+def test_create_with_an_unconvertible_option_is_a_config_error():
+    # Bug fixed: `--method-option samples=abc` made int("abc") raise a bare ValueError,
+    # which the command line does not catch (a traceback instead of a message).
+    reg = Registry("method")
+    reg.current_plugin = "acme"
+    reg.add("counted", Counted)
+    with pytest.raises(ConfigError, match=r"method 'counted' \(plugin 'acme'\) rejected options \['samples'\]") as info:
+        reg.create("counted", samples="abc")
+    assert type(info.value.__cause__) is ValueError
+
+
 def test_create_passes_the_implementations_own_config_error_through():
     reg = Registry("method")
     reg.add("counted", Counted)
@@ -143,6 +154,8 @@ def test_builtin_registries_through_the_plugin_set():
     assert plugins.registry("task") is plugins.tasks
     with pytest.raises(ConfigError, match="did you mean 'mse-per-channel'"):
         plugins.quantizers.create("mse-per-chanel")
+    with pytest.raises(ConfigError, match=r"quantizer 'mse-per-channel' \(plugin 'mpqcore.quantizers'\) rejected options"):
+        plugins.quantizers.create("mse-per-channel", grid="many")
 
 
 def test_a_clash_with_a_builtin_blames_the_later_plugin():
