@@ -100,11 +100,32 @@ def problem_from_dict(data: Mapping[str, Any]) -> Problem:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"'pairs'[{k}] = {p!r}: {exc}") from exc
     costs = {name: _table(t, layers, bits, f"'costs'[{name!r}]") for name, t in (data.get("costs") or {}).items()}
-    budgets = data.get("budgets") or {}
-    if not isinstance(budgets, Mapping):
-        raise ConfigError("'budgets' must be an object {cost name: limit}")
+    budgets = _numbers(data.get("budgets"), "'budgets'", "{cost name: limit}", float)
+    pins = _numbers(data.get("pins"), "'pins'", "{layer or pattern: bits}", int)
+    ties = data.get("ties") or []
+    if not isinstance(ties, list) or not all(isinstance(g, list) and all(isinstance(x, str) for x in g) for g in ties):
+        raise ConfigError(f"'ties' must be a list of lists of layer names, e.g. [[\"fc1\", \"fc2\"]], got {ties!r}")
     objective = Objective(layers=layers, bits=bits, unary=unary, pairs=pairs)
-    return Problem(objective=objective, costs=costs, budgets=budgets, pins=data.get("pins") or {}, ties=data.get("ties") or ())
+    return Problem(objective=objective, costs=costs, budgets=budgets, pins=pins, ties=ties)
+
+
+def _numbers(raw: Any, what: str, shape: str, kind: type) -> dict[str, Any]:
+    """An object of numbers from the file, or a :class:`ConfigError` naming the bad entry."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{what} must be an object {shape}, got {type(raw).__name__}")
+    out = {}
+    for key, value in raw.items():
+        # bool is an int in Python; true/false is never a limit or a bit-width.
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and kind is int:
+            ok = float(value).is_integer()
+        if not ok:
+            noun = "an integer" if kind is int else "a number"
+            raise ConfigError(f"{what}[{key!r}] = {value!r} is not {noun}")
+        out[str(key)] = kind(value)
+    return out
 
 
 def load_problem(path: str | Path) -> Problem:

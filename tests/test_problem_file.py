@@ -1,0 +1,287 @@
+"""The problem file: loading the documented JSON shape, round trips, every error,
+pins and ties, the reduced form solvers work on, and the violation checker."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+
+from mpqcore import ConfigError, InfeasibleError, Objective, Problem, dump_problem, load_problem
+from mpqcore.problem import (
+    allocation_costs,
+    allocation_violations,
+    cheapest_costs,
+    check_budgets_reachable,
+    problem_from_dict,
+    problem_to_dict,
+    reduce_problem,
+    resolve_pins,
+)
+
+#: The problem file exactly as the issue writes it (its "..." filled in).
+ISSUE_PROBLEM = {
+    "layers": ["conv1", "fc"],
+    "bits": [2, 4, 8],
+    "objective": {"conv1": {"2": 1.5, "4": 0.2, "8": 0.0}, "fc": {"2": 0.9, "4": 0.1, "8": 0.0}},
+    "pairs": [["conv1", 2, "fc", 2, 0.3]],
+    "costs": {"size": {"conv1": {"2": 864, "4": 1728, "8": 3456}, "fc": {"2": 20, "4": 40, "8": 80}}},
+    "budgets": {"size": 4000},
+    "pins": {"conv1": 8},
+    "ties": [["conv1", "fc"]],
+}
+
+
+def issue(**changes):
+    data = copy.deepcopy(ISSUE_PROBLEM)
+    for key, value in changes.items():
+        if value is None:
+            del data[key]
+        else:
+            data[key] = value
+    return data
+
+
+def test_the_issue_shape_loads():
+    p = problem_from_dict(ISSUE_PROBLEM)
+    assert p.layers == ("conv1", "fc") and p.bits == (2, 4, 8)
+    np.testing.assert_array_equal(p.objective.unary, [[1.5, 0.2, 0.0], [0.9, 0.1, 0.0]])
+    assert dict(p.objective.pairs) == {("conv1", 2, "fc", 2): 0.3}
+    np.testing.assert_array_equal(p.costs["size"], [[864, 1728, 3456], [20, 40, 80]])
+    assert dict(p.budgets) == {"size": 4000.0}
+    assert dict(p.pins) == {"conv1": 8}
+    assert p.ties == (("conv1", "fc"),)
+
+
+def test_only_the_three_required_keys_are_needed():
+    p = problem_from_dict({"layers": ["a"], "bits": [8, 2], "objective": {"a": {"2": 1, "8": 0}}})
+    assert p.bits == (2, 8)  # sorted; objective columns follow
+    np.testing.assert_array_equal(p.objective.unary, [[1.0, 0.0]])
+    assert not p.costs and not p.budgets and not p.pins and not p.ties
+
+
+def assert_same_problem(a: Problem, b: Problem):
+    assert a.layers == b.layers and a.bits == b.bits
+    np.testing.assert_array_equal(a.objective.unary, b.objective.unary)
+    assert dict(a.objective.pairs) == dict(b.objective.pairs)
+    assert a.costs.keys() == b.costs.keys()
+    for k in a.costs:
+        np.testing.assert_array_equal(a.costs[k], b.costs[k])
+    assert dict(a.budgets) == dict(b.budgets) and dict(a.pins) == dict(b.pins)
+    assert set(a.ties) | set(a.objective.ties) == set(b.ties) | set(b.objective.ties)
+
+
+def test_round_trip_through_dicts_and_files(tmp_path):
+    p = problem_from_dict(ISSUE_PROBLEM)
+    d = problem_to_dict(p)
+    assert json.loads(json.dumps(d)) == d  # plain JSON
+    assert d["objective"] == {k: {b: float(v) for b, v in row.items()} for k, row in ISSUE_PROBLEM["objective"].items()}
+    assert d["pairs"] == [["conv1", 2, "fc", 2, 0.3]]
+    assert_same_problem(problem_from_dict(d), p)
+    path = tmp_path / "p.json"
+    dump_problem(p, path)
+    assert_same_problem(load_problem(path), p)
+    assert_same_problem(load_problem(str(path)), p)
+
+
+def test_objective_ties_are_written_as_ties():
+    obj = Objective(layers=["a", "b"], bits=[2, 4], unary=np.zeros((2, 2)), ties=[("a", "b")])
+    d = problem_to_dict(Problem(objective=obj))
+    assert d["ties"] == [["a", "b"]]
+    assert problem_from_dict(d).ties == (("a", "b"),)
+
+
+@pytest.mark.parametrize("key", ["layers", "bits", "objective"])
+def test_missing_required_key(key):
+    with pytest.raises(ConfigError, match=f"lacks the required key '{key}'"):
+        problem_from_dict(issue(**{key: None}))
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(layers=[]), "'layers' must be a non-empty list"),
+        (dict(layers="conv1"), "'layers' must be a non-empty list"),
+        (dict(bits=[2, 4, 32]), r"'bits' \[32\] outside the valid range 1..16"),
+        (dict(bits=[]), "'bits' is empty"),
+        (dict(bits=[2, 2, 8]), "contains duplicates"),
+        (dict(objective=[1, 2]), "'objective' must be an object"),
+        (dict(objective={"conv1": {"2": 1, "4": 0, "8": 0}}), r"'objective' has no entry for layers \['fc'\]"),
+        (dict(objective={**ISSUE_PROBLEM["objective"], "conv9": {"2": 0, "4": 0, "8": 0}}),
+         r"'objective' names layers not in 'layers': \['conv9'\]"),
+        (dict(objective={"conv1": {"2": 1.5, "8": 0.0}, "fc": ISSUE_PROBLEM["objective"]["fc"]}),
+         r"'objective'\['conv1'\] lacks bits \[4\]"),
+        (dict(objective={"conv1": {"2": "x", "4": 0, "8": 0}, "fc": ISSUE_PROBLEM["objective"]["fc"]}), "non-numeric"),
+        (dict(objective={"conv1": {"2": math.nan, "4": 0, "8": 0}, "fc": ISSUE_PROBLEM["objective"]["fc"]}), "non-finite"),
+        (dict(costs={"size": {"conv1": {"2": 1, "4": 2, "8": 3}}}), r"'costs'\['size'\] has no entry for layers \['fc'\]"),
+        (dict(costs={"size": {**ISSUE_PROBLEM["costs"]["size"], "fc2": {"2": 1, "4": 2, "8": 3}}}),
+         r"'costs'\['size'\] names layers not in 'layers': \['fc2'\]"),
+        (dict(costs={"size": {"conv1": {"2": 1, "4": 2, "8": 3}, "fc": {"2": 1, "4": 2}}}), r"'costs'\['size'\]\['fc'\] lacks bits \[8\]"),
+        (dict(costs={"size": {"conv1": {"2": 1, "4": 2, "8": math.inf}, "fc": {"2": 1, "4": 2, "8": 3}}}), "non-finite"),
+        (dict(pairs=[["conv1", 2, "fc", 2]]), r"'pairs'\[0\] must be \[layer, bits, layer, bits, value\]"),
+        (dict(pairs=[["conv1", "two", "fc", 2, 0.1]]), r"'pairs'\[0\]"),
+        (dict(pairs=[["conv1", 2, "fc9", 2, 0.1]]), "pair term names unknown layer 'fc9'"),
+        (dict(pairs=[["conv1", 3, "fc", 2, 0.1]]), "uses bits outside"),
+        (dict(budgets={"bops": 10}), r"budget 'bops' names no cost table; tables: \['size'\]"),
+        (dict(budgets={"size": 10}, costs=None), r"budget 'size' names no cost table; tables: \(none\)"),
+        (dict(budgets=[4000]), "'budgets' must be an object"),
+        (dict(pins={"conv1": 3}), r"pin 'conv1'=3: 3 is not a candidate bit-width; candidates: \[2, 4, 8\]"),
+        (dict(pins={"conv9": 8}), "pin 'conv9' matches no layer"),
+        (dict(pins={"*": 8, "fc": 4}), "layer 'fc' is pinned to 8 by '\\*' and to 4 by 'fc'"),
+        (dict(ties=[["conv1", "fc3"]]), r"names unknown layers \['fc3'\]"),
+    ],
+)
+def test_problem_errors(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        problem_from_dict(issue(**changes))
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(budgets={"size": "lots"}), r"'budgets'\['size'\] = 'lots' is not a number"),
+        (dict(budgets={"size": None}), r"'budgets'\['size'\] = None is not a number"),
+        (dict(budgets={"size": True}), r"'budgets'\['size'\] = True is not a number"),
+        (dict(pins={"conv1": "eight"}), r"'pins'\['conv1'\] = 'eight' is not an integer"),
+        (dict(pins={"conv1": 7.5}), r"'pins'\['conv1'\] = 7.5 is not an integer"),
+        (dict(pins=["conv1", 8]), "'pins' must be an object"),
+        (dict(ties=["conv1", "fc"]), "'ties' must be a list of lists of layer names"),
+    ],
+)
+def test_badly_typed_entries_are_config_errors(changes, message):
+    # Bug fixed: these escaped as bare ValueError/TypeError from the converters (or, for
+    # a flat tie list, as a tie of the letters of 'conv1'), so `mpq solve` crashed.
+    with pytest.raises(ConfigError, match=message):
+        problem_from_dict(issue(**changes))
+
+
+def test_integral_float_pin_is_accepted():
+    assert dict(problem_from_dict(issue(pins={"conv1": 8.0})).pins) == {"conv1": 8}
+
+
+def test_not_an_object():
+    with pytest.raises(ConfigError, match="must hold a JSON object"):
+        problem_from_dict([1, 2])
+
+
+def test_load_errors_name_the_file(tmp_path):
+    missing = tmp_path / "nope.json"
+    with pytest.raises(ConfigError, match=f"problem file '{missing}' does not exist"):
+        load_problem(missing)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"layers": ["a"],')
+    with pytest.raises(ConfigError, match=f"problem file '{bad}' is not valid JSON") as info:
+        load_problem(bad)
+    assert isinstance(info.value.__cause__, json.JSONDecodeError)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps(issue(pins={"conv1": 3})))
+    with pytest.raises(ConfigError, match=f"problem file '{wrong}': pin 'conv1'=3"):
+        load_problem(wrong)
+
+
+# ---------------------------------------------------------------------------
+# pins, ties and the reduced problem
+# ---------------------------------------------------------------------------
+
+LAYERS = ["layer1", "layer2", "layer10", "head", "stem"]
+
+
+def five(pins=None, ties=(), obj_ties=(), pairs=None, budgets=None):
+    bits = [2, 4, 8]
+    unary = np.arange(15, dtype=float).reshape(5, 3)
+    size = np.array([[1, 2, 4], [10, 20, 40], [100, 200, 400], [3, 6, 12], [5, 10, 20]], dtype=float)
+    obj = Objective(layers=LAYERS, bits=bits, unary=unary, pairs=pairs, ties=obj_ties)
+    return Problem(objective=obj, costs={"size": size}, budgets=budgets or {}, pins=pins or {}, ties=ties)
+
+
+def test_fnmatch_pins():
+    assert resolve_pins(five(pins={"layer*": 4})) == {"layer1": 4, "layer2": 4, "layer10": 4}
+    assert resolve_pins(five(pins={"layer?": 2, "head": 8})) == {"layer1": 2, "layer2": 2, "head": 8}
+    # Overlapping patterns agreeing are fine; disagreeing ones are not.
+    assert resolve_pins(five(pins={"layer*": 4, "layer1": 4})) == {"layer1": 4, "layer2": 4, "layer10": 4}
+    with pytest.raises(ConfigError, match="'layer1' is pinned to 4 by 'layer\\*' and to 8 by 'layer1'"):
+        five(pins={"layer*": 4, "layer1": 8})
+    with pytest.raises(ConfigError, match="pin 'block\\*' matches no layer"):
+        five(pins={"block*": 4})
+
+
+def test_reduce_merges_ties_transitively_and_sums_rows():
+    # problem tie (layer1, head) and objective tie (head, stem) chain into one group.
+    r = reduce_problem(five(ties=[("layer1", "head")], obj_ties=[("head", "stem")]))
+    groups = sorted(sorted(LAYERS[i] for i in g) for g in r.groups)
+    assert groups == [["head", "layer1", "stem"], ["layer10"], ["layer2"]]
+    p = r.problem
+    for g, members in enumerate(r.groups):
+        np.testing.assert_allclose(r.unary[g], p.objective.unary[members].sum(0))
+        np.testing.assert_allclose(r.costs["size"][g], p.costs["size"][members].sum(0))
+    assert r.allowed.all()
+    choice = [0] * r.n_groups
+    expanded = r.expand(choice)
+    assert list(expanded) == LAYERS and set(expanded.values()) == {2}
+
+
+def test_reduce_applies_pins_as_masks_through_ties():
+    r = reduce_problem(five(pins={"head": 8}, ties=[("layer1", "head")]))
+    g = next(g for g, m in enumerate(r.groups) if LAYERS.index("head") in m)
+    assert r.allowed[g].tolist() == [False, False, True]
+    assert r.allowed[[h for h in range(r.n_groups) if h != g]].all()
+    with pytest.raises(InfeasibleError, match="tied but pinned to different bit-widths"):
+        reduce_problem(five(pins={"head": 8, "layer1": 2}, ties=[("layer1", "head")]))
+
+
+def test_reduce_folds_pairs():
+    pairs = [
+        ("layer1", 2, "head", 2, 1.0),  # inside the tie, same bits: into unary
+        ("layer1", 2, "head", 4, 5.0),  # inside the tie, different bits: never happens
+        ("layer2", 4, "layer1", 8, 2.0),  # across groups
+        ("head", 8, "layer2", 4, 0.5),  # across the same two groups: summed
+        ("stem", 2, "layer10", 2, 0.0),  # zero: dropped
+    ]
+    p = five(pairs=pairs, ties=[("layer1", "head")])
+    r = reduce_problem(p)
+    gi = {name: next(g for g, m in enumerate(r.groups) if LAYERS.index(name) in m) for name in LAYERS}
+    tie = gi["layer1"]
+    expected_unary = p.objective.unary[[0, 3]].sum(0).copy()
+    expected_unary[0] += 1.0
+    np.testing.assert_allclose(r.unary[tie], expected_unary)
+    g, h = sorted((gi["layer1"], gi["layer2"]))
+    key = (g, 2, h, 1) if g == tie else (g, 1, h, 2)
+    assert r.pairs == {key: 2.5}
+    # objective_of on the reduced form equals the objective of the expanded allocation
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        choice = rng.integers(0, 3, size=r.n_groups)
+        alloc = r.expand(choice)
+        assert r.objective_of(choice) == pytest.approx(p.objective.value(alloc))
+        assert r.costs_of(choice) == pytest.approx(allocation_costs(p, alloc))
+
+
+def test_cheapest_costs_respect_pins_and_ties():
+    r = reduce_problem(five(pins={"layer10": 8}, ties=[("layer1", "head")], budgets={"size": 10}))
+    assert cheapest_costs(r) == {"size": 1 + 10 + 400 + 3 + 5}
+    with pytest.raises(InfeasibleError, match="cheapest achievable 419") as info:
+        check_budgets_reachable(r)
+    assert info.value.cheapest == {"size": 419.0} and info.value.budgets == {"size": 10.0}
+    check_budgets_reachable(reduce_problem(five(budgets={"size": 119})))  # exactly the cheapest: fine
+
+
+def test_allocation_violations_reports_each_kind():
+    p = five(pins={"layer*": 4}, ties=[("head", "stem")], obj_ties=[("layer1", "layer2")], budgets={"size": 250})
+    good = {"layer1": 4, "layer2": 4, "layer10": 4, "head": 2, "stem": 2}
+    assert allocation_violations(p, good) == []
+    assert allocation_violations(p, {"layer1": 4}) == ["no bit-width for layers ['layer2', 'layer10', 'head', 'stem']"]
+    (line,) = allocation_violations(p, {**good, "head": 3})
+    assert "outside the candidates" in line and "'head': 3" in line
+    over = {**good, "head": 8, "stem": 8}
+    (line,) = allocation_violations(p, over)
+    assert line == f"budget 'size': cost {2 + 20 + 200 + 12 + 20:g} > limit 250"
+    lines = allocation_violations(p, {**good, "layer10": 2, "stem": 4})
+    assert "pin layer10=4 broken: got 2" in lines
+    assert "tie ['head', 'stem'] broken: [2, 4]" in lines
+    lines = allocation_violations(p, {**good, "layer1": 2, "layer2": 2})  # objective tie kept, pins broken
+    assert not any("tie" in x for x in lines) and len([x for x in lines if x.startswith("pin")]) == 2
+    p2 = five(obj_ties=[("layer1", "layer2")])
+    assert allocation_violations(p2, {**good, "layer1": 2}) == ["tie ['layer1', 'layer2'] broken: [2, 4]"]
