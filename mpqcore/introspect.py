@@ -65,7 +65,16 @@ def introspect(model: nn.Module, example_batch: Any | None = None) -> ModelSpec:
         raise ConfigError(f"the model has no quantizable layer; mpq quantizes {kinds} modules")
     counts: dict[str, int] = {}
     if example_batch is not None:
-        handles = [m.register_forward_hook(_macs_hook(counts, name)) for name, (m, _) in modules.items()]
+        handles = []
+        hooked: set[int] = set()
+        for name, (module, aliases) in modules.items():
+            # Every module object that computes with this weight counts towards its MACs:
+            # two Linear modules sharing one weight both multiply by it. A module reachable
+            # under several names is one object and gets one hook.
+            for m in [module, *(model.get_submodule(a) for a in aliases)]:
+                if id(m) not in hooked:
+                    hooked.add(id(m))
+                    handles.append(m.register_forward_hook(_macs_hook(counts, name)))
         try:
             with torch.no_grad():
                 call_model(model, example_batch)
