@@ -90,8 +90,9 @@ class MinMaxPerTensor:
 def _symmetric(w: torch.Tensor, bits: int, absmax: torch.Tensor) -> QuantizedTensor:
     """Symmetric narrow-range codes for a per-channel ``absmax`` of shape [C, 1, ...]."""
     if bits == 1:
+        # No division by the scale here, so an all-zero channel keeps scale 0 and
+        # dequantizes to 0 (a fallback scale of 1 turned it into +1 everywhere).
         scale = w.abs().reshape(w.shape[0], -1).mean(1).reshape(absmax.shape)
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         codes = (w >= 0).to(torch.int32)
         return QuantizedTensor(codes, 2 * scale, torch.full_like(scale, 0.5), 1, 0)
     qmax = 2 ** (bits - 1) - 1
