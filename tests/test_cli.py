@@ -1,0 +1,184 @@
+"""The `mpq` command line: help, plugins, solve, and its error messages."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mpqcore
+from mpqcore.cli import main
+from mpqcore.plugins import DEFAULT_PLUGINS, ENV_DISABLE_AUTOLOAD
+
+SMALL = Path(mpqcore.__file__).parent / "examples" / "small.json"
+RAW = json.loads(SMALL.read_text())
+
+
+def best_by_enumeration(raw: dict, budgets: dict | None = None) -> tuple[float, dict]:
+    """The optimum of a problem file by enumerating every allocation, from the raw JSON."""
+    budgets = raw.get("budgets", {}) if budgets is None else budgets
+    best = (float("inf"), None)
+    for combo in itertools.product(raw["bits"], repeat=len(raw["layers"])):
+        alloc = dict(zip(raw["layers"], combo))
+        if any(alloc[k] != v for k, v in raw.get("pins", {}).items()):
+            continue
+        if any(len({alloc[n] for n in tie}) > 1 for tie in raw.get("ties", [])):
+            continue
+        if any(sum(raw["costs"][c][n][str(b)] for n, b in alloc.items()) > lim for c, lim in budgets.items()):
+            continue
+        value = sum(raw["objective"][n][str(b)] for n, b in alloc.items())
+        value += sum(v for a, ba, c, bc, v in raw.get("pairs", []) if alloc[a] == ba and alloc[c] == bc)
+        if value < best[0]:
+            best = (value, alloc)
+    return best
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("plugins", "solve", "search", "sweep", "demo"):
+        assert f"    {command}" in out, command
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    rc, out, _ = run(capsys)
+    assert rc == 2 and "usage: mpq" in out and "solve" in out
+
+
+def test_plugins_lists_the_builtins(capsys):
+    rc, out, _ = run(capsys, "plugins")
+    assert rc == 0
+    for name in DEFAULT_PLUGINS:
+        assert f"{name}  " in out
+    assert "(built-in)" in out
+    assert "quantizer: minmax-per-tensor, mse-per-channel, symmetric-per-channel" in out
+    assert "solver: " in out and "highs" in out
+
+
+def test_plugins_json(capsys):
+    rc, out, _ = run(capsys, "plugins", "--json")
+    assert rc == 0
+    infos = json.loads(out)
+    assert [i["name"] for i in infos] == list(DEFAULT_PLUGINS)  # autoload is off in core tests
+    by_name = {i["name"]: i for i in infos}
+    assert by_name["mpqcore.costs"]["registers"] == {"cost model": ["bops", "latency", "size"]}
+    assert {"hawq", "uniform"} <= set(by_name["mpqcore.methods"]["registers"]["method"])
+    for info in infos:
+        assert info["distribution"] == "mpqcore" and info["entry_point"] == ""
+        assert info["version"] and set(info) == {"name", "version", "distribution", "entry_point", "registers"}
+
+
+def check_solution(out: dict, raw: dict, budgets: dict):
+    assert {"allocation", "objective", "costs", "status", "gap"} <= set(out)
+    alloc = out["allocation"]
+    assert set(alloc) == set(raw["layers"])
+    for name, b in raw["pins"].items():
+        assert alloc[name] == b
+    for tie in raw["ties"]:
+        assert len({alloc[n] for n in tie}) == 1
+    for cost, limit in budgets.items():
+        spent = sum(raw["costs"][cost][n][str(b)] for n, b in alloc.items())
+        assert spent <= limit
+        assert out["costs"][cost] == pytest.approx(spent)
+    value, _ = best_by_enumeration(raw, budgets)
+    assert out["status"] == "optimal" and out["gap"] <= 1e-6
+    assert out["objective"] == pytest.approx(value, abs=1e-9)
+
+
+def test_solve_the_example(capsys):
+    rc, out, err = run(capsys, "solve", str(SMALL))
+    assert rc == 0, err
+    result = json.loads(out)
+    check_solution(result, RAW, RAW["budgets"])
+    assert result["solver"] == "highs"
+
+
+def test_solve_with_another_solver(capsys):
+    rc, out, err = run(capsys, "solve", str(SMALL), "--solver", "brute-force", "--compact")
+    assert rc == 0, err
+    assert out.count("\n") == 1  # --compact: one line
+    check_solution(json.loads(out), RAW, RAW["budgets"])
+
+
+def test_budget_override_changes_the_answer(capsys):
+    tight = 80000.0
+    rc, out, err = run(capsys, "solve", str(SMALL), "--budget", f"size={tight:g}")
+    assert rc == 0, err
+    result = json.loads(out)
+    check_solution(result, RAW, {"size": tight})
+    default_value, _ = best_by_enumeration(RAW)
+    assert result["objective"] > default_value + 1e-9  # a tighter budget costs quality
+
+
+def test_budget_override_on_a_missing_table(capsys):
+    rc, out, err = run(capsys, "solve", str(SMALL), "--budget", "bops=10")
+    assert rc == 1 and out == ""
+    assert "mpq solve: error: budget 'bops' names no cost table; tables: ['size']" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["solve", "no/such/problem.json"], "problem file 'no/such/problem.json' does not exist"),
+        (["solve", str(SMALL), "--solver", "higs"], "unknown solver 'higs'; did you mean 'highs'?"),
+        (["solve", str(SMALL), "--budget", "size=lots"], "--budget size=lots: the limit must be a number"),
+        (["solve", str(SMALL), "--solver", "highs", "--solver-option", "colour=red"],
+         "solver 'highs' (plugin 'mpqcore.solvers') rejected options ['colour']"),
+    ],
+)
+def test_bad_input_exits_1_with_a_message(capsys, argv, message):
+    rc, out, err = run(capsys, *argv)
+    assert rc == 1 and out == ""
+    assert err.startswith(f"mpq {argv[0]}: error: ")
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_bad_json_names_the_file(capsys, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{\"layers\": [")
+    rc, _, err = run(capsys, "solve", str(bad))
+    assert rc == 1 and f"problem file '{bad}' is not valid JSON" in err
+
+
+def test_infeasible_budget_names_the_cheapest(capsys):
+    # conv1 is pinned to 8 (1152), fc1 and fc2 are tied (cheapest 65536 + 1280 at 2 bits),
+    # conv2 at 2 bits is 9216: nothing costs less than 77184.
+    rc, out, err = run(capsys, "solve", str(SMALL), "--budget", "size=50000")
+    assert rc == 1 and out == ""
+    assert "no allocation meets the budget" in err
+    assert "asked <= 50000, cheapest achievable 77184" in err
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["solve", str(SMALL), "--budget", "size"])
+    assert info.value.code == 2
+    assert "is not KEY=VALUE" in capsys.readouterr().err
+
+
+def test_the_mpq_console_script(tmp_path):
+    script = Path(sys.executable).parent / "mpq"
+    if not script.exists():
+        script = shutil.which("mpq")
+    if script is None:
+        pytest.skip("the mpq console script is not installed")
+    env = {**os.environ, ENV_DISABLE_AUTOLOAD: "1"}
+    proc = subprocess.run([str(script), "solve", str(SMALL), "--compact"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    check_solution(json.loads(proc.stdout), RAW, RAW["budgets"])
