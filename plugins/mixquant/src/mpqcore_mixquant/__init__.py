@@ -1,0 +1,24 @@
+"""MixQuant for mpq: weight quantization error per layer, as an objective and as the QEM rule.
+
+``mpqcore.search(model, calib, method="mixquant")`` solves the error with the knapsack;
+``mpqcore.search(model, calib, method="mixquant", solver="mixquant-qem",
+solver_options={"qem": 2.0})`` applies the paper's rule (leave ``qem`` out to find the
+smallest QEM that meets the budget).
+"""
+
+from mpqcore_mixquant.error import error_table, quantization_error
+from mpqcore_mixquant.method import SCALES, QuantizationErrorMethod
+from mpqcore_mixquant.rule import group_choice, rule_choice, thresholds
+from mpqcore_mixquant.solver import QEMSolver
+
+__all__ = [
+    "QEMSolver",
+    "QuantizationErrorMethod",
+    "SCALES",
+    "error_table",
+    "group_choice",
+    "quantization_error",
+    "rule_choice",
+    "thresholds",
+]
+__version__ = "0.1.0"

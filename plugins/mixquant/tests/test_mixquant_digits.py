@@ -1,0 +1,51 @@
+"""MixQuant on the real digits-cnn task: the method's conformance and the solver in a search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mpqcore
+from mpqcore.problem import allocation_violations
+from mpqcore.testing import MethodConformance, digits_task
+
+
+class TestMixquantConformance(MethodConformance):
+    method = "mixquant"
+    method_options = {}
+
+
+class TestMixquantPerWeightConformance(MethodConformance):
+    method = "mixquant"
+    method_options = {"scale": "per-weight"}
+
+
+BITS = (2, 3, 4, 5, 6, 8)
+
+
+def test_scaling_and_mse_match_the_fake_quantized_weights():
+    task = digits_task()
+    a = mpqcore.measure(task.model, task.calibration, "mixquant", bits=BITS)
+    b = mpqcore.measure(task.model, task.calibration, "mixquant", bits=BITS, method_options={"scale": "per-weight"})
+    params = np.array([layer.params for layer in a.spec.layers], dtype=float)
+    np.testing.assert_allclose(a.objective.unary, b.objective.unary * params[:, None])
+    ev = b.evaluator
+    for i, fqn in enumerate(b.objective.layers):
+        w = ev.weight(fqn)
+        for j, bits in enumerate(BITS):
+            expected = float(((ev.fake_quantized(fqn, bits) - w).double() ** 2).mean())
+            assert b.objective.unary[i, j] == pytest.approx(expected, rel=1e-9)
+    assert a.evaluator.forward_passes == 0  # data-free
+
+
+@pytest.mark.parametrize("avg_bits", [3.0, 4.0])
+def test_qem_solver_in_a_search_meets_the_budget(avg_bits):
+    task = digits_task()
+    rep = mpqcore.search(
+        task.model, task.calibration, "mixquant", BITS, mpqcore.Budget.average_bits(avg_bits),
+        solver="mixquant-qem", pins={"conv1": 8},
+    )  # fmt: skip
+    assert allocation_violations(rep.problem, rep.allocation.bits) == []
+    assert rep.allocation.bits["conv1"] == 8
+    assert rep.allocation.info["qem"] >= 1.0
+    assert set(rep.allocation.costs) == set(rep.problem.costs)
