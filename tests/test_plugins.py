@@ -13,6 +13,7 @@ together in one module fixture (``runs``) and each test asserts on one of them.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -38,8 +39,10 @@ PACKAGES = ("mpq_thirdparty", "mpq_broken", "mpq_hookraise")
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory) -> dict[str, Path]:
     """``{package: folder it is pip-installed into}``; the three installs run at once."""
-    pytest.importorskip("pip")
-    pytest.importorskip("setuptools")  # the fixtures' build backend, used without isolation
+    # Looked up, not imported: importing setuptools here would fight torch's distutils.
+    for needed in ("pip", "setuptools"):  # setuptools: the fixtures' build backend, no isolation
+        if importlib.util.find_spec(needed) is None:
+            pytest.skip(f"{needed} is not installed")
     root = tmp_path_factory.mktemp("plugin-sites")
     procs = {}
     for name in PACKAGES:
