@@ -1,0 +1,302 @@
+"""The ``smpq`` sensitivity method: Shapley values of bit-width choices.
+
+See :mod:`mpqcore_smpq.game` for the players and coalition values,
+:mod:`mpqcore_smpq.shapley` for the estimators and :mod:`mpqcore_smpq.objective` for
+how values become a per-(layer, bits) objective.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import attrs
+import numpy as np
+
+from mpqcore import ConfigError, MeasureContext, Objective
+from mpqcore_smpq.game import bitwidth_score, layer_game, upgrade_game, upgrade_players
+from mpqcore_smpq.objective import CONVERSIONS, layer_objective, neighbour_upgrade_pairs, upgrade_objective
+from mpqcore_smpq.shapley import (
+    EXACT_MAX_PLAYERS,
+    EvaluationStore,
+    InteractionEstimate,
+    ShapleyEstimate,
+    describe,
+    exact_interactions,
+    exact_shapley,
+    monte_carlo_shapley,
+    sample_interactions,
+)
+
+__all__ = ["ShapleyBitWidth", "SmpqResult", "PLAYER_MODES"]
+
+PLAYER_MODES = ("upgrade", "layer")
+
+#: ``ctx.rng`` salts, so permutations and interaction draws are independent streams.
+SALT_PERMUTATIONS = 0x5A9
+SALT_INTERACTIONS = 0x1A7
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def _flag(name: str):
+    def convert(value: Any) -> bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(f"smpq: option {name} must be true or false, got {value!r}")
+
+    return convert
+
+
+def _exact(value: Any) -> bool | str:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _flag("exact")(value)
+    except ConfigError:
+        raise ConfigError(f"smpq: option exact must be 'auto', true or false, got {value!r}") from None
+
+
+def _number(name: str, kind: type, minimum: float, *, optional: bool = False):
+    def convert(value: Any):
+        if value is None and optional:
+            return None
+        try:
+            out = kind(value)
+            if kind is int and float(value) != out:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ConfigError(f"smpq: option {name} must be {'an integer' if kind is int else 'a number'} >= {minimum:g}"
+                              f"{' or None' if optional else ''}, got {value!r}") from None
+        if not (math.isfinite(out) and out >= minimum):
+            raise ConfigError(f"smpq: option {name} must be a finite number >= {minimum:g}, got {value!r}")
+        return out
+
+    return convert
+
+
+def _conversion(value: Any) -> str:
+    if value not in CONVERSIONS:
+        raise ConfigError(f"smpq: option conversion must be one of {list(CONVERSIONS)}, got {value!r}")
+    return value
+
+
+def _players(value: Any) -> str:
+    if value not in PLAYER_MODES:
+        raise ConfigError(f"smpq: option players must be one of {list(PLAYER_MODES)}, got {value!r}")
+    return value
+
+
+@attrs.frozen(eq=False)
+class SmpqResult:
+    """Everything one measurement found: the objective and the estimates behind it.
+
+    ``shapley`` maps each game to its estimate: ``"upgrade"`` for upgrade players, or
+    each ``b > b0`` for layer players; ``interactions`` likewise (empty when off).
+    ``values`` maps every evaluated assignment (a sorted tuple of ``(fqn, bits)``,
+    pinned layers left out) to its score: the part of the game that was played.
+    """
+
+    objective: Objective
+    shapley: dict
+    interactions: dict
+    exact: bool
+    values: dict
+    evaluations: int
+    forward_passes: int
+    wall_time: float
+
+
+@attrs.frozen
+class ShapleyBitWidth:
+    """SMPQ: the Shapley value of each bit-width upgrade, exact or by Monte Carlo sampling.
+
+    Options (all keyword):
+
+    - ``players``: ``"upgrade"`` (one player per (layer, b > b0); a coalition gives each
+      layer its highest upgrade) or ``"layer"`` (one game per b, layers as players).
+    - ``use_metric``: score coalitions by the user's metric instead of minus the
+      calibration loss (default: loss; a metric on a few hundred held-out examples is
+      coarse, and selecting bit-widths on it tunes to that held-out set).
+    - ``exact``: ``"auto"`` (enumerate when a game has at most 12 players and the
+      enumeration fits ``max_evaluations``), ``True`` or ``False``.
+    - ``tolerance``: stop sampling when every standard error is at most this.
+    - ``truncation``: stop walking a permutation when ``|v(all) - v(prefix)|`` is below this.
+    - ``relative``: ``tolerance`` and ``truncation`` are fractions of ``|v(all) - v(none)|``.
+    - ``min_permutations`` / ``max_permutations``: bounds on the permutations per game.
+    - ``max_evaluations``: budget of model evaluations (distinct assignments scored;
+      each is one pass over the calibration batches, or one metric call); ``None``: none.
+    - ``conversion``: (upgrade players) how Shapley values become per-(layer, bits)
+      terms: ``"steps"`` (default; undoes the equal split of each bit-width step among
+      the upgrades that reach it) or ``"cumulative"`` (``-sum`` of the layer's values
+      up to b; biased towards the top bit-width, see the README).
+    - ``interactions``: also estimate pairwise Shapley interactions of neighbouring
+      layers and return them as pair terms (for the quadratic solver).
+    - ``interaction_samples``: antithetic coalition pairs per interaction when sampling.
+    """
+
+    players: str = attrs.field(default="upgrade", converter=_players)
+    use_metric: bool = attrs.field(default=False, converter=_flag("use_metric"))
+    exact: bool | str = attrs.field(default="auto", converter=_exact)
+    tolerance: float = attrs.field(default=0.01, converter=_number("tolerance", float, 0.0))
+    truncation: float = attrs.field(default=0.001, converter=_number("truncation", float, 0.0))
+    relative: bool = attrs.field(default=True, converter=_flag("relative"))
+    min_permutations: int = attrs.field(default=20, converter=_number("min_permutations", int, 4))
+    max_permutations: int = attrs.field(default=2000, converter=_number("max_permutations", int, 4))
+    max_evaluations: int | None = attrs.field(default=2000, converter=_number("max_evaluations", int, 3, optional=True))
+    conversion: str = attrs.field(default="steps", converter=_conversion)
+    interactions: bool = attrs.field(default=False, converter=_flag("interactions"))
+    interaction_samples: int = attrs.field(default=16, converter=_number("interaction_samples", int, 2))
+
+    def __attrs_post_init__(self):
+        if self.max_permutations < self.min_permutations:
+            raise ConfigError(
+                f"smpq: option max_permutations ({self.max_permutations}) must be >= min_permutations ({self.min_permutations})"
+            )
+
+    # -- the method ---------------------------------------------------------------------
+
+    def measure(self, ctx: MeasureContext) -> Objective:
+        return self.estimate(ctx).objective
+
+    def estimate(self, ctx: MeasureContext) -> SmpqResult:
+        """Measure and keep the estimates (sampling history included)."""
+        ev = ctx.evaluator
+        if self.use_metric and not ev.has_metric:
+            raise ConfigError("smpq: use_metric=true needs a metric; pass metric=... or use the default (loss)")
+        started, passes = time.perf_counter(), ev.forward_passes
+        store = EvaluationStore(limit=self.max_evaluations)
+        score = bitwidth_score(ctx, self.use_metric)
+        layers, bits = tuple(ctx.layers), tuple(ctx.bits)
+        if len(bits) == 1:  # one candidate: nothing to decide, no players
+            objective = Objective(layers=layers, bits=bits, unary=np.zeros((len(layers), 1)), info=ctx.option_info(method="smpq"))
+            return SmpqResult(objective, {}, {}, True, {}, 0, 0, 0.0)
+        if self.players == "upgrade":
+            exact = self._use_exact(len(layers) * (len(bits) - 1), len(bits) ** len(layers))
+            shapley, inter = self._upgrade(ctx, score, store, exact)
+            unary, stderr, pairs, pair_se = upgrade_objective(layers, bits, shapley["upgrade"], inter.get("upgrade"), self.conversion)
+        else:
+            exact = self._use_exact(len(layers), 1 + (len(bits) - 1) * (2 ** len(layers) - 1))
+            shapley, inter = self._layers(ctx, score, store, exact)
+            unary, stderr, pairs, pair_se = layer_objective(layers, bits, shapley, inter)
+        for game, est in shapley.items():
+            if not est.exact and est.n_pairs < 2:
+                raise ConfigError(
+                    f"smpq: max_evaluations={self.max_evaluations} is too small to complete two antithetic pairs of "
+                    f"permutations in game {game!r} ({len(est.players)} players: about {2 * len(est.players)} "
+                    f"evaluations per pair); raise max_evaluations"
+                )
+        wall = time.perf_counter() - started
+        info = self._info(ctx, shapley, inter, exact, store.evaluations, ev.forward_passes - passes, wall, pair_se)
+        objective = Objective(layers=layers, bits=bits, unary=unary, stderr=stderr, pairs=pairs, info=info)
+        return SmpqResult(objective, shapley, inter, exact, dict(store.cache), store.evaluations, ev.forward_passes - passes, wall)
+
+    def _use_exact(self, n_players: int, needed: int) -> bool:
+        fits = self.max_evaluations is None or needed <= self.max_evaluations
+        if self.exact == "auto":
+            return n_players <= EXACT_MAX_PLAYERS and fits
+        if self.exact and n_players > EXACT_MAX_PLAYERS:
+            raise ConfigError(
+                f"smpq: exact=true enumerates 2**n coalitions per game; this game has {n_players} players, above the "
+                f"limit of {EXACT_MAX_PLAYERS}; use exact=false (Monte Carlo) or exact=auto"
+            )
+        if self.exact and not fits:
+            raise ConfigError(
+                f"smpq: exact=true needs {needed} model evaluations, more than max_evaluations={self.max_evaluations}; "
+                "raise max_evaluations (or set it to None) or use exact=false"
+            )
+        return bool(self.exact)
+
+    def _sample(self, players, game, ctx: MeasureContext, salt: int, budget: int | None) -> ShapleyEstimate:
+        return monte_carlo_shapley(
+            players, game, rng=ctx.rng(salt), tolerance=self.tolerance, truncation=self.truncation,
+            relative=self.relative, min_permutations=self.min_permutations, max_permutations=self.max_permutations,
+            max_evaluations=budget,
+        )  # fmt: skip
+
+    def _shapley_budget(self, store: EvaluationStore, games_left: int, keep_half: bool) -> int | None:
+        """This game's share of the evaluation budget: the remaining budget split over
+        the games still to run, half of it kept for the interactions when there are any."""
+        if store.limit is None:
+            return None
+        share = store.remaining / games_left
+        return int(share / 2) if keep_half else int(share)
+
+    def _upgrade(self, ctx, score, store, exact) -> tuple[dict, dict]:
+        players = upgrade_players(ctx.layers, ctx.bits)
+        game = upgrade_game(score, ctx.layers, ctx.bits, store)
+        pairs = neighbour_upgrade_pairs(ctx.layers, ctx.bits) if self.interactions else []
+        if exact:
+            est = exact_shapley(players, game)
+        else:
+            est = self._sample(players, game, ctx, SALT_PERMUTATIONS, self._shapley_budget(store, 1, bool(pairs)))
+        inter: dict[str, InteractionEstimate] = {}
+        if pairs and exact:
+            inter["upgrade"] = exact_interactions(players, game, pairs)
+        elif pairs:
+            inter["upgrade"] = sample_interactions(players, game, pairs, rng=ctx.rng(SALT_INTERACTIONS), samples=self.interaction_samples)
+        return {"upgrade": est}, inter
+
+    def _layers(self, ctx, score, store, exact) -> tuple[dict, dict]:
+        b0, ups = ctx.bits[0], ctx.bits[1:]
+        shapley: dict[int, ShapleyEstimate] = {}
+        inter: dict[int, InteractionEstimate] = {}
+        pairs = list(zip(ctx.layers, ctx.layers[1:]))
+        for k, b in enumerate(ups):
+            game = layer_game(score, ctx.layers, b0, b, store)
+            if exact:
+                shapley[b] = exact_shapley(ctx.layers, game)
+                if self.interactions and pairs:
+                    inter[b] = exact_interactions(ctx.layers, game, pairs)
+                continue
+            shapley[b] = self._sample(ctx.layers, game, ctx, SALT_PERMUTATIONS + b, self._shapley_budget(store, len(ups) - k, self.interactions and bool(pairs)))
+            if self.interactions and pairs:
+                budget = None if store.limit is None else int(store.remaining / (len(ups) - k))
+                inter[b] = sample_interactions(
+                    ctx.layers, game, pairs, rng=ctx.rng(SALT_INTERACTIONS + b), samples=self.interaction_samples, max_evaluations=budget
+                )
+        return shapley, inter
+
+    # -- diagnostics ----------------------------------------------------------------------
+
+    def _info(self, ctx, shapley, inter, exact, evaluations, passes, wall, pair_se) -> dict[str, Any]:
+        values, errors, games = {}, {}, {}
+        for game, est in shapley.items():
+            for player, v, se in zip(est.players, est.values, est.stderr):
+                name = f"{player[0]}:{player[1]}" if isinstance(player, tuple) else f"{player}:{game}"
+                values[name], errors[name] = float(v), float(se)
+            games[str(game)] = describe(est)
+        info = ctx.option_info(
+            method="smpq",
+            players=self.players,
+            conversion=self.conversion if self.players == "upgrade" else None,
+            value="metric" if self.use_metric else "-loss",
+            estimator="exact" if exact else "monte-carlo",
+            game_evaluations=evaluations,
+            game_forward_passes=passes,
+            permutations=sum(est.n_permutations for est in shapley.values()),
+            max_stderr=max((g["max_stderr"] for g in games.values()), default=0.0),
+            wall_time_s=wall,
+            games=games,
+            shapley=values,
+            shapley_stderr=errors,
+        )
+        if inter:
+            info["interactions"] = {
+                str(game): {
+                    "pairs": len(est.pairs),
+                    "samples_per_pair": int(est.samples.min()) if len(est.samples) else 0,
+                    "evaluations": est.evaluations,
+                    "stopped": est.stopped,
+                    "max_stderr": float(np.nanmax(est.stderr)) if len(est.stderr) and np.any(np.isfinite(est.stderr)) else 0.0,
+                }
+                for game, est in inter.items()
+            }
+            info["pair_stderr"] = {f"{a}:{ba}|{c}:{bc}": float(v) for (a, ba, c, bc), v in pair_se.items()}
+        return info
