@@ -13,6 +13,7 @@ together in one module fixture (``runs``) and each test asserts on one of them.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -33,7 +34,12 @@ from mpqcore.problem import allocation_violations, load_problem
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SMALL = Path(mpqcore.__file__).parent / "examples" / "small.json"
-PACKAGES = ("mpq_thirdparty", "mpq_broken", "mpq_hookraise")
+DISTRIBUTIONS = {
+    "mpq_thirdparty": "mpq-thirdparty-example",
+    "mpq_broken": "mpq-broken-example",
+    "mpq_hookraise": "mpq-hookraise-example",
+}
+PACKAGES = tuple(DISTRIBUTIONS)
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +65,32 @@ def sites(tmp_path_factory) -> dict[str, Path]:
 
 
 def mpq_process(args, *, sites=(), disable=False, cwd, script=None) -> subprocess.Popen:
-    """mpq (or a script) in a fresh interpreter that sees ``sites`` and the environment's own packages."""
+    """mpq (or a script) in a fresh interpreter that sees the packages in ``sites``.
+
+    Other mpq plugins installed in this environment are hidden (see
+    ``fixtures/only_these_plugins.py``): the checks are about the stand-ins alone.
+    """
     env = {k: v for k, v in os.environ.items() if k != ENV_DISABLE_AUTOLOAD}
     if disable:
         env[ENV_DISABLE_AUTOLOAD] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(s) for s in sites] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    cmd = [sys.executable, str(script)] if script else [sys.executable, "-m", "mpqcore.cli", *args]
+    target = [str(script)] if script else ["-m", "mpqcore.cli", *args]
+    cmd = [sys.executable, str(FIXTURES / "only_these_plugins.py"), ",".join(DISTRIBUTIONS.values()), *target]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+
+
+@pytest.fixture
+def only_stand_in_plugins(monkeypatch):
+    """In this process, hide installed mpq plugins other than the stand-ins."""
+    real = importlib.metadata.entry_points
+
+    def entry_points(**params):
+        found = real(**params)
+        if params.get("group") != "mpqcore":
+            return found
+        return importlib.metadata.EntryPoints(e for e in found if e.dist is not None and e.dist.name in DISTRIBUTIONS.values())
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +164,7 @@ def test_installed_plugin_is_listed_with_distribution_version_and_registrations(
         "entry_point": "mpq_thirdparty",
         "registers": {"method": ["weight-norm"], "solver": ["greedy-upgrade"]},
     }
-    assert set(DEFAULT_PLUGINS) <= set(infos)  # the built-ins are still there
+    assert list(infos) == [*DEFAULT_PLUGINS, "thirdparty"]  # built-ins first, then the installed one
 
 
 def test_installed_solver_is_usable_by_name_in_mpq_solve(runs):
@@ -186,7 +211,7 @@ def test_the_disable_switch_loads_built_ins_only(runs):
     assert [i["name"] for i in json.loads(proc.stdout)] == list(DEFAULT_PLUGINS)
 
 
-def test_a_hook_that_raises_names_the_distribution_and_chains_the_cause(sites, monkeypatch):
+def test_a_hook_that_raises_names_the_distribution_and_chains_the_cause(sites, monkeypatch, only_stand_in_plugins):
     monkeypatch.syspath_prepend(str(sites["mpq_hookraise"]))
     with pytest.raises(PluginError) as info:
         mpqcore.PluginSet(autoload=True)
@@ -197,7 +222,7 @@ def test_a_hook_that_raises_names_the_distribution_and_chains_the_cause(sites, m
     assert isinstance(info.value.__cause__, RuntimeError)
 
 
-def test_autoload_follows_the_argument_and_the_environment(sites, monkeypatch):
+def test_autoload_follows_the_argument_and_the_environment(sites, monkeypatch, only_stand_in_plugins):
     monkeypatch.syspath_prepend(str(sites["mpq_thirdparty"]))
     loaded = mpqcore.PluginSet(autoload=True)
     assert "greedy-upgrade" in loaded.solvers and loaded.methods.get("weight-norm").plugin == "thirdparty"
