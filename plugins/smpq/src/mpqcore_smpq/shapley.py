@@ -39,6 +39,7 @@ __all__ = [
     "exact_interactions",
     "monte_carlo_shapley",
     "sample_interactions",
+    "describe",
 ]
 
 #: Exact enumeration visits 2**n coalitions; above this many players it is refused.
