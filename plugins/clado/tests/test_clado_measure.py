@@ -74,8 +74,14 @@ def digits():
     return digits_task()
 
 
-def test_evaluation_count_matches_the_formula(digits):
-    obj, ev = _measure(digits.model, digits.calibration, reuse_prefix=True)
+@pytest.fixture(scope="module")
+def digits_all_pairs(digits):
+    """CLADO on digits-cnn, bits (2, 4, 8), all pairs: with prefix reuse and without."""
+    return {reuse: _measure(digits.model, digits.calibration, reuse_prefix=reuse, batch_size=7) for reuse in (True, False)}
+
+
+def test_evaluation_count_matches_the_formula(digits_all_pairs):
+    obj, ev = digits_all_pairs[True]
     n_layers, n_bits = 5, 3
     formula = n_layers * n_bits + n_layers * (n_layers - 1) // 2 * n_bits**2 + 1
     assert obj.info["evaluations_used"] == obj.info["evaluations_formula"] == formula == 106
@@ -86,17 +92,20 @@ def test_evaluation_count_matches_the_formula(digits):
 
 
 def test_window_reduces_the_count(digits):
-    obj, ev = _measure(digits.model, digits.calibration, pairs="window", window=2)
+    obj, ev = _measure(digits.model, digits.calibration, bits=(2, 8), pairs="window", window=2)
     assert obj.info["layer_pairs"] == 4 + 3
-    assert ev.evaluations == 5 * 3 + 7 * 9 + 1
+    assert ev.evaluations == 5 * 2 + 7 * 4 + 1
     assert all(abs(int(a[-1]) - int(c[-1])) <= 2 for a, _, c, _ in obj.pairs)  # conv1..3, fc1..2 positions
 
 
 @pytest.mark.parametrize("model_and_data", ["digits", "residual"])
-def test_prefix_reuse_gives_the_same_floats(model_and_data, digits):
-    model, calibration = (digits.model, digits.calibration) if model_and_data == "digits" else _tiny_residual()
-    fast, ev_fast = _measure(model, calibration, reuse_prefix=True)
-    plain, ev_plain = _measure(model, calibration, reuse_prefix=False, batch_size=7)
+def test_prefix_reuse_gives_the_same_floats(model_and_data, digits_all_pairs):
+    if model_and_data == "digits":
+        (fast, ev_fast), (plain, ev_plain) = digits_all_pairs[True], digits_all_pairs[False]
+    else:
+        model, calibration = _tiny_residual()
+        fast, ev_fast = _measure(model, calibration, reuse_prefix=True)
+        plain, ev_plain = _measure(model, calibration, reuse_prefix=False, batch_size=7)
     assert fast.info["prefix_reuse"]["enabled"]
     assert fast.info["prefix_reuse"]["skipped_mac_fraction"] > 0.2
     np.testing.assert_array_equal(fast.unary, plain.unary)
@@ -126,7 +135,7 @@ def test_a_layer_called_twice_disables_reuse():
 
 
 def test_psd_on_digits_gives_a_psd_omega(digits):
-    obj, _ = _measure(digits.model, digits.calibration, psd=True)
+    obj, _ = _measure(digits.model, digits.calibration, bits=(2, 8), psd=True)
     full = omega_matrix(obj)
     # Entries between two bit-widths of one layer never count for a one-hot allocation and
     # are not stored; the stored matrix agrees with the PSD projection everywhere else.
