@@ -278,10 +278,11 @@ class Evaluator:
         from the float model), then scored. Only clones are trained: the working copy and
         the caches are unchanged afterwards.
         """
+        if use_metric and not self.has_metric:
+            raise ConfigError("finetuned_score(use_metric=True) needs a metric; pass metric=callable(model) -> float to the search")
         if steps <= 0:
-            return self.score(assignment) if (use_metric is None or use_metric == self.has_metric) else (
-                self.metric(assignment) if use_metric else -self.loss(assignment)
-            )
+            use = self.has_metric if use_metric is None else use_metric
+            return self.metric(assignment) if use else -self.loss(assignment)
         if self.user_loss is None:
             self.float_outputs()
         generator = torch.Generator().manual_seed(seed)
@@ -301,8 +302,11 @@ class Evaluator:
                 self._active_act = set()
             self.forward_passes += 1
             loss = self.user_loss(outputs, self.calibration[i]) if self.user_loss else default_loss(outputs, self._float_outputs[i])
-            optimizer.zero_grad()
-            loss.backward()
+            # autograd.grad, not backward(): the working copy's own parameters must not
+            # collect .grad from a fine-tuning run.
+            params = list(latent.values())
+            for w, g in zip(params, torch.autograd.grad(loss, params)):
+                w.grad = g
             optimizer.step()
         trained = {fqn: self.quantizer.quantize(w.detach(), assignment[fqn]).dequantize().reshape(w.shape).to(w.dtype) for fqn, w in latent.items()}
         self.evaluations += 1

@@ -91,8 +91,22 @@ class PluginSet:
         self._info[name] = info
 
     def _load_entry_points(self) -> None:
+        # Find every entry point first, so a name clash is reported (naming both
+        # distributions) before either plugin is imported.
+        chosen: dict[str, tuple[Any, str]] = {}
         for ep in metadata.entry_points(group=hookspecs.NAME):
             dist = ep.dist.name if ep.dist is not None else "?"
+            if ep.name in chosen:
+                first, first_dist = chosen[ep.name]
+                if first_dist == dist:
+                    continue  # the same distribution found twice on sys.path
+                raise PluginError(
+                    f"two installed distributions register the plugin name {ep.name!r}: {first_dist!r} "
+                    f"(entry point {first.value!r}) and {dist!r} (entry point {ep.value!r}); uninstall one",
+                    plugin=ep.name,
+                )
+            chosen[ep.name] = (ep, dist)
+        for ep, dist in chosen.values():
             version = ep.dist.version if ep.dist is not None else "?"
             where = f"distribution {dist!r}, entry point {ep.name!r} = {ep.value!r}"
             if self.pm.has_plugin(ep.name):

@@ -42,7 +42,12 @@ def _progress(enabled: bool) -> Callable[..., Iterable]:
 def _budgets(budget: Budget | Sequence[Budget] | None) -> list[Budget]:
     if budget is None:
         return []
-    items = [budget] if isinstance(budget, Budget) else list(budget)
+    if isinstance(budget, Budget):
+        items = [budget]
+    elif isinstance(budget, (list, tuple)):
+        items = list(budget)
+    else:
+        raise ConfigError(f"budget must be a mpqcore.Budget (e.g. Budget.average_bits(4)) or a list of them, got {budget!r}")
     for b in items:
         if not isinstance(b, Budget):
             raise ConfigError(f"budget must be a mpqcore.Budget (e.g. Budget.average_bits(4)), got {type(b).__name__}")
@@ -51,6 +56,7 @@ def _budgets(budget: Budget | Sequence[Budget] | None) -> list[Budget]:
 
 def _resolve_pins(pins: Mapping[str, int] | None, spec: ModelSpec, bits: tuple[int, ...]) -> dict[str, int]:
     out: dict[str, int] = {}
+    origin: dict[str, str] = {}
     for pattern, b in (pins or {}).items():
         try:
             b = int(b)
@@ -64,7 +70,9 @@ def _resolve_pins(pins: Mapping[str, int] | None, spec: ModelSpec, bits: tuple[i
 
             raise ConfigError(f"pin {pattern!r} matches no quantizable layer{suggest(pattern, spec.fqns)}; layers: {list(spec.fqns)}")
         for f in matched:
-            out[f] = b
+            if f in out and out[f] != b:
+                raise ConfigError(f"pins disagree on layer {f!r}: {origin[f]!r} pins it to {out[f]} bits, {pattern!r} to {b}")
+            out[f], origin[f] = b, pattern
     return out
 
 
@@ -165,16 +173,20 @@ def measure(
     timings["introspect"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    # Run the float model on every calibration batch before the method does, so a
+    # batch the model cannot take is reported as the user's data problem, by index.
+    evaluator.float_outputs()
     ctx = MeasureContext(evaluator=evaluator, spec=spec, layers=decision, bits=bits, fixed=fixed, seed=seed, progress=_progress(progress))
     entry = plugins.methods.get(method)
     torch.manual_seed(seed)
     if decision:
         try:
             objective = method_impl.measure(ctx)
-        except MpqError:
+        except MethodError:
             raise
         except Exception as exc:
-            raise MethodError(f"method {method!r} (plugin {entry.plugin!r}) raised {type(exc).__name__}: {exc}", plugin=entry.plugin) from exc
+            what = str(exc) if isinstance(exc, MpqError) else f"raised {type(exc).__name__}: {exc}"
+            raise MethodError(f"method {method!r} (plugin {entry.plugin!r}) {what}", plugin=entry.plugin) from exc
         objective = _check_objective(objective, ctx, method, entry.plugin)
     else:
         objective = None  # every layer is pinned: nothing to measure

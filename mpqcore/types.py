@@ -426,8 +426,9 @@ class Allocation:
             "objective": self.objective,
             "costs": dict(self.costs),
             "status": self.status,
-            "gap": self.gap,
-            "bound": self.bound,
+            # strict JSON has no inf/nan: an unknown gap or bound is null
+            "gap": self.gap if math.isfinite(self.gap) else None,
+            "bound": self.bound if self.bound is not None and math.isfinite(self.bound) else None,
             "solver": self.solver,
             "solve_time": self.solve_time,
         }

@@ -338,3 +338,16 @@ def test_act_bits_quantizes_the_inputs_of_quantized_layers_only():
     act.close()
     act.loss({"2": 8})
     assert seen["2"].unique().numel() > 4  # hooks removed
+
+
+def test_finetuning_leaves_no_gradient_on_the_working_copy():
+    ev = Evaluator(tiny(), calibration(), None, MinMaxPerTensor())
+    ev.finetuned_score({"0": 2}, steps=3, lr=1e-2)
+    assert all(p.grad is None for p in ev.model.parameters())
+
+
+def test_finetuning_on_the_metric_without_one_is_a_config_error():
+    ev = Evaluator(tiny(), calibration(), None, MinMaxPerTensor())
+    for steps in (0, 2):
+        with pytest.raises(ConfigError, match="needs a metric"):
+            ev.finetuned_score({"0": 2}, steps=steps, use_metric=True)

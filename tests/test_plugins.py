@@ -328,3 +328,24 @@ def test_a_plugin_method_runs_in_a_search_in_process():
                             budget=mpqcore.Budget.average_bits(8), plugins=plugins)
     assert report.method == "constant"
     assert dict(report.allocation.bits) == {"0": 8, "2": 8}  # -bits is lowest at 8; the budget allows it
+
+
+def test_two_distributions_with_one_entry_point_name_are_both_named(monkeypatch):
+    real = importlib.metadata.entry_points
+
+    class Dist:
+        def __init__(self, name):
+            self.name, self.version = name, "1.0"
+
+    def entry_points(**params):
+        if params.get("group") != "mpqcore":
+            return real(**params)
+        eps = []
+        for dist, value in (("mpq-first", "first_mod"), ("mpq-second", "second_mod")):
+            ep = importlib.metadata.EntryPoint(name="clash", value=value, group="mpqcore")
+            eps.append(ep._for(Dist(dist)) if hasattr(ep, "_for") else ep)
+        return importlib.metadata.EntryPoints(eps)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    with pytest.raises(PluginError, match=r"'clash'.*'mpq-first'.*'mpq-second'"):
+        mpqcore.PluginSet(autoload=True)

@@ -227,3 +227,11 @@ def test_allocation_average_bits_and_to_dict():
     d = alloc.to_dict()
     assert d["allocation"] == {"a": 2, "b": 8} and d["objective"] == 1.5 and d["costs"] == {"size": 34.0}
     assert (d["status"], d["gap"], d["bound"]) == ("optimal", 0.0, None)
+
+
+def test_allocation_to_dict_is_strict_json_for_an_unknown_gap():
+    import json
+
+    alloc = Allocation(bits={"a": 2}, objective=1.0, status="time_limit", gap=math.inf, bound=-math.inf)
+    data = json.loads(json.dumps(alloc.to_dict(), allow_nan=False))
+    assert data["gap"] is None and data["bound"] is None
