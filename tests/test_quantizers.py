@@ -30,7 +30,7 @@ def mse(q, w) -> float:
 
 
 @pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), shape=st.sampled_from(SHAPES), scale=st.sampled_from([1e-3, 1.0, 50.0]),
        bits=st.integers(1, 8))
 def test_codes_in_range_and_at_most_2_to_the_bits_levels(name, seed, shape, scale, bits):
@@ -122,7 +122,7 @@ def test_per_channel_constant_and_zero_rows():
             torch.testing.assert_close(deq[2], w[2])
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), shape=st.sampled_from([(16, 32), (8, 4, 3, 3)]), bits=st.integers(1, 8))
 def test_mse_per_channel_is_never_worse_than_symmetric_per_channel(seed, shape, bits):
     w = weight(seed, shape)

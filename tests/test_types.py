@@ -168,7 +168,7 @@ def test_pairs_are_stored_in_canonical_order_and_summed():
 
 @given(st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from([2, 4]), st.sampled_from("abc"), st.sampled_from([2, 4]),
                           st.integers(-5, 5)), max_size=8))
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_objective_value_matches_a_hand_sum(raw_pairs):
     raw_pairs = [p for p in raw_pairs if p[0] != p[2]]
     unary = np.arange(6, dtype=float).reshape(3, 2)
