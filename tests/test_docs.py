@@ -15,6 +15,7 @@ it runs real searches).
 from __future__ import annotations
 
 import argparse
+import ast
 import inspect
 import os
 import re
@@ -139,6 +140,70 @@ def test_hook_page_example_runs(hook, cached_digits):
     if isinstance(result, mpqcore.Report):
         assert allocation_violations(result.problem, result.allocation.bits) == []
         assert set(result.allocation.bits) == set(result.spec.fqns)
+
+
+def _signature_blocks(text: str) -> dict[str, ast.FunctionDef]:
+    out = {}
+    for block in re.findall(r"^```python signature\n(.*?)^```", text, flags=re.S | re.M):
+        fn = ast.parse(block.strip() + ": ...").body[0]
+        out[fn.name] = fn
+    return out
+
+
+def _unqualified(annotation: str) -> str:
+    # solve/load_task are annotated with classes, not strings: drop their module paths.
+    return re.sub(r"\b(?:mpqcore\.[a-z_.]*\.)", "", annotation.replace(" ", ""))
+
+
+def _documented(fn: ast.FunctionDef) -> list[tuple]:
+    a = fn.args
+    positional = a.posonlyargs + a.args
+    defaults = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
+    out = [(arg.arg, "positional", arg.annotation, d is not None) for arg, d in zip(positional, defaults)]
+    if a.vararg:
+        out.append((a.vararg.arg, "*args", a.vararg.annotation, False))
+    out += [(arg.arg, "keyword", arg.annotation, d is not None) for arg, d in zip(a.kwonlyargs, a.kw_defaults)]
+    if a.kwarg:
+        out.append((a.kwarg.arg, "**kwargs", a.kwarg.annotation, False))
+    return [(n, k, "" if ann is None else _unqualified(ast.unparse(ann)), has) for n, k, ann, has in out]
+
+
+def _actual(fn) -> list[tuple]:
+    kinds = {
+        inspect.Parameter.POSITIONAL_ONLY: "positional",
+        inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional",
+        inspect.Parameter.VAR_POSITIONAL: "*args",
+        inspect.Parameter.KEYWORD_ONLY: "keyword",
+        inspect.Parameter.VAR_KEYWORD: "**kwargs",
+    }
+    out = []
+    for p in inspect.signature(fn).parameters.values():
+        ann = "" if p.annotation is inspect.Parameter.empty else _unqualified(_annotation(p.annotation))
+        out.append((p.name, kinds[p.kind], ann, p.default is not inspect.Parameter.empty))
+    return out
+
+
+GUIDE_SIGNATURES = {
+    "search": mpqcore.search,
+    "measure": mpqcore.measure,
+    "sweep": mpqcore.sweep,
+    "apply": mpqcore.apply,
+    "solve": mpqcore.solve,
+    "search_problem": mpqcore.search_problem,
+    "load_task": mpqcore.load_task,
+    "with_budgets": mpqcore.Measurement.with_budgets,
+}
+
+
+@pytest.mark.parametrize("name", sorted(GUIDE_SIGNATURES))
+def test_guide_signatures_match_the_code(name):
+    documented = _signature_blocks(GUIDE.read_text())
+    assert name in documented, f"docs/guide.md has no ```python signature block for {name}"
+    fn = GUIDE_SIGNATURES[name]
+    assert _documented(documented[name]) == _actual(fn), f"the signature of {name} in docs/guide.md differs from the code"
+    returns = documented[name].returns
+    actual = inspect.signature(fn).return_annotation
+    assert _unqualified(ast.unparse(returns)) == _unqualified(_annotation(actual))
 
 
 def test_every_public_name_is_in_the_guide():
