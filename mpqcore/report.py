@@ -133,14 +133,16 @@ def plot_bits_per_layer(report: Report, path: str | Path) -> Path:
     bits = [report.allocation.bits[n] for n in names]
     params = np.array([layer.params for layer in report.spec.layers], dtype=float)
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 4))
-    bars = ax.bar(range(len(names)), bits, color=plt.cm.viridis(params / params.max()))
+    # colour on a log scale: parameter counts span orders of magnitude
+    norm = matplotlib.colors.LogNorm(vmin=max(params.min(), 1), vmax=max(params.max(), 2))
+    bars = ax.bar(range(len(names)), bits, color=plt.cm.viridis(norm(params)))
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="parameters")
     ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=7)
     ax.set_ylabel("weight bits")
     ax.set_title(f"{report.method}: {report.average_bits:.2f} average bits ({', '.join(b.describe() for b in report.budgets)})")
     ax.set_yticks(sorted(set(report.problem.bits)))
     for bar, b in zip(bars, bits):
         ax.text(bar.get_x() + bar.get_width() / 2, b + 0.05, str(b), ha="center", fontsize=7)
-    fig.text(0.01, 0.01, "bar colour: parameter count", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
