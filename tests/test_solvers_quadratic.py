@@ -107,3 +107,13 @@ def test_pareto_sweep_with_pairs():
     assert all(b <= a + 1e-9 for a, b in zip(values, values[1:]))
     for alloc, limit in zip(sweep, limits):
         assert close(alloc.objective, BruteForceSolver().solve(problem.with_budgets({"size": limit})).objective)
+
+
+def test_changing_threads_between_solves_in_one_process():
+    # HiGHS sizes its global thread pool at the first solve; a later model asking for
+    # another size used to stop with status "Not Set" and no allocation.
+    problem = dense_problem(6)
+    ref = HighsSolver().solve(problem)
+    for threads in (2, 1, None):
+        res = HighsSolver(threads=threads).solve(problem)
+        assert res.status == "optimal" and close(res.objective, ref.objective)

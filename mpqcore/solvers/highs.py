@@ -187,8 +187,10 @@ class HighsModel:
         h = highspy.Highs()
         h.setOptionValue("output_flag", False)
         if threads is not None:
-            # Tree search runs in parallel only with both; HiGHS fixes its thread pool at
-            # the first solve in the process, so a later change may not take effect.
+            # Tree search runs in parallel only with both. HiGHS sizes one global thread
+            # pool at the first solve in the process and refuses to run (status "Not Set")
+            # when a later model asks for another size: reset the pool first.
+            highspy.Highs.resetGlobalScheduler(True)
             h.setOptionValue("threads", int(threads))
             h.setOptionValue("parallel", "on")
         h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
