@@ -13,19 +13,19 @@ from mpqcore.plugins import PluginSet, get_plugins
 from mpqcore.problem import dump_problem, load_problem, problem_from_dict, problem_to_dict
 from mpqcore.quantizers import QuantizedTensor
 from mpqcore.report import Report
-from mpqcore.search import Measurement, apply, measure, search, search_problem, sweep
+from mpqcore.search import Measurement, SweepPoint, apply, measure, search, search_problem, sweep
 from mpqcore.tasks import Task
 from mpqcore.types import Allocation, Budget, LayerInfo, ModelSpec, Objective, Problem
 
 
-def solve(problem: Problem, solver: str = "highs", **options) -> Allocation:
-    """Solve an allocation problem with the named solver."""
-    return get_plugins().solvers.create(solver, **options).solve(problem)
+def solve(problem: Problem, solver: str = "highs", *, plugins: PluginSet | None = None, **options) -> Allocation:
+    """Solve an allocation problem with the named solver (from ``plugins``, default the installed set)."""
+    return (plugins or get_plugins()).solvers.create(solver, **options).solve(problem)
 
 
-def load_task(name: str, **options) -> Task:
-    """Build a registered task (``digits-cnn``, ...) by name."""
-    return get_plugins().tasks.create(name, **options)
+def load_task(name: str, *, plugins: PluginSet | None = None, **options) -> Task:
+    """Build a registered task (``digits-cnn``, ...) by name (from ``plugins``, default the installed set)."""
+    return (plugins or get_plugins()).tasks.create(name, **options)
 
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "ProblemTooLargeError",
     "QuantizedTensor",
     "Report",
+    "SweepPoint",
     "Task",
     "apply",
     "dump_problem",

@@ -120,6 +120,7 @@ def cmd_search(args) -> int:
         quantizer=args.quantizer, cost=args.cost, solver=args.solver, pins=_pins(args.pin),
         ties=[t.split(",") for t in args.tie or []], seed=args.seed, loss=task.loss,
         method_options=_options(args.method_option), solver_options=_options(args.solver_option),
+        quantizer_options=_options(args.quantizer_option), cost_options={args.cost: _options(args.cost_option)},
         act_bits=args.act_bits, progress=_progress_wanted(args),
     )
     paths = report.write(args.out) if args.out else {}
@@ -141,7 +142,9 @@ def cmd_sweep(args) -> int:
     meas, points = mpqcore.sweep(
         task.model, task.calibration, args.method, args.bits, budgets, task.metric, solver=args.solver,
         quantizer=args.quantizer, cost=args.cost, pins=_pins(args.pin), seed=args.seed, loss=task.loss,
-        method_options=_options(args.method_option), progress=_progress_wanted(args),
+        ties=[t.split(",") for t in args.tie or []], solver_options=_options(args.solver_option),
+        method_options=_options(args.method_option), quantizer_options=_options(args.quantizer_option),
+        cost_options={args.cost: _options(args.cost_option)}, act_bits=args.act_bits, progress=_progress_wanted(args),
     )
     params = {layer.fqn: layer.params for layer in meas.spec.layers}
     rows = []
@@ -230,8 +233,13 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
     )
     p.add_argument("--pin", action="append", type=_key_value, metavar="LAYER=BITS", help="fix a layer (fnmatch pattern) to BITS")
     p.add_argument("--tie", action="append", metavar="L1,L2,...", help="layers that must share one bit-width")
-    p.add_argument("--quantizer", default="minmax-per-tensor")
-    p.add_argument("--cost", default="size", help="cost model reported and used by default budgets")
+    p.add_argument("--quantizer", default="minmax-per-tensor", help="a registered weight quantizer; default minmax-per-tensor")
+    p.add_argument("--quantizer-option", action="append", type=_key_value, metavar="KEY=VALUE", help="option for the quantizer")
+    p.add_argument("--cost", default="size", help="cost model tabled and reported besides size (and those budgets name); default size")
+    p.add_argument(
+        "--cost-option", action="append", type=_key_value, metavar="KEY=VALUE",
+        help="option for the --cost model, e.g. --cost latency --cost-option table=lat.json",
+    )
     p.add_argument("--solver", default="highs")
     p.add_argument("--solver-option", action="append", type=_key_value, metavar="KEY=VALUE")
     p.add_argument("--act-bits", type=int, default=None, help="also fake-quantize the inputs of quantized layers at this width")

@@ -8,12 +8,16 @@ both plugins and ``mpq plugins`` can say who registered what.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
 
 from mpqcore.errors import ConfigError, MpqError, PluginError
+
+#: What a registered name looks like: the name a user types on the command line.
+_NAME = re.compile(r"[a-z0-9][a-z0-9.\-]*")
 
 __all__ = ["Registry", "Entry", "KINDS", "suggest"]
 
@@ -59,10 +63,10 @@ class Registry:
         ``factory(**options)`` must return the implementation (a class works). Names
         are lower-case words joined by ``-``; a name taken by another plugin is an error.
         """
-        if not isinstance(name, str) or not name or name != name.strip() or " " in name:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise PluginError(
                 f"plugin {self.current_plugin!r} registered a {self.kind} with invalid name {name!r}; "
-                "use a non-empty word such as 'my-method'",
+                "use lower-case words, digits and '-' or '.', such as 'my-method'",
                 plugin=self.current_plugin,
             )
         if not callable(factory):

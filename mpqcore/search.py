@@ -113,17 +113,28 @@ class Measurement:
     cost: str
     seed: int
     timings: dict[str, float]
+    #: The cost model instances (with their options) that built the problem's tables.
+    cost_models: Mapping[str, Any] = attrs.field(factory=dict)
 
     def with_budgets(self, budgets: Sequence[Budget], cost_models: Mapping[str, Any] | None = None) -> Problem:
-        plugins = get_plugins()
+        """The measured problem under ``budgets`` instead (no new measurement).
+
+        A budget may only bound a cost that was tabled when measuring (``cost=`` and
+        the budgets given to :func:`measure`, plus ``size``); the same cost model
+        instances, with their options, turn relative and average-bits budgets into limits.
+        """
+        models = {**self.cost_models, **(cost_models or {})}
+        budgets = _budgets(list(budgets))
+        missing = sorted({b.cost for b in budgets if b.cost not in self.problem.costs or b.cost not in models})
+        if missing:
+            raise ConfigError(
+                f"budgets on {missing} have no cost table in the measured problem; tables: {sorted(self.problem.costs)}. "
+                "Name the cost when measuring (cost=... or a budget on it)"
+            )
         limits: dict[str, float] = {}
         for b in budgets:
-            model = (cost_models or {}).get(b.cost) or plugins.cost_models.create(b.cost)
-            value = _limit(b, self.spec, model)
+            value = _limit(b, self.spec, models[b.cost])
             limits[b.cost] = min(value, limits.get(b.cost, np.inf))
-        missing = [n for n in limits if n not in self.problem.costs]
-        if missing:
-            raise ConfigError(f"budgets on {missing} have no cost table in the measured problem; tables: {sorted(self.problem.costs)}")
         return attrs.evolve(self.problem, budgets=limits)
 
 
@@ -207,6 +218,7 @@ def measure(
         cost=cost,
         seed=seed,
         timings=timings,
+        cost_models=cost_models,
     )
     if budgets:
         problem = measurement.with_budgets(budgets, cost_models)
@@ -442,7 +454,8 @@ def sweep(
     budgets = _budgets(budgets)
     if not budgets:
         raise ConfigError("sweep needs at least one budget")
-    meas = measure(model, calibration, method, bits, None, metric=metric, plugins=plugins, **measure_options)
+    # measured with every budget, so each budget's cost is tabled; each point then takes one
+    meas = measure(model, calibration, method, bits, budgets, metric=metric, plugins=plugins, **measure_options)
     points = []
     for b in budgets:
         problem = meas.with_budgets([b])

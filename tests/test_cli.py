@@ -182,3 +182,20 @@ def test_the_mpq_console_script(tmp_path):
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     check_solution(json.loads(proc.stdout), RAW, RAW["budgets"])
+
+
+def test_sweep_on_a_latency_table_from_the_command_line(capsys, tmp_path):
+    # A latency budget needs the table: --cost latency --cost-option table=FILE reaches the
+    # cost model in the measurement and in every point of the sweep.
+    table = {"Conv2d": {"2": 1.0, "4": 2.0, "8": 4.0}, "Linear": {"2": 0.5, "4": 1.0, "8": 2.0}}
+    path = tmp_path / "latency.json"
+    path.write_text(json.dumps(table))
+    code, out, err = run(
+        capsys, "sweep", "--method", "uniform", "--bits", "2,4,8", "--cost", "latency", "--cost-option", f"table={path}",
+        "--budget", "latency=0.5x", "--budget", "latency=1.0x", "--out", str(tmp_path / "out"), "--quiet",
+    )
+    assert code == 0, err
+    rows = json.loads((tmp_path / "out" / "pareto.json").read_text())
+    # digits-cnn: 3 convs and 2 linears, 8-bit latency 3*4 + 2*2 = 16
+    assert [r["cost_latency"] for r in rows] == [8.0, 16.0]
+    assert [r["average_bits"] for r in rows] == [4.0, 8.0]

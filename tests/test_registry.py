@@ -85,7 +85,7 @@ def test_duplicate_name_names_both_plugins():
     assert reg.get("greedy").plugin == "first-plugin"  # the first registration stays
 
 
-@pytest.mark.parametrize("name", ["", " hawq", "hawq ", "my method", None, 3])
+@pytest.mark.parametrize("name", ["", " hawq", "hawq ", "my method", "MyMethod", "-x", "a/b", None, 3])
 def test_invalid_names(name):
     reg = Registry("method")
     reg.current_plugin = "acme"

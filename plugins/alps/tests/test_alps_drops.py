@@ -15,17 +15,6 @@ from torch import nn
 
 import mpqcore
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _alps_drops_one_torch_thread():
-    """Run this module's tests on one torch thread: with two, OpenMP's waiting threads
-    stall on a loaded 2-core CI machine (measured ~25x slower there); results are seeded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 X = torch.ones(1, 2)
 
 

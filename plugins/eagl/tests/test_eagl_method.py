@@ -11,16 +11,6 @@ import mpqcore
 from mpqcore_eagl import EntropyGuided
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _eagl_method_one_torch_thread():
-    """Run this module's tests on one torch thread: with two, OpenMP's waiting threads
-    stall on a loaded 2-core CI machine (measured ~25x slower there); results are seeded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(*weights):
     layers = []
     for w in weights:

@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import mpqcore
 from mpqcore.problem import allocation_violations
 from mpqcore.testing import MethodConformance, digits_task
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _mixquant_digits_one_torch_thread():
-    """Run this module's tests on one torch thread: with two, OpenMP's waiting threads
-    stall on a loaded 2-core CI machine (measured ~25x slower there); results are seeded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class TestMixquantConformance(MethodConformance):
