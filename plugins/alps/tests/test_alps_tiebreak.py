@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mpqcore_alps import is_lattice, smallest_gap, tie_break_weight
+from mpqcore_alps import is_lattice, smallest_gap, tie_break_weight, tie_broken
 
 
 def test_smallest_gap_by_hand():
@@ -43,7 +43,7 @@ def test_on_a_lattice_the_order_is_lexicographic(t, data):
     drops, loss = t
     L, B = drops.shape
     eps = tie_break_weight(drops, loss)
-    combined = drops + eps * loss
+    combined = tie_broken(drops, loss, eps)
     gap = smallest_gap(drops)
     a = np.array(data.draw(st.lists(st.integers(0, B - 1), min_size=L, max_size=L)))
     b = np.array(data.draw(st.lists(st.integers(0, B - 1), min_size=L, max_size=L)))
@@ -62,8 +62,20 @@ def test_one_layer_changes_keep_the_metric_order(t, data):
     drops, loss = t
     L, B = drops.shape
     eps = tie_break_weight(drops, loss)
-    combined = drops + eps * loss
+    combined = tie_broken(drops, loss, eps)
     l = data.draw(st.integers(0, L - 1))
     j, k = data.draw(st.integers(0, B - 1)), data.draw(st.integers(0, B - 1))
     if drops[l, j] < drops[l, k] - 1e-9 * max(1.0, abs(drops).max()):
         assert combined[l, j] < combined[l, k]
+
+
+def test_a_tiny_loss_spread_does_not_swamp_the_metric():
+    # Found by hypothesis: row 0's loss is 1.0 everywhere (spread 0), row 1's spread is
+    # 3e-61, so eps = 0.5 * 1 / 3e-61. Unshifted, eps * 1.0 = 1.7e60 in both entries of
+    # row 0 and the metric drops 0 and 1 vanish next to it; shifted, row 0 adds nothing.
+    drops = np.array([[0.0, 1.0], [0.0, 0.0]])
+    loss = np.array([[1.0, 1.0], [3e-61, 0.0]])
+    eps = tie_break_weight(drops, loss)
+    value = tie_broken(drops, loss, eps)
+    assert eps == pytest.approx(0.5 / 3e-61)
+    np.testing.assert_allclose(value, [[0.0, 1.0], [0.5, 0.0]])

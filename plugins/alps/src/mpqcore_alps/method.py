@@ -16,7 +16,7 @@ from mpqcore.errors import ConfigError
 from mpqcore.types import BITS_RANGE, Objective
 
 from mpqcore_alps.drops import Scorer, drop_table
-from mpqcore_alps.tiebreak import is_lattice, smallest_gap, tie_break_weight
+from mpqcore_alps.tiebreak import is_lattice, smallest_gap, tie_break_weight, tie_broken
 
 __all__ = ["AccuracyAwareSelection", "TIE_BREAKS"]
 
@@ -108,7 +108,7 @@ class AccuracyAwareSelection:
             loss_increase, ref_loss = drop_table(ctx, base, loss_score, desc="alps: loss tie-break")
             eps = tie_break_weight(drops, loss_increase)
             gap = smallest_gap(drops)
-            unary = drops + eps * loss_increase
+            unary = tie_broken(drops, loss_increase, eps)
             info.update(
                 tie_break="loss",
                 tie_break_weight=eps,

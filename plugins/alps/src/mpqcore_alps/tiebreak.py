@@ -5,7 +5,7 @@ layers show a drop of exactly 0 and a knapsack over those drops picks among them
 random. ALPS then adds the calibration-loss increase with a weight ``eps`` small
 enough that it only orders what the metric leaves tied::
 
-    value[l, b] = metric_drop[l, b] + eps * loss_increase[l, b]
+    value[l, b] = metric_drop[l, b] + eps * (loss_increase[l, b] - min_b' loss_increase[l, b'])
     eps = 0.5 * gap / S
 
 ``gap`` is the smallest positive difference between two entries of the metric-drop
@@ -17,13 +17,18 @@ summed drops also differ by multiples of ``gap`` and the order is strictly
 lexicographic: metric first, loss second; ``info["tie_break_lexicographic"]`` says
 whether that check passed. With no positive gap (all metric drops equal) the loss
 alone orders the choices (``eps = 1``).
+
+Each layer's loss increases are taken from their row minimum: a constant per layer
+changes no choice of a multiple-choice knapsack, and without it a tiny spread ``S``
+(a huge ``eps``) times a large common loss level would swamp the metric drops in
+floating point (the loss term of every entry now lies in ``[0, gap / 2]``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["smallest_gap", "tie_break_weight", "is_lattice"]
+__all__ = ["smallest_gap", "tie_break_weight", "is_lattice", "tie_broken"]
 
 
 def smallest_gap(values: np.ndarray, *, rtol: float = 1e-9) -> float:
@@ -54,3 +59,10 @@ def tie_break_weight(metric_drop: np.ndarray, loss_increase: np.ndarray) -> floa
     if spread <= 0:
         return 0.0
     return 0.5 * gap / spread
+
+
+def tie_broken(metric_drop: np.ndarray, loss_increase: np.ndarray, eps: float) -> np.ndarray:
+    """``value[l, b]`` of the module docstring: the drop plus the row-shifted, scaled loss."""
+    loss = np.asarray(loss_increase, dtype=float)
+    shifted = loss - loss.min(axis=1, keepdims=True) if loss.size else loss
+    return np.asarray(metric_drop, dtype=float) + eps * shifted
