@@ -77,6 +77,8 @@ class Evaluator:
     metric: optional ``metric(model) -> float`` (higher is better) on held-out data.
     act_bits: when set, the inputs of quantized layers are fake-quantized at this width.
     device: where the working copy and the batches live (default: the model's device).
+    reuse_prefix: let :meth:`losses` skip, exactly, the part of a forward pass that the
+        previous evaluation already computed (:mod:`mpqcore.prefix`).
     """
 
     def __init__(
@@ -90,8 +92,11 @@ class Evaluator:
         metric: Callable[[nn.Module], float] | None = None,
         act_bits: int | None = None,
         device: torch.device | str | None = None,
+        reuse_prefix: bool = True,
     ):
         self.quantizer = quantizer
+        self.reuse_prefix = bool(reuse_prefix)
+        self._prefix = None
         self.user_loss = loss
         self.user_metric = metric
         self.act_bits = act_bits
@@ -238,8 +243,31 @@ class Evaluator:
         return self._batch_loss(self.model, i, self.calibration[i])
 
     def losses(self, assignments: Sequence[Assignment]) -> list[float]:
-        """:meth:`loss` for several assignments."""
-        return [self.loss(a) for a in assignments]
+        """:meth:`loss` for several assignments: the same values, computed faster.
+
+        With ``reuse_prefix`` (the default) the assignments are run in an order where
+        neighbours quantize the same layers up to a point, and each run starts from the
+        previous one's recorded activations at that point (exact; see
+        :mod:`mpqcore.prefix`). Counters count every call as a full evaluation.
+        """
+        assignments = list(assignments)
+        if not self.reuse_prefix or len(assignments) < 2:
+            return [self.loss(a) for a in assignments]
+        if self._prefix is None:
+            from mpqcore.prefix import PrefixReuse
+
+            self._prefix = PrefixReuse(self)
+        return self._prefix.losses(assignments)
+
+    @property
+    def prefix_reuse(self) -> dict[str, Any]:
+        """Whether :meth:`losses` reuses prefixes, why not, and the share of MACs it skipped."""
+        p = self._prefix
+        if not self.reuse_prefix:
+            return {"enabled": False, "reason": "reuse_prefix=False", "skipped_mac_fraction": 0.0}
+        if p is None:
+            return {"enabled": True, "reason": "", "skipped_mac_fraction": 0.0}
+        return {"enabled": p.enabled, "reason": p.reason, "skipped_mac_fraction": p.skipped_fraction}
 
     @property
     def has_metric(self) -> bool:

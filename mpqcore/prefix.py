@@ -1,0 +1,256 @@
+"""Exact reuse of forward-pass prefixes between the evaluator's loss evaluations.
+
+In execution order, nothing a module computed before layer ``d`` was first called can
+depend on ``d``'s weights. So when two evaluations quantize the same layers to the same
+bits up to ``d`` and differ from ``d`` on, every module that finished before ``d``
+started returns exactly the same in both; the second evaluation can take those outputs
+from the first and compute the network from ``d`` on. A single-layer sweep (every layer
+at every bit-width) then costs about half its forward passes, a pair sweep (CLADO) far
+less, and the losses are the same floats.
+
+:class:`PrefixReuse` does it for :meth:`mpqcore.Evaluator.losses`: it orders the
+assignments so that neighbours share long prefixes, lets each run record the outputs
+the next one needs, and makes the *outermost* modules that finished before the next
+run's divergence layer return copies of those outputs (an instance ``forward`` for the
+length of one :meth:`~mpqcore.Evaluator.loss` call; everything else is the evaluator's
+own ``loss``).
+
+A module can stand in for its computation only when it is called once per forward and
+returns a tensor or a tuple/list of tensors. A model in which a quantizable layer is not
+called exactly once, or whose call structure changes between batches, turns reuse off
+(:attr:`PrefixReuse.reason` says why) and every evaluation runs in full. Outputs are
+copied when recorded and when replayed, because parents may modify them in place later
+(``ReLU(inplace=True)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import torch
+
+if TYPE_CHECKING:
+    from mpqcore.evaluate import Evaluator
+
+__all__ = ["ForwardTrace", "PrefixReuse", "trace_forward"]
+
+#: Recorded outputs: module name -> one output per calibration batch.
+Recorded = dict[str, list[Any]]
+Assignment = Mapping[str, int]
+
+
+def _is_tensors(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    return isinstance(value, (tuple, list)) and len(value) > 0 and all(isinstance(v, torch.Tensor) for v in value)
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    return type(value)(v.detach().clone() for v in value)
+
+
+@attrs.frozen
+class ForwardTrace:
+    """When each submodule was entered and left during one forward.
+
+    ``enter``/``exit`` are positions in the sequence of hook events; ``calls`` counts
+    calls; ``eligible`` are the modules called once that return tensors.
+    """
+
+    enter: dict[str, int]
+    exit: dict[str, int]
+    calls: dict[str, int]
+    eligible: frozenset[str]
+
+    def outermost_before(self, name: str) -> list[str]:
+        """The outermost eligible modules that returned before ``name`` was entered."""
+        start = self.enter[name]
+        done = {m for m in self.eligible if self.exit[m] < start}
+        out = [m for m in done if not any(".".join(m.split(".")[:k]) in done for k in range(1, m.count(".") + 1))]
+        return sorted(out, key=lambda m: self.enter[m])
+
+
+def trace_forward(model: torch.nn.Module, run: Callable[[], Any]) -> ForwardTrace:
+    """Trace the submodule calls of ``run()`` (one forward of ``model``)."""
+    names = {id(m): n for n, m in model.named_modules() if n}
+    clock = [0]
+    enter: dict[str, int] = {}
+    exit_: dict[str, int] = {}
+    calls: dict[str, int] = {}
+    tensors: dict[str, bool] = {}
+
+    def pre(module, _inputs):
+        name = names[id(module)]
+        calls[name] = calls.get(name, 0) + 1
+        enter.setdefault(name, clock[0])
+        clock[0] += 1
+
+    def post(module, _inputs, output):
+        name = names[id(module)]
+        exit_[name] = clock[0]
+        tensors[name] = tensors.get(name, True) and _is_tensors(output)
+        clock[0] += 1
+
+    handles = []
+    try:
+        for n, m in model.named_modules():
+            if n:
+                handles.append(m.register_forward_pre_hook(pre))
+                handles.append(m.register_forward_hook(post))
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    eligible = frozenset(n for n, c in calls.items() if c == 1 and tensors.get(n, False) and n in exit_)
+    return ForwardTrace(enter=enter, exit=exit_, calls=calls, eligible=eligible)
+
+
+class PrefixReuse:
+    """Runs the evaluator's ``loss`` with the modules before a layer replaced by recordings.
+
+    Built lazily by the evaluator on the first :meth:`~mpqcore.Evaluator.losses` call;
+    :attr:`enabled` is False (and :attr:`reason` says why) when the model's call
+    structure does not allow reuse.
+    """
+
+    def __init__(self, evaluator: Evaluator):
+        self.evaluator = evaluator
+        self.reason = ""
+        self.skipped_macs = 0.0
+        self.total_macs = 0.0
+        try:  # reuse is an optimization: anything unexpected falls back to full evaluation
+            self._prepare()
+        except Exception as exc:
+            self.reason = f"cannot trace the model: {type(exc).__name__}: {exc}"
+        self.enabled = not self.reason
+
+    def _prepare(self) -> None:
+        from mpqcore.batches import call_model
+
+        ev = self.evaluator
+        model = ev.model
+        self._modules = dict(model.named_modules())
+        by_id = {id(m): n for n, m in self._modules.items()}
+        self._name_of = {fqn: by_id[id(m)] for fqn, m in ev.modules.items()}
+        if ev.user_loss is None:
+            ev.float_outputs()  # computed before any replacement is installed
+        with torch.no_grad():
+            self.trace = trace_forward(model, lambda: call_model(model, ev.calibration[0]))
+        ev.forward_passes += 1  # an honest count: tracing is a forward pass
+        uncalled = [f for f, n in self._name_of.items() if self.trace.calls.get(n, 0) != 1]
+        if uncalled:
+            self.reason = f"layers {uncalled[:3]} are not called exactly once per forward"
+            return
+        self._stubs = {f: self.trace.outermost_before(n) for f, n in self._name_of.items()}
+        position = self.position
+        self._macs_before = {
+            f: float(sum(layer.macs for layer in ev.spec.layers if self.trace.exit[self._name_of[layer.fqn]] < position(f)))
+            for f in self._name_of
+        }
+
+    def position(self, fqn: str) -> int:
+        """When layer ``fqn`` is first entered in a forward."""
+        return self.trace.enter[self._name_of[fqn]]
+
+    # -- planning ----------------------------------------------------------------------
+
+    def _key(self, assignment: Assignment) -> tuple:
+        return tuple(sorted((self.position(f), b) for f, b in assignment.items()))
+
+    def divergence(self, a: Assignment, b: Assignment) -> str | None:
+        """The earliest-running layer on which ``a`` and ``b`` differ (None: identical)."""
+        differ = [f for f in set(a) | set(b) if a.get(f) != b.get(f)]
+        return min(differ, key=self.position) if differ else None
+
+    # -- running ---------------------------------------------------------------------
+
+    def losses(self, assignments: Sequence[Assignment]) -> list[float]:
+        """``[evaluator.loss(a) for a in assignments]``, reusing shared prefixes."""
+        ev = self.evaluator
+        order = sorted(range(len(assignments)), key=lambda i: self._key(assignments[i]))
+        values: list[float] = [0.0] * len(assignments)
+        source: Recorded | None = None
+        resume: str | None = None
+        for n, i in enumerate(order):
+            current = assignments[i]
+            nxt = assignments[order[n + 1]] if n + 1 < len(order) else None
+            keep = self.divergence(current, nxt) if nxt is not None else None
+            if not self.enabled:
+                values[i] = ev.loss(current)
+                continue
+            values[i], recorded = self._run(current, resume, source, keep)
+            if not self.enabled:  # the structure changed mid-way: this value was redone in full
+                continue
+            source, resume = recorded, (keep if recorded is not None else None)
+        return values
+
+    def _run(self, assignment: Assignment, resume: str | None, source: Recorded | None, keep: str | None):
+        ev = self.evaluator
+        stubs = self._stubs[resume] if resume is not None and source is not None else []
+        wanted = self._stubs[keep] if keep is not None else []
+        if any(m not in stubs and any(m.startswith(f"{s}.") for s in stubs) for m in wanted):
+            wanted = []  # inside a module this run replays: not computed, so not recordable
+        record = [m for m in wanted if m not in stubs]
+        recorded: Recorded = {m: source[m] for m in wanted if m in stubs}
+        calls: dict[str, int] = {}
+        n_batches = len(ev.calibration)
+        with self._replaced(stubs, source, calls), self._recording(record, recorded):
+            value = ev.loss(assignment)
+        ok = all(calls.get(m, 0) == n_batches for m in stubs) and all(len(recorded.get(m, ())) == n_batches for m in wanted)
+        if not ok:  # the call structure differs between batches: redo in full, stop reusing
+            self.enabled = False
+            self.reason = "the model's call structure differs between calibration batches"
+            return ev.loss(assignment), None
+        self.total_macs += float(ev.spec.total_macs)
+        if stubs:
+            self.skipped_macs += self._macs_before[resume]
+        return value, (recorded if wanted else None)
+
+    @contextlib.contextmanager
+    def _replaced(self, names: Sequence[str], source: Recorded | None, calls: dict[str, int]) -> Iterator[None]:
+        saved = {}
+        try:
+            for name in names:
+                module = self._modules[name]
+                saved[name] = module.__dict__.get("forward")
+                module.forward = self._stub(name, source[name], calls)
+            yield
+        finally:
+            for name, previous in saved.items():
+                module = self._modules[name]
+                if previous is None:
+                    del module.forward
+                else:
+                    module.forward = previous
+
+    @staticmethod
+    def _stub(name: str, outputs: list[Any], calls: dict[str, int]):
+        def forward(*_args, **_kwargs):
+            k = calls.get(name, 0)
+            calls[name] = k + 1
+            return _copy(outputs[k % len(outputs)])
+
+        return forward
+
+    @contextlib.contextmanager
+    def _recording(self, names: Sequence[str], into: Recorded) -> Iterator[None]:
+        handles = []
+        try:
+            for name in names:
+                store: list[Any] = []
+                into[name] = store
+                handles.append(self._modules[name].register_forward_hook(lambda _m, _i, out, store=store: store.append(_copy(out))))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    @property
+    def skipped_fraction(self) -> float:
+        """Share of the quantizable layers' MACs that reuse skipped so far."""
+        return self.skipped_macs / self.total_macs if self.total_macs else 0.0
