@@ -113,9 +113,16 @@ def method_plan(method: str, task: str, quick: bool, config: str) -> dict:
         if task == "minilm":
             notes.append("attention through the math SDPA kernel (CPU flash attention has no double backward)")
     elif method == "smpq":
-        if quick:
-            options = {"max_evaluations": 150 if task == "digits-cnn" else 100}
-            notes.append(f"max_evaluations={options['max_evaluations']} (quick; full: 2000)")
+        if quick and heavy:
+            # Monte Carlo needs two antithetic permutation pairs, ~4 evaluations per player:
+            # 21 x 5 or 36 x 5 upgrade players need 420-720; with {2,4,8} 168-288.
+            bits = CLADO_BITS
+            options = {"max_evaluations": 200 if task == "digits-resnet18" else 320}
+            notes.append(f"candidates {{2,4,8}} and max_evaluations={options['max_evaluations']} (quick; full: "
+                         "{2,3,4,5,6,8} and 2000): sampling needs ~4 evaluations per (layer, bits) player")
+        elif quick:
+            options = {"max_evaluations": 150}
+            notes.append("max_evaluations=150 (quick; full: 2000)")
     elif method == "clado":
         bits = CLADO_BITS
         if task == "digits-cnn":
@@ -350,10 +357,23 @@ def run(args) -> int:
     methods = methods_available(args.methods)
     records: list[dict] = []
     runs_path = out / "runs.json"
+    done: set = set()
+    previous = {"wall_s": 0.0, "cpu_s": 0.0}
+    if args.resume and runs_path.is_file() and (out / "meta.json").is_file():
+        records = json.loads(runs_path.read_text())
+        old = json.loads((out / "meta.json").read_text())
+        done = {(r["task"], r["config"], r["method"], r["seed"]) for r in records}
+        previous = {"wall_s": old.get("wall_s") or 0.0, "cpu_s": old.get("cpu_s") or 0.0}
+        meta["tasks"] = old.get("tasks", {})
+        meta["missing"] = old.get("missing", [])
+        meta["started"] = old.get("started", meta["started"])
+        meta["command"] = old.get("command", meta["command"])
+        meta["resumed"] = old.get("resumed", []) + ["python benchmarks/run.py " + " ".join(sys.argv[1:])]
+        log(f"resuming: {len(done)} measurements already in {runs_path}")
 
     def flush(final: bool = False) -> None:
-        meta["wall_s"] = time.perf_counter() - started
-        meta["cpu_s"] = time.process_time() - cpu_started
+        meta["wall_s"] = previous["wall_s"] + time.perf_counter() - started
+        meta["cpu_s"] = previous["cpu_s"] + time.process_time() - cpu_started
         meta["complete"] = final
         if final:
             meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -368,6 +388,17 @@ def run(args) -> int:
             log(f"{name}: skipped: {reason}")
             meta["missing"].append({"task": name, "method": "*", "reason": reason})
             continue
+        todo = [
+            (config, m, seed)
+            for config in ("main", "pinned")
+            for m in methods
+            if not (plan := method_plan(m, name, args.quick, config))["skip"]
+            for seed in plan["seeds"]
+            if (name, config, m, seed) not in done
+        ]
+        if not todo:
+            continue
+        prev_task = meta["tasks"].get(name, {})
         setup = task_setup(name, args.quick)
         t0 = time.perf_counter()
         task = mpqcore.load_task(name, device=device, **setup["build"])
@@ -401,6 +432,9 @@ def run(args) -> int:
                         meta["missing"].append({"task": name, "method": method, "reason": plan["skip"]})
                     continue
                 for seed in plan["seeds"]:
+                    if (name, config, method, seed) in done:
+                        continue
+                    meta["missing"] = [x for x in meta["missing"] if (x["task"], x["method"], x.get("config"), x.get("seed")) != (name, method, config, seed)]
                     log(f"{name} [{config}] {method} seed {seed} {plan['options'] or ''} ...")
                     try:
                         recs = measure_and_solve(
@@ -422,9 +456,9 @@ def run(args) -> int:
                     )
                     log(f"  measured in {r['measure_s']:.1f}s, {r['forward_passes']} fwd passes; {summary}")
                     flush()
-        meta["tasks"][name]["wall_s"] = time.perf_counter() - task_t0
-        meta["tasks"][name]["eval_s"] = scorer.seconds
-        meta["tasks"][name]["eval_calls"] = scorer.calls
+        meta["tasks"][name]["wall_s"] = prev_task.get("wall_s", 0.0) + time.perf_counter() - task_t0
+        meta["tasks"][name]["eval_s"] = prev_task.get("eval_s", 0.0) + scorer.seconds
+        meta["tasks"][name]["eval_calls"] = prev_task.get("eval_calls", 0) + scorer.calls
         scorer.ev.close()
         del task, scorer
         gc.collect()
@@ -454,6 +488,8 @@ def main(argv=None) -> int:
                         help="README whose <!-- bench:start --> ... <!-- bench:end --> block is replaced ('' to skip)")
     parser.add_argument("--bench-readme", default=str(HERE / "README.md"),
                         help="benchmarks README whose bench block is replaced too ('' to skip)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the measurements already in OUT/runs.json and run only the missing ones")
     parser.add_argument("--render-only", action="store_true", help="redraw table, plots, summary and README from OUT/runs.json")
     args = parser.parse_args(argv)
     if args.render_only:
