@@ -113,7 +113,10 @@ def cmd_search(args) -> int:
     import mpqcore
     from mpqcore.types import Budget
 
-    budgets = [Budget.parse(b) for b in args.budget] or [Budget.average_bits(4.0)]
+    if [b.strip().lower() for b in args.budget] == ["none"]:
+        budgets = []  # for solvers with their own rule, e.g. mixquant-qem
+    else:
+        budgets = [Budget.parse(b) for b in args.budget] or [Budget.average_bits(4.0)]
     task = _task_and_common(args)
     report = mpqcore.search(
         task.model, task.calibration, method=args.method, bits=args.bits, budget=budgets, metric=task.metric,
@@ -192,7 +195,7 @@ def _summary(report, task) -> str:
     lines = [
         "",
         f"method {report.method}, solver {report.solver} ({report.allocation.status}, gap {report.allocation.gap:.2g}), "
-        f"budget: {', '.join(b.describe() for b in report.budgets)}",
+        f"budget: {', '.join(b.describe() for b in report.budgets) or 'none'}",
         "",
         f"  {'layer':<28} {'kind':<8} {'params':>9} {'bits':>4}",
     ]
@@ -211,7 +214,7 @@ def _summary(report, task) -> str:
         lines.append(f"  {'uniform ' + str(r['uniform_bits']) + '-bit':<34} {avg:>8.3f} {um:>10} {r['uniform_loss']:>10.5f}")
     lines.append("")
     t = report.timings
-    lines.append("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()) + f"; forward passes {report.forward_passes}")
+    lines.append("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()) + f"; forward passes {report.forward_passes} ({report.measure_forward_passes} by the method)")
     return "\n".join(lines)
 
 
@@ -229,7 +232,8 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
     p.add_argument(
         "--budget", action="append", default=[], metavar="NAME=VALUE",
         help="avg-bits=4, size-bytes=N, size-mb=N, COST=N (absolute) or COST=0.6x (of the 8-bit cost); "
-        + ("repeat for each point of the sweep" if sweep else "repeat for several budgets at once"),
+        + ("repeat for each point of the sweep" if sweep else "repeat for several budgets at once; default avg-bits=4; "
+           "'none' for no budget (a solver with its own rule, e.g. mixquant-qem)"),
     )
     p.add_argument("--pin", action="append", type=_key_value, metavar="LAYER=BITS", help="fix a layer (fnmatch pattern) to BITS")
     p.add_argument("--tie", action="append", metavar="L1,L2,...", help="layers that must share one bit-width")

@@ -85,7 +85,14 @@ class HessianTrace:
                 p.requires_grad_(flag)
                 p.grad = None
         counts = ctx.params
-        trace = estimates.mean(0)
+        raw = estimates.mean(0)
+        # The loss is the divergence from the float model, whose Hessian at the float
+        # weights is the Gauss-Newton matrix J^T H_out J: positive semidefinite, so every
+        # true layer trace is >= 0. One probe over all layers also picks up the zero-mean
+        # cross-layer terms v_k^T H_kj v_j, so a layer's estimate can come out negative
+        # with few samples; a negative value would make *fewer* bits look better, so it
+        # is clamped at 0 and reported.
+        trace = np.maximum(raw, 0.0)
         trace_se = estimates.std(0, ddof=1) / np.sqrt(self.samples) if self.samples > 1 else np.zeros_like(trace)
         avg = trace / counts
         pert = perturbation_table(ctx)
@@ -97,6 +104,7 @@ class HessianTrace:
             method="hawq",
             samples=self.samples,
             hessian_trace={f: float(t) for f, t in zip(ctx.layers, trace)},
+            clamped_negative_traces={f: float(r) for f, r in zip(ctx.layers, raw) if r < 0},
             trace_relative_stderr={f: float(r) for f, r in zip(ctx.layers, rel)},
         )
         return Objective(layers=ctx.layers, bits=ctx.bits, unary=unary, stderr=stderr, info=info)

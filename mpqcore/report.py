@@ -71,6 +71,8 @@ class Report:
     seed: int
     versions: dict[str, str]
     model: Any = None
+    #: Forward passes of the method's measurement alone (``forward_passes`` is the total).
+    measure_forward_passes: int = 0
 
     @property
     def average_bits(self) -> float:
@@ -98,6 +100,7 @@ class Report:
                 "cost": self.cost,
                 "results": self.results,
                 "forward_passes": self.forward_passes,
+                "measure_forward_passes": self.measure_forward_passes,
                 "evaluations": self.evaluations,
                 "timings": self.timings,
                 "seed": self.seed,

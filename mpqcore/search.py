@@ -115,6 +115,9 @@ class Measurement:
     timings: dict[str, float]
     #: The cost model instances (with their options) that built the problem's tables.
     cost_models: Mapping[str, Any] = attrs.field(factory=dict)
+    #: Forward passes the method itself made (the evaluator's total also counts the
+    #: core's reference pass over the calibration data and, later, evaluations).
+    measure_forward_passes: int = 0
 
     def with_budgets(self, budgets: Sequence[Budget], cost_models: Mapping[str, Any] | None = None) -> Problem:
         """The measured problem under ``budgets`` instead (no new measurement).
@@ -189,6 +192,7 @@ def measure(
     evaluator.float_outputs()
     ctx = MeasureContext(evaluator=evaluator, spec=spec, layers=decision, bits=bits, fixed=fixed, seed=seed, progress=_progress(progress))
     entry = plugins.methods.get(method)
+    passes_before = evaluator.forward_passes
     torch.manual_seed(seed)
     if decision:
         try:
@@ -219,6 +223,7 @@ def measure(
         seed=seed,
         timings=timings,
         cost_models=cost_models,
+        measure_forward_passes=evaluator.forward_passes - passes_before,
     )
     if budgets:
         problem = measurement.with_budgets(budgets, cost_models)
@@ -314,13 +319,22 @@ def apply(
     return target
 
 
-def _uniform_reference(problem: Problem, bits: tuple[int, ...], pins: Mapping[str, int]) -> tuple[int, dict[str, int]]:
-    """The highest uniform bit-width (pins kept) meeting every budget, else the lowest."""
+def _uniform_reference(
+    problem: Problem, bits: tuple[int, ...], pins: Mapping[str, int], allocation: Mapping[str, int] | None = None
+) -> tuple[int, dict[str, int]]:
+    """The highest uniform bit-width (pins kept) meeting every budget, else the lowest.
+
+    Without budgets, the allocation's own size is the budget: uniform precision at the
+    nearest cost not above it.
+    """
+    limits = dict(problem.budgets)
+    if not limits and allocation is not None:
+        limits = {"size": allocation_costs(problem, allocation)["size"]}
     best = None
     for b in bits:
         assign = {f: pins.get(f, b) for f in problem.layers}
         costs = allocation_costs(problem, assign)
-        if all(costs[n] <= lim * (1 + 1e-9) for n, lim in problem.budgets.items()):
+        if all(costs[n] <= lim * (1 + 1e-9) for n, lim in limits.items()):
             best = (b, assign)
     if best is None:
         b = bits[0]
@@ -347,7 +361,7 @@ def _evaluate(meas: Measurement, allocation: Allocation, uniform_reference: bool
         out["float_metric"] = ev.metric({})
         out["metric"] = ev.metric(allocation.bits)
     if uniform_reference:
-        ub, assign = _uniform_reference(meas.problem, meas.problem.bits, meas.pins)
+        ub, assign = _uniform_reference(meas.problem, meas.problem.bits, meas.pins, allocation.bits)
         out["uniform_bits"] = ub
         out["uniform_costs"] = allocation_costs(meas.problem, assign)
         out["uniform_loss"] = ev.loss(assign)
@@ -388,9 +402,9 @@ def search(
     ``report.model`` is the quantized model (a copy, or ``model`` itself when in place).
     """
     plugins = plugins or get_plugins()
+    # No budget is allowed: a solver with its own rule (mixquant-qem) needs none, and the
+    # others then simply minimise the objective.
     budgets = _budgets(budget)
-    if not budgets:
-        raise ConfigError("search needs at least one budget, e.g. Budget.average_bits(4.0)")
     plugins.solvers.get(solver)  # fail on an unknown solver before measuring
     meas = measure(
         model, calibration, method, bits, budgets, quantizer=quantizer, cost=cost, pins=pins, ties=ties, seed=seed,
@@ -421,6 +435,7 @@ def search(
         results=results,
         objective_info=dict(meas.problem.objective.info),
         forward_passes=meas.evaluator.forward_passes,
+        measure_forward_passes=meas.measure_forward_passes,
         evaluations=meas.evaluator.evaluations,
         timings=timings,
         seed=seed,

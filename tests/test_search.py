@@ -260,3 +260,31 @@ def test_sweep_is_monotone(task):
     predicted = [p.results["predicted"] for p in points]
     assert predicted == sorted(predicted, reverse=True)
     assert all(p.allocation.status == "optimal" for p in points)
+
+
+def test_without_a_budget_the_uniform_reference_is_the_allocations_size(task):
+    report = mpqcore.search(task.model, task.calibration, "hawq", (2, 4, 8), None, metric=task.metric,
+                            method_options={"samples": 16}, plugins=BUILTINS)
+    assert report.budgets == ()
+    assert set(report.allocation.bits.values()) == {8}  # nothing to trade: the least loss
+    assert report.results["uniform_bits"] == 8
+    assert report.measure_forward_passes > 0
+    data = report.to_json()
+    assert data["measure_forward_passes"] == report.measure_forward_passes < data["forward_passes"]
+
+
+def test_a_data_free_method_makes_no_forward_pass_of_its_own(task):
+    report = mpqcore.search(task.model, task.calibration, "uniform", (2, 4, 8), Budget.average_bits(4), plugins=BUILTINS)
+    assert report.measure_forward_passes == 0
+    assert report.forward_passes >= len(task.calibration)  # the core's reference pass and the evaluation
+
+
+def test_hawq_never_prefers_fewer_bits(task):
+    # With 4 probes conv1's Hutchinson estimate comes out negative (cross-layer noise);
+    # the true trace of the Gauss-Newton Hessian is >= 0, so it is clamped and reported.
+    meas = mpqcore.measure(task.model, task.calibration, "hawq", (2, 4, 8), method_options={"samples": 4}, plugins=BUILTINS)
+    info = meas.objective.info
+    assert info["clamped_negative_traces"], "expected a negative raw estimate at 4 samples on digits-cnn"
+    assert all(t >= 0 for t in info["hessian_trace"].values())
+    unary = np.asarray(meas.objective.unary)
+    assert np.all(np.diff(unary, axis=1) <= 0)  # more bits never cost more sensitivity
