@@ -250,6 +250,17 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="directory for the report files")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's own choice)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--avg-bits", type=float, default=3.0)
     p.add_argument("--out", default="mpq-out/demo")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--threads", type=_positive_int, default=1,
+        help="torch threads; default 1: the CNN is small, and extra threads only contend on a busy machine",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -293,6 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except MpqError as exc:
