@@ -21,7 +21,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,15 +195,26 @@ def validate_problem(problem: Problem) -> None:
 
 
 def resolve_pins(problem: Problem) -> dict[str, int]:
-    """Expand pin patterns to ``{fqn: bits}``; conflicting or empty patterns are errors."""
+    """Expand the problem's pin patterns to ``{fqn: bits}``."""
+    return expand_pins(problem.pins, problem.layers, problem.bits)
+
+
+def expand_pins(pins: Mapping[str, int], layers: Sequence[str], bits: Sequence[int], *, noun: str = "layer") -> dict[str, int]:
+    """Expand pin patterns (fnmatch) to ``{fqn: bits}``; conflicting or empty patterns are errors."""
     out: dict[str, int] = {}
     source: dict[str, str] = {}
-    for pattern, b in problem.pins.items():
-        if b not in problem.bits:
-            raise ConfigError(f"pin {pattern!r}={b}: {b} is not a candidate bit-width; candidates: {list(problem.bits)}")
-        matched = [name for name in problem.layers if name == pattern or fnmatch.fnmatchcase(name, pattern)]
+    for pattern, b in pins.items():
+        try:
+            b = int(b)
+        except (TypeError, ValueError):
+            raise ConfigError(f"pin {pattern!r}: bits {b!r} is not an integer") from None
+        if b not in bits:
+            raise ConfigError(f"pin {pattern!r}={b}: {b} is not a candidate bit-width; candidates: {list(bits)}; add it to bits")
+        matched = [name for name in layers if name == pattern or fnmatch.fnmatchcase(name, pattern)]
         if not matched:
-            raise ConfigError(f"pin {pattern!r} matches no layer; layers: {list(problem.layers)[:10]}")
+            from mpqcore.registry import suggest
+
+            raise ConfigError(f"pin {pattern!r} matches no {noun}{suggest(pattern, layers)}; layers: {list(layers)[:10]}")
         for name in matched:
             if name in out and out[name] != b:
                 raise ConfigError(f"layer {name!r} is pinned to {out[name]} by {source[name]!r} and to {b} by {pattern!r}")

@@ -8,7 +8,6 @@ again under other budgets; :func:`sweep` measures once and solves for many budge
 from __future__ import annotations
 
 import copy
-import fnmatch
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -24,7 +23,7 @@ from mpqcore.errors import ConfigError, MethodError, MpqError
 from mpqcore.evaluate import Evaluator
 from mpqcore.introspect import quantizable_modules
 from mpqcore.plugins import PluginSet, get_plugins
-from mpqcore.problem import allocation_costs
+from mpqcore.problem import allocation_costs, expand_pins
 from mpqcore.report import Report, versions
 from mpqcore.types import Allocation, Budget, ModelSpec, Objective, Problem, _check_bits
 
@@ -55,25 +54,7 @@ def _budgets(budget: Budget | Sequence[Budget] | None) -> list[Budget]:
 
 
 def _resolve_pins(pins: Mapping[str, int] | None, spec: ModelSpec, bits: tuple[int, ...]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    origin: dict[str, str] = {}
-    for pattern, b in (pins or {}).items():
-        try:
-            b = int(b)
-        except (TypeError, ValueError):
-            raise ConfigError(f"pin {pattern!r}: bits {b!r} is not an integer") from None
-        if b not in bits:
-            raise ConfigError(f"pin {pattern!r}={b}: {b} is not a candidate bit-width {list(bits)}; add it to bits")
-        matched = [f for f in spec.fqns if f == pattern or fnmatch.fnmatchcase(f, pattern)]
-        if not matched:
-            from mpqcore.registry import suggest
-
-            raise ConfigError(f"pin {pattern!r} matches no quantizable layer{suggest(pattern, spec.fqns)}; layers: {list(spec.fqns)}")
-        for f in matched:
-            if f in out and out[f] != b:
-                raise ConfigError(f"pins disagree on layer {f!r}: {origin[f]!r} pins it to {out[f]} bits, {pattern!r} to {b}")
-            out[f], origin[f] = b, pattern
-    return out
+    return expand_pins(pins or {}, spec.fqns, bits, noun="quantizable layer")
 
 
 def _check_ties(ties: Sequence[Sequence[str]] | None, spec: ModelSpec) -> tuple[tuple[str, ...], ...]:
