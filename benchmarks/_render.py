@@ -43,7 +43,7 @@ def method_sort(names) -> list[str]:
 COLUMNS = [
     "task", "config", "method", "budget", "bits_candidates", "seeds", "average_bits", "cost_bits", "limit_bits",
     "metric_mean", "metric_std", "metric_min", "metric_max", "loss_mean", "top10_agreement_mean",
-    "predicted_mean", "forward_passes", "measure_s", "solve_s", "solver_status", "gap", "options", "notes",
+    "predicted_mean", "forward_passes", "measure_s", "measure_cpu_s", "solve_s", "solver_status", "gap", "options", "notes",
 ]
 
 
@@ -76,6 +76,7 @@ def aggregate(records: list[dict]) -> list[dict]:
             "predicted_mean": _mean(r["predicted"] for r in rs),
             "forward_passes": _mean(r["forward_passes"] for r in rs),
             "measure_s": _mean(r["measure_s"] for r in rs),
+            "measure_cpu_s": _mean(r.get("measure_cpu_s") for r in rs),
             "solve_s": _mean(r["solve_s"] for r in rs),
             "solver_status": "/".join(sorted({r["solver_status"] for r in rs})),
             "gap": max((r["gap"] for r in rs if r.get("gap") is not None), default=None),
@@ -249,13 +250,13 @@ def plot_times(rows, path) -> Path:
     for j, m in enumerate(methods):
         vals = []
         for t in tasks:
-            v = [r["measure_s"] for r in main if r["task"] == t and r["method"] == m]
+            v = [r["measure_cpu_s"] or r["measure_s"] for r in main if r["task"] == t and r["method"] == m]
             vals.append(max(v[0], 1e-3) if v else np.nan)
         ax.bar(np.arange(len(tasks)) + (j - (len(methods) - 1) / 2) * width, vals, width, label=m, color=colors[m])
     ax.set_yscale("log")
     ax.set_xticks(range(len(tasks)), tasks)
-    ax.set_ylabel("measurement time (s, log)")
-    ax.set_title("measurement time per method (one measurement, mean over seeds)")
+    ax.set_ylabel("measurement CPU time (s, log)")
+    ax.set_title("cost of one measurement per method (CPU seconds, mean over seeds)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncol=4)
     fig.tight_layout()
@@ -335,8 +336,9 @@ def results_markdown(rows, records, meta, link_prefix: str = "") -> str:
                 cells.append(s)
             lines.append(f"| {b:g} | " + " | ".join(cells) + f" | {_signed(bt and bt['over_hawq'])} | {_signed(bt and bt['over_uniform'])} |")
         lines.append("")
-    lines.append("**Cost of one measurement** (seconds; forward passes in parentheses) and Spearman ρ of the "
-                 "predicted objective against the measured metric drop over budgets and seeds:")
+    lines.append("**Cost of one measurement** (wall seconds / CPU seconds of the process, forward passes) and "
+                 "Spearman ρ of the predicted objective against the measured metric drop over budgets and seeds "
+                 "(one measurement serves all four budgets):")
     lines.append("")
     lines.append("| task | " + " | ".join(methods) + " |")
     lines.append("|---" * (len(methods) + 1) + "|")
@@ -348,7 +350,8 @@ def results_markdown(rows, records, meta, link_prefix: str = "") -> str:
                 cells.append("n/a")
                 continue
             rho = corr.get(t, {}).get(m, {}).get("rho_metric_drop")
-            cells.append(f"{r['measure_s']:.2f} ({r['forward_passes']:.0f}); ρ {_f(rho, '.2f')}")
+            cpu = f" / {r['measure_cpu_s']:.1f}" if r.get("measure_cpu_s") is not None else ""
+            cells.append(f"{r['measure_s']:.1f}{cpu} s, {r['forward_passes']:.0f} fwd; ρ {_f(rho, '.2f')}")
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     lines.append("")
     pinned = [r for r in rows if r["config"] == "pinned"]
@@ -397,6 +400,7 @@ def results_markdown(rows, records, meta, link_prefix: str = "") -> str:
             lines.append(f"- {t} / {m}: {'; '.join(sorted(ns))}")
         lines.append("")
     missing = [x for x in meta.get("missing", []) if x.get("config", "main") == "main" and "pinned configuration" not in x["reason"]]
+    missing = [x for i, x in enumerate(missing) if x not in missing[:i]]
     pinned_failed = [x for x in meta.get("missing", []) if x.get("config") == "pinned"]
     run_tasks = set(tasks)
     not_run = [t for t in ("digits-cnn", "digits-resnet18", "minilm") if t not in run_tasks and not any(x["task"] == t for x in missing)]
@@ -410,9 +414,16 @@ def results_markdown(rows, records, meta, link_prefix: str = "") -> str:
         lines.append(f"- {t}: not requested in this run (--tasks)")
     for x in pinned_failed:
         lines.append(f"- {x['task']} / {x['method']} (pinned): {x['reason']}")
-    infeasible = sorted({(r["task"], r["config"], r["budget"]) for r in records if "Infeasible" in (r.get("error") or "")})
-    for t, c, b in infeasible:
-        lines.append(f"- {t} [{c}] at {b:g} bits: infeasible, the pinned/tied layers alone need more than the budget allows")
+    infeasible = defaultdict(set)
+    for r in records:
+        if "Infeasible" in (r.get("error") or ""):
+            infeasible[(r["task"], r["config"], r["method"])].add(r["budget"])
+    for (t, c, m), bs in infeasible.items():
+        why = "the pinned and tied layers alone cost more than the budget"
+        if m == "uniform":
+            why += ("; uniform ties every free layer together, so a tie to a pinned layer (minilm: block 0's "
+                    "query is pinned and tied to its key and value) puts every layer at 8 bits")
+        lines.append(f"- {t} / {m} [{c}] at {', '.join(f'{b:g}' for b in sorted(bs))} bits: infeasible: {why}")
     lines.append("")
     plots = ["measure_time.png"] + [f"pareto_{t}.png" for t in tasks] + [f"predicted_{t}.png" for t in tasks]
     lines.append("Plots: " + ", ".join(f"[{p}]({link_prefix}{p})" for p in plots))

@@ -100,9 +100,9 @@ def method_plan(method: str, task: str, quick: bool, config: str) -> dict:
     heavy = task in ("digits-resnet18", "minilm")
     if method in RANDOM_METHODS:
         seeds = [0, 1, 2]
-        if quick and (task == "minilm" or config == "pinned"):
+        if config == "pinned" or (quick and task == "minilm"):
             seeds = [0]
-            notes.append("1 seed (quick)")
+            notes.append("1 seed" + (" (quick)" if quick and config == "main" else ""))
         elif quick:
             seeds = [0, 1]
             notes.append("2 seeds (quick)")
@@ -428,8 +428,9 @@ def run(args) -> int:
             for method in methods:
                 plan = method_plan(method, name, args.quick, config)
                 if plan["skip"]:
-                    if config == "main":
-                        meta["missing"].append({"task": name, "method": method, "reason": plan["skip"]})
+                    entry = {"task": name, "method": method, "reason": plan["skip"]}
+                    if config == "main" and entry not in meta["missing"]:
+                        meta["missing"].append(entry)
                     continue
                 for seed in plan["seeds"]:
                     if (name, config, method, seed) in done:
