@@ -233,6 +233,16 @@ class Evaluator:
         with torch.no_grad(), self.applied(assignment) as model:
             return self._mean_loss(model)
 
+    def forward(self, i: int) -> Any:
+        """The working (float) model's differentiable output on calibration batch ``i``.
+
+        For methods that need the outputs themselves (a Gauss-Newton estimate); it is a
+        forward pass and is counted.
+        """
+        outputs = call_model(self.model, self.calibration[i])
+        self.forward_passes += 1
+        return outputs
+
     def batch_loss(self, i: int) -> torch.Tensor:
         """The differentiable loss of the working (float) model on calibration batch ``i``.
 

@@ -3,7 +3,8 @@
 - ``uniform``: every decision layer at one bit-width, the highest that fits the budget
   (an objective that prefers more bits, with all decision layers tied).
 - ``hawq``: HAWQ-V2/V3's sensitivity, the average Hessian trace of each layer's weights
-  (Hutchinson's estimator) times the quantization perturbation ``||Q_b(W) - W||^2``.
+  (a Gauss-Newton or a Hutchinson estimate) times the quantization perturbation
+  ``||Q_b(W) - W||^2``.
   With no user loss the Hessian is that of the divergence from the float model at the
   float weights, i.e. the Fisher information of the model's output distribution, so
   no labels are needed.
@@ -21,7 +22,7 @@ from mpqcore.errors import ConfigError
 from mpqcore.hookspecs import hookimpl
 from mpqcore.types import Objective
 
-__all__ = ["UniformPrecision", "HessianTrace", "perturbation_table"]
+__all__ = ["ESTIMATORS", "UniformPrecision", "HessianTrace", "perturbation_table"]
 
 
 def perturbation_table(ctx: MeasureContext) -> np.ndarray:
@@ -45,54 +46,75 @@ class UniformPrecision:
         return Objective(layers=ctx.layers, bits=ctx.bits, unary=unary, ties=ties, info={"method": "uniform"})
 
 
+ESTIMATORS = ("auto", "gauss-newton", "hutchinson")
+
+
 @attrs.frozen
 class HessianTrace:
-    """HAWQ: Hutchinson estimate of each layer's average Hessian trace x ||Q_b(W) - W||^2.
+    """HAWQ: each layer's average Hessian trace x ||Q_b(W) - W||^2.
 
-    ``samples`` Rademacher probes are drawn (seeded); the objective's ``stderr`` is the
-    standard error of the trace estimate propagated to each term, and ``info`` holds the
-    per-layer traces and their relative spread.
+    Two unbiased estimators of the per-layer trace ``tr(H_kk)``, ``samples`` draws each
+    (seeded); the objective's ``stderr`` is the trace's standard error propagated to each
+    term, and ``info`` holds the per-layer traces and their relative spread.
+
+    - ``gauss-newton`` (with the default loss): at the float weights the divergence from
+      the float model has Hessian ``J^T H_out J`` (its residual term vanishes), where
+      ``H_out`` is the loss's Hessian in the outputs: ``(diag(p) - p p^T) / N`` per
+      sample for KL on logits, ``2 I / sum(ref^2)`` for the normalised MSE. Drawing
+      ``u`` with covariance ``H_out`` (a label sampled from the model's own softmax:
+      ``u = onehot(y) - p``) and back-propagating ``g = J^T u`` gives ``E ||g_k||^2 =
+      tr(H_kk)`` for every layer at once: one backward pass per draw, never negative,
+      and free of the cross-layer terms a shared Hutchinson probe picks up.
+    - ``hutchinson`` (any loss): Rademacher ``v`` over all layers and the Hessian-vector
+      product by double backward; ``v_k^T (H v)_k`` is unbiased for ``tr(H_kk)`` but
+      carries zero-mean cross-layer terms ``v_k^T H_kj v_j``, so a small layer's estimate
+      can come out negative: such a trace (the true one of a PSD Hessian is >= 0) is
+      clamped at 0 and reported.
+
+    ``auto`` takes ``gauss-newton`` when the evaluator uses its default loss and
+    ``hutchinson`` with a user loss.
     """
 
     samples: int = attrs.field(default=16, converter=int)
+    estimator: str = attrs.field(default="auto")
 
     @samples.validator
     def _check(self, _attr, value):
         if value < 1:
             raise ConfigError(f"hawq: samples must be >= 1, got {value}")
 
+    @estimator.validator
+    def _check_estimator(self, _attr, value):
+        if value not in ESTIMATORS:
+            raise ConfigError(f"hawq: estimator {value!r} is not one of {list(ESTIMATORS)}")
+
     def measure(self, ctx: MeasureContext) -> Objective:
         ev = ctx.evaluator
+        estimator = self.estimator
+        if estimator == "auto":
+            estimator = "hutchinson" if ev.user_loss is not None else "gauss-newton"
+        if estimator == "gauss-newton" and ev.user_loss is not None:
+            raise ConfigError("hawq: estimator 'gauss-newton' needs the default loss (a user loss has no known output Hessian); use 'hutchinson'")
         params = [ev.modules[f].weight for f in ctx.layers]
         was = [p.requires_grad for p in params]
         generator = torch.Generator(device="cpu").manual_seed(ctx.seed)
         total_n = sum(batch_size(b) for b in ev.calibration)
         estimates = np.zeros((self.samples, len(params)))
+        draw = self._gauss_newton_draw if estimator == "gauss-newton" else self._hutchinson_draw
         try:
             for p in params:
                 p.requires_grad_(True)
-            for s in ctx.progress(range(self.samples), desc="hawq: Hutchinson probes", total=self.samples):
-                probes = [(torch.randint(0, 2, p.shape, generator=generator) * 2 - 1).to(p.dtype).to(p.device) for p in params]
+            for s in ctx.progress(range(self.samples), desc=f"hawq: {estimator} draws", total=self.samples):
                 for i, batch in enumerate(ev.calibration):
                     weight = batch_size(batch) / total_n
-                    loss = ev.batch_loss(i) * weight
-                    grads = torch.autograd.grad(loss, params, create_graph=True)
-                    hv = torch.autograd.grad(grads, params, grad_outputs=probes)
-                    for k, (v, h) in enumerate(zip(probes, hv)):
-                        estimates[s, k] += float((v * h).sum())
+                    estimates[s] += draw(ev, i, params, weight, generator)
         finally:
             for p, flag in zip(params, was):
                 p.requires_grad_(flag)
                 p.grad = None
         counts = ctx.params
         raw = estimates.mean(0)
-        # The loss is the divergence from the float model, whose Hessian at the float
-        # weights is the Gauss-Newton matrix J^T H_out J: positive semidefinite, so every
-        # true layer trace is >= 0. One probe over all layers also picks up the zero-mean
-        # cross-layer terms v_k^T H_kj v_j, so a layer's estimate can come out negative
-        # with few samples; a negative value would make *fewer* bits look better, so it
-        # is clamped at 0 and reported.
-        trace = np.maximum(raw, 0.0)
+        trace = np.maximum(raw, 0.0)  # only the Hutchinson estimate can be negative
         trace_se = estimates.std(0, ddof=1) / np.sqrt(self.samples) if self.samples > 1 else np.zeros_like(trace)
         avg = trace / counts
         pert = perturbation_table(ctx)
@@ -103,11 +125,37 @@ class HessianTrace:
         info = ctx.option_info(
             method="hawq",
             samples=self.samples,
+            estimator=estimator,
             hessian_trace={f: float(t) for f, t in zip(ctx.layers, trace)},
             clamped_negative_traces={f: float(r) for f, r in zip(ctx.layers, raw) if r < 0},
             trace_relative_stderr={f: float(r) for f, r in zip(ctx.layers, rel)},
         )
         return Objective(layers=ctx.layers, bits=ctx.bits, unary=unary, stderr=stderr, info=info)
+
+    @staticmethod
+    def _hutchinson_draw(ev, i, params, weight, generator) -> np.ndarray:
+        probes = [(torch.randint(0, 2, p.shape, generator=generator) * 2 - 1).to(p.dtype).to(p.device) for p in params]
+        loss = ev.batch_loss(i) * weight
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        hv = torch.autograd.grad(grads, params, grad_outputs=probes)
+        return np.array([float((v * h).sum()) for v, h in zip(probes, hv)])
+
+    @staticmethod
+    def _gauss_newton_draw(ev, i, params, weight, generator) -> np.ndarray:
+        from mpqcore.evaluate import primary_output
+
+        y = primary_output(ev.forward(i))
+        ref = ev.float_outputs()[i].to(y.dtype)
+        if y.dim() == 2 and y.shape[1] > 1:  # KL on logits, batchmean
+            p = torch.softmax(ref.float(), dim=1)
+            labels = torch.multinomial(p.cpu(), 1, generator=generator).squeeze(1).to(p.device)
+            u = (torch.nn.functional.one_hot(labels, p.shape[1]).to(p.dtype) - p) / np.sqrt(y.shape[0])
+        else:  # normalised MSE: Hessian 2 I / sum(ref^2)
+            z = torch.randn(y.shape, generator=generator).to(y.device)
+            u = z * torch.sqrt(2.0 / ref.float().pow(2).sum().clamp_min(1e-12))
+        u = u.to(y.dtype) * np.sqrt(weight)
+        grads = torch.autograd.grad(y, params, grad_outputs=u)
+        return np.array([float(g.pow(2).sum()) for g in grads])
 
 
 @hookimpl

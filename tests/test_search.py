@@ -87,7 +87,8 @@ def test_report_contents_and_files(hawq_reports, tmp_path):
 
 
 def test_search_problem_resolves_under_other_budgets(task):
-    meas = mpqcore.measure(task.model, task.calibration, "hawq", (2, 4, 8), method_options={"samples": 4}, plugins=BUILTINS)
+    meas = mpqcore.measure(task.model, task.calibration, "hawq", (2, 4, 8), method_options={"samples": 4, "estimator": "hutchinson"},
+                           plugins=BUILTINS)
     objectives = []
     for avg in (2.5, 4.0, 6.0):
         problem = meas.with_budgets([Budget.average_bits(avg)])
@@ -282,9 +283,36 @@ def test_a_data_free_method_makes_no_forward_pass_of_its_own(task):
 def test_hawq_never_prefers_fewer_bits(task):
     # With 4 probes conv1's Hutchinson estimate comes out negative (cross-layer noise);
     # the true trace of the Gauss-Newton Hessian is >= 0, so it is clamped and reported.
-    meas = mpqcore.measure(task.model, task.calibration, "hawq", (2, 4, 8), method_options={"samples": 4}, plugins=BUILTINS)
+    meas = mpqcore.measure(task.model, task.calibration, "hawq", (2, 4, 8), method_options={"samples": 4, "estimator": "hutchinson"},
+                           plugins=BUILTINS)
     info = meas.objective.info
     assert info["clamped_negative_traces"], "expected a negative raw estimate at 4 samples on digits-cnn"
     assert all(t >= 0 for t in info["hessian_trace"].values())
     unary = np.asarray(meas.objective.unary)
     assert np.all(np.diff(unary, axis=1) <= 0)  # more bits never cost more sensitivity
+
+
+def test_hawq_estimators_agree_and_gauss_newton_is_never_negative(task):
+    # Two unbiased estimators of the same per-layer traces: they must agree within their
+    # standard errors; the Gauss-Newton draws are squared norms, so never below zero.
+    traces = {}
+    for estimator in ("gauss-newton", "hutchinson"):
+        meas = mpqcore.measure(task.model, task.calibration, "hawq", (2, 8), plugins=BUILTINS,
+                               method_options={"samples": 48, "estimator": estimator})
+        info = meas.objective.info
+        assert info["estimator"] == estimator
+        traces[estimator] = {f: (t, t * info["trace_relative_stderr"][f]) for f, t in info["hessian_trace"].items()}
+    assert mpqcore.measure(task.model, task.calibration, "hawq", (2, 8), plugins=BUILTINS,
+                           method_options={"samples": 2}).objective.info["clamped_negative_traces"] == {}
+    for f, (gn, gn_se) in traces["gauss-newton"].items():
+        hu, hu_se = traces["hutchinson"][f]
+        assert abs(gn - hu) <= 4 * (gn_se**2 + hu_se**2) ** 0.5, (f, gn, gn_se, hu, hu_se)
+
+
+def test_hawq_gauss_newton_refuses_a_user_loss(task):
+    loss = lambda out, batch: out.pow(2).mean()  # noqa: E731
+    with pytest.raises(MethodError, match="estimator 'gauss-newton' needs the default loss"):
+        mpqcore.measure(task.model, task.calibration, "hawq", (2, 8), loss=loss, plugins=BUILTINS,
+                        method_options={"estimator": "gauss-newton", "samples": 2})
+    meas = mpqcore.measure(task.model, task.calibration, "hawq", (2, 8), loss=loss, plugins=BUILTINS, method_options={"samples": 2})
+    assert meas.objective.info["estimator"] == "hutchinson"
