@@ -240,6 +240,69 @@ def bench_pairs(L: int, limit: float, problem_file: Path | None) -> dict:
     return out
 
 
+def measure_deep_mlp(path: Path, seed: int = 0) -> None:
+    """A real CLADO measurement at 52 layers: a residual MLP (stem, 25 blocks of two
+    64x64 linear layers, head; 52 linear layers) trained 30 epochs on scikit-learn's 8x8
+    digits (~98.5% test accuracy), CLADO ``pairs="all"`` over bits (2, 4, 8) on two
+    calibration batches of 64: 12,091 loss evaluations (about a minute on one thread).
+    Written as a problem file with an average-4-bits size budget. Needs torch and the
+    ``mpqcore-clado`` plugin."""
+    import torch
+    from torch import nn
+
+    import mpqcore
+    from mpqcore.tasks import _cache, digits
+    from mpqcore.types import Budget
+
+    class Block(nn.Module):
+        def __init__(self, w: int):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(w, w), nn.Linear(w, w)
+
+        def forward(self, x):
+            return x + self.fc2(torch.relu(self.fc1(x)))
+
+    class DeepMLP(nn.Module):
+        def __init__(self, w: int = 64, blocks: int = 25):
+            super().__init__()
+            self.stem = nn.Linear(64, w)
+            self.blocks = nn.Sequential(*[Block(w) for _ in range(blocks)])
+            self.head = nn.Linear(w, 10)
+            for b in self.blocks:
+                nn.init.normal_(b.fc2.weight, std=0.02)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.blocks(self.stem(x.flatten(1)))))
+
+    torch.set_num_threads(1)
+    split = digits.load_split()
+    with _cache.deterministic(seed):
+        model = DeepMLP()
+        digits.train_classifier(model, split.x_train, split.y_train, epochs=30, lr=2e-3, batch_size=64, seed=seed)
+    calibration = [split.x_calibration[i : i + 64] for i in range(0, 128, 64)]
+    meas = mpqcore.measure(model, calibration, "clado", PAIR_BITS, None)
+    dump_problem(meas.with_budgets([Budget.average_bits(4.0)]), path)
+
+
+def bench_measured(path: Path, limit: float) -> dict:
+    """The measured 52-layer problem at three budgets, onehot (and generic at the tightest)."""
+    import attrs
+
+    from mpqcore.problem import load_problem
+
+    problem = load_problem(path)
+    params = float(np.asarray(problem.costs["size"])[:, 0].sum() / PAIR_BITS[0])
+    out = {"path": str(path.relative_to(ROOT)), "layers": len(problem.layers), "pair_terms": len(problem.objective.pairs),
+           "time_limit": limit, "rows": []}
+    print(f"pairs, measured deep MLP ({len(problem.layers)} layers):", flush=True)
+    for avg, lins in ((2.5, ("onehot", "generic")), (3.0, ("onehot",)), (4.0, ("onehot",))):
+        q = attrs.evolve(problem, budgets={"size": avg * params})
+        for lin in lins:
+            row = _solve_row(q, limit, f"avg {avg} bits, {lin}", linearization=lin)
+            out["rows"].append({"average_bits": avg, **row})
+    return out
+
+
 def write_markdown(result: dict, path: Path) -> None:
     lines = [
         "# Solver benchmark",
@@ -320,6 +383,33 @@ def write_markdown(result: dict, path: Path) -> None:
         f"{', '.join(f'{v:.2f}' for v in m['log_ratio_std_digits_cnn'])} at d = 1..4); "
         f"{100 * NEGATIVE_FRACTION:.0f}% negative (measured {100 * m['negative_fraction']:.0f}%).",
         "",
+    ]
+    if "measured" in result:
+        mm = result["measured"]
+        lines += [
+            "",
+            f"## A real CLADO measurement at 52 layers: `{mm['path']}`",
+            "",
+            "CLADO (`pairs=\"all\"`, bits {2,4,8}) measured on a 52-linear-layer residual MLP trained on the",
+            f"8x8 digits ({mm['pair_terms']:,} pair terms; see `measure_deep_mlp`). Its ratio `|pair| / sqrt(u u)` has",
+            "a median of 0.43-0.60 at distances 1 to 51 (no decay here either), half the terms negative.",
+            "",
+            "| average bits | linearization | seconds (limit) | status | objective | bound | gap |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in mm["rows"]:
+            bound = "-" if r["bound"] is None else f"{r['bound']:.4g}"
+            lines.append(f"| {r['average_bits']:g} | {r['linearization']} | {r['seconds']:.1f} ({r['time_limit']:g}) | "
+                         f"{r['status']} | {r['objective']:.4g} | {bound} | {r['gap']:.3g} |")
+        lines += [
+            "",
+            "The optimum of the measured Ω is a *negative* predicted loss change: Ω is not positive",
+            "semidefinite (63 of 156 eigenvalues < 0) and with 1,326 coupled pairs the program finds allocations",
+            "whose interactions cancel the single terms. With the paper's PSD projection (`psd=True`) the",
+            "objective stays >= 0 but the RLT bound is weak (below zero): 90 s without proof at 2.5 and 4 bits.",
+        ]
+    lines += [
+        "",
         f"Warm start (diagonal-only optimum + 1-swaps) objective: CLADO-like {p['clado_like']['onehot']['start_objective']:.6g}, "
         f"adversarial {p['adversarial']['onehot']['start_objective']:.6g}.",
         "",
@@ -346,7 +436,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
     parser.add_argument("--render-only", action="store_true", help="rewrite the markdown from the JSON")
+    parser.add_argument("--measured-only", action="store_true",
+                        help="only the real 52-layer CLADO measurement (results/clado52_measured.json; "
+                        "measured first if missing), merged into solvers.json")
     args = parser.parse_args()
+    measured_path = RESULTS / "clado52_measured.json"
+    if args.measured_only:
+        if not measured_path.exists():
+            measure_deep_mlp(measured_path)
+        result = json.loads((RESULTS / "solvers.json").read_text())
+        result["measured"] = bench_measured(measured_path, 120.0)
+        (RESULTS / "solvers.json").write_text(json.dumps(result, indent=1))
+        write_markdown(result, RESULTS / "solvers.md")
+        return
     if args.render_only:
         stem = "solvers_quick" if args.quick else "solvers"
         result = json.loads((RESULTS / f"{stem}.json").read_text())
@@ -365,6 +467,8 @@ def main() -> None:
         "mckp": bench_mckp(sizes),
         "pairs": bench_pairs(pair_layers, pair_limit, None if args.quick else RESULTS / "clado52.json"),
     }
+    if not args.quick and measured_path.exists():
+        result["measured"] = bench_measured(measured_path, pair_limit)
     result["total_seconds"] = round(time.perf_counter() - started, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "solvers_quick" if args.quick else "solvers"
