@@ -77,7 +77,8 @@ def interaction_by_distance(objective) -> dict:
     For every measured pair term ``P[(l,j),(m,k)]`` (the full interaction ``2 Ω_ij``) with
     both single terms ``u > 0``: ``|P| / sqrt(u[l,j] u[m,k])``. Per distance ``d = m - l``:
     the aggregate ratio ``sum |P| / sum sqrt(u u)``, the median of the per-term ratios and
-    the fraction of negative terms. ``benchmarks/bench_solvers.py`` builds its realistic
+    the fraction of negative terms and the spread (std of the log of the per-term ratios).
+    ``benchmarks/bench_solvers.py`` builds its realistic
     dense instance from these numbers.
     """
     layers = list(objective.layers)
@@ -94,7 +95,8 @@ def interaction_by_distance(objective) -> dict:
     for d in sorted(by_d):
         v, g = np.array(by_d[d]).T
         out[d] = {"terms": len(v), "aggregate_ratio": float(np.abs(v).sum() / g.sum()),
-                  "median_ratio": float(np.median(np.abs(v) / g)), "negative_fraction": float((v < 0).mean())}
+                  "median_ratio": float(np.median(np.abs(v) / g)), "negative_fraction": float((v < 0).mean()),
+                  "log_ratio_std": float(np.log(np.abs(v[v != 0]) / g[v != 0]).std()) if (v != 0).any() else 0.0}
     return out
 
 
@@ -230,11 +232,12 @@ def markdown(results: dict) -> str:
             lines += [
                 "Interaction by layer distance d (|pair term| / sqrt(u_l u_m), terms with both single terms > 0):",
                 "",
-                "| d | terms | aggregate ratio | median ratio | negative fraction |",
-                "|---|---|---|---|---|",
+                "| d | terms | aggregate ratio | median ratio | negative fraction | std of log ratio |",
+                "|---|---|---|---|---|---|",
             ]
             for d, r in m["interaction_by_distance"].items():
-                lines.append(f"| {d} | {r['terms']} | {r['aggregate_ratio']:.3f} | {r['median_ratio']:.3f} | {r['negative_fraction']:.2f} |")
+                lines.append(f"| {d} | {r['terms']} | {r['aggregate_ratio']:.3f} | {r['median_ratio']:.3f} | {r['negative_fraction']:.2f} | "
+                             + (f"{r['log_ratio_std']:.2f} |" if "log_ratio_std" in r else "- |"))
             lines.append("")
         if "speed" in res:
             s = res["speed"]
