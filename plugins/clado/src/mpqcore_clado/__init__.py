@@ -15,14 +15,12 @@ from mpqcore_clado.omega import (
     quadratic_value,
 )
 from mpqcore_clado.pairs import PAIR_MODES, block_of, expected_evaluations, layer_pairs
-from mpqcore_clado.prefix import SharedPrefix, trace_forward
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Clado",
     "PAIR_MODES",
-    "SharedPrefix",
     "block_of",
     "expected_evaluations",
     "interaction",
@@ -33,5 +31,4 @@ __all__ = [
     "one_hot",
     "project_psd",
     "quadratic_value",
-    "trace_forward",
 ]

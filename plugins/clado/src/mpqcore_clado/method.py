@@ -13,7 +13,6 @@ from mpqcore.errors import ConfigError
 from mpqcore.types import Objective
 from mpqcore_clado.omega import objective_terms, omega_from_losses, project_psd
 from mpqcore_clado.pairs import PAIR_MODES, expected_evaluations, layer_pairs
-from mpqcore_clado.prefix import SharedPrefix
 
 __all__ = ["Clado"]
 
@@ -56,7 +55,7 @@ class Clado:
     batch_size: how many assignments go to ``evaluator.losses`` at once when prefix
         reuse is off or impossible.
     reuse_prefix: skip, exactly, the part of each forward pass that an earlier
-        evaluation already computed (see :mod:`mpqcore_clado.prefix`).
+        evaluation already computed (the evaluator's :mod:`mpqcore.prefix`).
     """
 
     pairs: str = attrs.field(default="all", validator=_one_of(PAIR_MODES))
@@ -72,11 +71,17 @@ class Clado:
         evaluations0, passes0 = ev.evaluations, ev.forward_passes
         layers, bits = ctx.layers, ctx.bits
         index_pairs = layer_pairs(layers, self.pairs, self.window)
-        engine = SharedPrefix(ev, layers, ctx.with_fixed({})) if self.reuse_prefix else None
-        if engine is not None and engine.enabled:
-            base, singles, pair_losses = self._measure_shared(ctx, engine, index_pairs)
-        else:
-            base, singles, pair_losses = self._measure_plain(ctx, index_pairs)
+        # The evaluator's losses() reuses shared forward-pass prefixes (exact): with all
+        # assignments in one call, each pair resumes at its later layer. Without reuse,
+        # they go batch_size at a time with reuse switched off.
+        reuse_before = getattr(ev, "reuse_prefix", None)  # None: an evaluator without reuse
+        if reuse_before is not None:
+            ev.reuse_prefix = self.reuse_prefix
+        try:
+            base, singles, pair_losses = self._measure(ctx, index_pairs)
+        finally:
+            if reuse_before is not None:
+                ev.reuse_prefix = reuse_before
         omega = omega_from_losses(base, singles, pair_losses, symmetric=self.symmetrize)
         psd_info = None
         if self.psd:
@@ -99,16 +104,16 @@ class Clado:
             base_loss=base,
             symmetrize=self.symmetrize,
             psd=psd_info,
-            prefix_reuse={
-                "enabled": bool(engine is not None and engine.enabled),
-                "reason": "option reuse_prefix=False" if engine is None else engine.reason,
-                "skipped_mac_fraction": engine.skipped_fraction if engine is not None else 0.0,
+            prefix_reuse=ev.prefix_reuse if self.reuse_prefix and reuse_before is not None else {
+                "enabled": False, "skipped_mac_fraction": 0.0,
+                "reason": "option reuse_prefix=False" if not self.reuse_prefix else "the evaluator has no prefix reuse",
             },
         )
         return Objective(layers=layers, bits=bits, unary=unary, pairs=pairs, info=info)
 
-    def _measure_plain(self, ctx: MeasureContext, index_pairs):
-        """Every assignment through ``evaluator.losses``, ``batch_size`` at a time."""
+    def _measure(self, ctx: MeasureContext, index_pairs):
+        """Every assignment through ``evaluator.losses``: all at once with prefix reuse
+        (it orders them), else ``batch_size`` at a time."""
         layers, bits = ctx.layers, ctx.bits
         keys: list = [("base",)]
         assignments = [ctx.with_fixed({})]
@@ -122,9 +127,10 @@ class Clado:
                     keys.append(("pair", l, j, m, k))
                     assignments.append(ctx.with_fixed({layers[l]: b, layers[m]: b2}))
         values: list[float] = []
-        chunks = range(0, len(assignments), self.batch_size)
+        step = len(assignments) if self.reuse_prefix else self.batch_size
+        chunks = range(0, len(assignments), step)
         for start in ctx.progress(chunks, desc="clado: loss evaluations", total=len(chunks)):
-            values.extend(ctx.evaluator.losses(assignments[start : start + self.batch_size]))
+            values.extend(ctx.evaluator.losses(assignments[start : start + step]))
         singles = np.empty((len(layers), len(bits)))
         pair_losses = {}
         base = values[0]
@@ -133,31 +139,4 @@ class Clado:
                 singles[key[1], key[2]] = value
             else:
                 pair_losses[key[1:]] = value
-        return base, singles, pair_losses
-
-    def _measure_shared(self, ctx: MeasureContext, engine: SharedPrefix, index_pairs):
-        """Base, then per layer in execution order: its singles, each followed by its pairs."""
-        layers, bits = ctx.layers, ctx.bits
-        later: dict[int, list[int]] = {l: [] for l in range(len(layers))}
-        for l, m in index_pairs:
-            first, second = (l, m) if engine.position(layers[l]) <= engine.position(layers[m]) else (m, l)
-            later[first].append(second)
-        order = sorted(range(len(layers)), key=lambda l: engine.position(layers[l]))
-        base, base_outputs = engine.run(ctx.with_fixed({}), keep_for=layers)
-        singles = np.empty((len(layers), len(bits)))
-        pair_losses: dict[tuple[int, int, int, int], float] = {}
-        for e in ctx.progress(order, desc="clado: layers", total=len(order)):
-            for j, b in enumerate(bits):
-                value, outputs = engine.run(
-                    ctx.with_fixed({layers[e]: b}), resume_at=layers[e], source=base_outputs,
-                    keep_for=[layers[t] for t in later[e]],
-                )  # fmt: skip
-                singles[e, j] = value
-                for t in later[e]:
-                    for k, b2 in enumerate(bits):
-                        pair_value, _ = engine.run(
-                            ctx.with_fixed({layers[e]: b, layers[t]: b2}), resume_at=layers[t], source=outputs
-                        )
-                        pair_losses[(e, j, t, k) if e < t else (t, k, e, j)] = pair_value
-                del outputs
         return base, singles, pair_losses
