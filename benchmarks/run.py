@@ -107,11 +107,9 @@ def method_plan(method: str, task: str, quick: bool, config: str) -> dict:
             seeds = [0, 1]
             notes.append("2 seeds (quick)")
     if method == "hawq":
-        options = {"samples": (2 if task == "minilm" else 4 if heavy else 8) if quick else 16}
+        options = {"samples": (2 if task == "minilm" else 4) if quick else 16}
         if quick:
-            notes.append(f"{options['samples']} Hutchinson probes (quick; full: 16)")
-        if task == "minilm":
-            notes.append("attention through the math SDPA kernel (CPU flash attention has no double backward)")
+            notes.append(f"samples={options['samples']} trace draws (quick; full: 16)")
     elif method == "smpq":
         if quick and heavy:
             # Monte Carlo needs two antithetic permutation pairs, ~4 evaluations per player:
@@ -257,12 +255,12 @@ def extra_metrics(task, quick: bool) -> dict:
 # -- one measurement -------------------------------------------------------------------------
 
 
-def attention_kernel(method: str, task: str):
+def attention_kernel(method: str, task: str, options: dict):
     """hawq's Hessian-vector products need a double backward, which PyTorch's CPU flash
     attention lacks; the math kernel computes the same attention and has one."""
     import contextlib
 
-    if method != "hawq" or task != "minilm":
+    if method != "hawq" or task != "minilm" or options.get("estimator") != "hutchinson":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -273,7 +271,7 @@ def measure_and_solve(task, calibration, scorer, method, plan, seed, config, pin
     import mpqcore
 
     t0, c0 = time.perf_counter(), time.process_time()
-    with attention_kernel(method, task.name):
+    with attention_kernel(method, task.name, plan["options"]):
         meas = mpqcore.measure(
             task.model, calibration, method, plan["bits"], None, pins=pins, ties=ties, seed=seed,
             metric=task.metric, method_options=plan["options"], device=device,
@@ -316,8 +314,10 @@ def measure_and_solve(task, calibration, scorer, method, plan, seed, config, pin
         for k in ("exact", "evaluations_used", "prefix_reuse", "tie_break_lexicographic", "samples"):
             if k in info and not callable(info[k]):
                 rec.setdefault("method_info", {})[k] = info[k]
-        if "hessian_trace" in info:  # hawq: a negative trace estimate makes fewer bits look better
-            rec.setdefault("method_info", {})["negative_traces"] = sorted(f for f, t in info["hessian_trace"].items() if t < 0)
+        if "hessian_trace" in info:  # hawq: a negative (or zero-clamped) trace makes a layer look free to cut
+            negative = {f for f, t in info["hessian_trace"].items() if t < 0} | set(info.get("clamped_negative_traces") or {})
+            rec.setdefault("method_info", {})["negative_traces"] = sorted(negative)
+            rec["method_info"]["estimator"] = info.get("estimator", "hutchinson")
         records.append(rec)
     meas.evaluator.close()
     del meas
