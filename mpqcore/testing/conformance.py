@@ -40,7 +40,8 @@ class MethodConformance:
     seed: ClassVar[int] = 0
 
     @pytest.fixture(scope="class")
-    def task(self) -> mpqcore.Task:
+    @classmethod
+    def task(cls) -> mpqcore.Task:
         return digits_task()
 
     def _measure(self, task, **kw):
