@@ -12,24 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from mpqcore.report import jsonable  # noqa: F401 - used here and by run.py
+
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 METHOD_ORDER = ("uniform", "hawq", "alps", "clado", "eagl", "mixquant", "smpq")
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, (np.floating, np.integer)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return repr(value)
 
 
 def method_sort(names) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import platform
 from collections.abc import Sequence
 from importlib import metadata
@@ -29,15 +30,18 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as strict JSON data: numpy to Python, non-finite floats to ``None``."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return jsonable(value.tolist())
     if isinstance(value, (np.floating, np.integer)):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return repr(value)
@@ -80,7 +84,7 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serializable dict of the whole report (the model excluded)."""
-        return _jsonable(
+        return jsonable(
             {
                 "allocation": dict(self.allocation.bits),
                 "average_bits": self.average_bits,
@@ -183,7 +187,7 @@ def write_sweep(rows: Sequence[dict], out_dir: str | Path, *, plots: bool = True
         writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    paths["json"].write_text(json.dumps(_jsonable(list(rows)), indent=1))
+    paths["json"].write_text(json.dumps(jsonable(list(rows)), indent=1))
     if plots:
         y = "metric" if any(r.get("metric") is not None for r in rows) else "loss"
         paths["plot"] = plot_pareto(rows, out / "pareto.png", y=y)
