@@ -59,7 +59,7 @@ def run_method(plugins, task, method: str, options: dict, seed: int = 0) -> dict
         "options": options,
         "seed": seed,
         "measure_s": meas.timings["measure"],
-        "forward_passes": ev.forward_passes,
+        "forward_passes": meas.measure_forward_passes,  # the method's own, not the core's reference pass
         "evaluations": ev.evaluations,
         "budgets": {},
     }
