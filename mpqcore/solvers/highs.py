@@ -19,6 +19,8 @@ adding variables one by one from Python is the slow part at thousands of layers.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from typing import Any
 
@@ -45,6 +47,29 @@ LINEARIZATIONS = ("onehot", "generic")
 #: How many times a solution that overshoots a budget by more than mpq's tolerance
 #: (HiGHS's row tolerance is absolute) is re-solved with that row tightened.
 _TIGHTEN_RETRIES = 3
+
+
+
+def _quiet_highs():
+    """``highspy.Highs()`` without the banner HiGHS >= 1.16 prints to stdout on its first
+    construction (before any option can turn output off): ``mpq solve`` prints JSON on
+    stdout, and a banner there breaks every consumer. The C library writes to file
+    descriptor 1, so that descriptor is pointed at /dev/null for the construction."""
+    import highspy
+
+    fd = 1  # the C library's stdout, whatever Python's sys.stdout is now
+    try:
+        sys.stdout.flush()
+        saved = os.dup(fd)
+    except (OSError, ValueError):  # no descriptor 1 to borrow
+        return highspy.Highs()
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            return highspy.Highs()
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 class HighsModel:
@@ -184,7 +209,7 @@ class HighsModel:
         lp.integrality_ = [highspy.HighsVarType.kInteger] * n_x + [highspy.HighsVarType.kContinuous] * (n_col - n_x)
         self.n_col, self.n_row = n_col, n_row
 
-        h = highspy.Highs()
+        h = _quiet_highs()
         h.setOptionValue("output_flag", False)
         if threads is not None:
             # Tree search runs in parallel only with both. HiGHS sizes one global thread
