@@ -1,7 +1,7 @@
 """mpq: mixed-precision quantization, from sensitivity to allocation to report.
 
-    report = mpqcore.search(model, calibration, method="hawq", bits=(2, 4, 8),
-                            budget=mpqcore.Budget.average_bits(4.0))
+report = mpqcore.search(model, calibration, method="hawq", bits=(2, 4, 8),
+                        budget=mpqcore.Budget.average_bits(4.0))
 """
 
 from mpqcore.context import MeasureContext

@@ -9,7 +9,7 @@ import torch
 
 from mpqcore.errors import ConfigError
 
-__all__ = ["materialize", "call_model", "batch_size", "to_device"]
+__all__ = ["batch_size", "call_model", "materialize", "to_device"]
 
 
 def materialize(calibration: Iterable[Any], *, limit: int | None = None) -> list[Any]:
@@ -25,12 +25,16 @@ def materialize(calibration: Iterable[Any], *, limit: int | None = None) -> list
         try:
             batches = list(calibration if limit is None else (b for _, b in zip(range(limit), calibration)))
         except TypeError as exc:
-            raise ConfigError(f"calibration must be an iterable of batches (Tensor, tuple or dict), got {type(calibration).__name__}") from exc
+            raise ConfigError(
+                f"calibration must be an iterable of batches (Tensor, tuple or dict), got {type(calibration).__name__}"
+            ) from exc
     if not batches:
         raise ConfigError("calibration is empty; give at least one batch of example inputs")
     for i, b in enumerate(batches):
         if not isinstance(b, (torch.Tensor, tuple, list, Mapping)):
-            raise ConfigError(f"calibration batch {i} is a {type(b).__name__}; valid: Tensor, tuple/list of inputs, dict of inputs")
+            raise ConfigError(
+                f"calibration batch {i} is a {type(b).__name__}; valid: Tensor, tuple/list of inputs, dict of inputs"
+            )
     return batches
 
 

@@ -7,7 +7,6 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from mpqcore.errors import MpqError
@@ -119,12 +118,25 @@ def cmd_search(args) -> int:
         budgets = [Budget.parse(b) for b in args.budget] or [Budget.average_bits(4.0)]
     task = _task_and_common(args)
     report = mpqcore.search(
-        task.model, task.calibration, method=args.method, bits=args.bits, budget=budgets, metric=task.metric,
-        quantizer=args.quantizer, cost=args.cost, solver=args.solver, pins=_pins(args.pin),
-        ties=[t.split(",") for t in args.tie or []], seed=args.seed, loss=task.loss,
-        method_options=_options(args.method_option), solver_options=_options(args.solver_option),
-        quantizer_options=_options(args.quantizer_option), cost_options={args.cost: _options(args.cost_option)},
-        act_bits=args.act_bits, progress=_progress_wanted(args),
+        task.model,
+        task.calibration,
+        method=args.method,
+        bits=args.bits,
+        budget=budgets,
+        metric=task.metric,
+        quantizer=args.quantizer,
+        cost=args.cost,
+        solver=args.solver,
+        pins=_pins(args.pin),
+        ties=[t.split(",") for t in args.tie or []],
+        seed=args.seed,
+        loss=task.loss,
+        method_options=_options(args.method_option),
+        solver_options=_options(args.solver_option),
+        quantizer_options=_options(args.quantizer_option),
+        cost_options={args.cost: _options(args.cost_option)},
+        act_bits=args.act_bits,
+        progress=_progress_wanted(args),
     )
     paths = report.write(args.out) if args.out else {}
     print(_summary(report, task))
@@ -143,21 +155,43 @@ def cmd_sweep(args) -> int:
         raise MpqError("mpq sweep needs budgets: --budget avg-bits=2.5 --budget avg-bits=3 ...")
     task = _task_and_common(args)
     meas, points = mpqcore.sweep(
-        task.model, task.calibration, args.method, args.bits, budgets, task.metric, solver=args.solver,
-        quantizer=args.quantizer, cost=args.cost, pins=_pins(args.pin), seed=args.seed, loss=task.loss,
-        ties=[t.split(",") for t in args.tie or []], solver_options=_options(args.solver_option),
-        method_options=_options(args.method_option), quantizer_options=_options(args.quantizer_option),
-        cost_options={args.cost: _options(args.cost_option)}, act_bits=args.act_bits, progress=_progress_wanted(args),
+        task.model,
+        task.calibration,
+        args.method,
+        args.bits,
+        budgets,
+        task.metric,
+        solver=args.solver,
+        quantizer=args.quantizer,
+        cost=args.cost,
+        pins=_pins(args.pin),
+        seed=args.seed,
+        loss=task.loss,
+        ties=[t.split(",") for t in args.tie or []],
+        solver_options=_options(args.solver_option),
+        method_options=_options(args.method_option),
+        quantizer_options=_options(args.quantizer_option),
+        cost_options={args.cost: _options(args.cost_option)},
+        act_bits=args.act_bits,
+        progress=_progress_wanted(args),
     )
     params = {layer.fqn: layer.params for layer in meas.spec.layers}
     rows = []
     for p in points:
-        rows.append({
-            "method": args.method, "budget": p.budget.describe(), "average_bits": p.allocation.average_bits(params),
-            **{f"cost_{k}": v for k, v in p.allocation.costs.items()}, "predicted": p.results["predicted"],
-            "loss": p.results["loss"], "metric": p.results.get("metric"), "status": p.allocation.status,
-            "gap": p.allocation.gap, "allocation": dict(p.allocation.bits),
-        })
+        rows.append(
+            {
+                "method": args.method,
+                "budget": p.budget.describe(),
+                "average_bits": p.allocation.average_bits(params),
+                **{f"cost_{k}": v for k, v in p.allocation.costs.items()},
+                "predicted": p.results["predicted"],
+                "loss": p.results["loss"],
+                "metric": p.results.get("metric"),
+                "status": p.allocation.status,
+                "gap": p.allocation.gap,
+                "allocation": dict(p.allocation.bits),
+            }
+        )
     print(f"{'budget':<34} {'avg bits':>8} {'loss':>10} {task.metric_name:>10}")
     for r in rows:
         metric = "" if r["metric"] is None else f"{r['metric']:.4f}"
@@ -178,8 +212,14 @@ def cmd_demo(args) -> int:
     print(f"  task ready in {time.perf_counter() - t0:.1f} s; float accuracy {task.metric(task.model):.4f}")
     budget = Budget.average_bits(args.avg_bits)
     report = mpqcore.search(
-        task.model, task.calibration, method=args.method, bits=args.bits, budget=budget, metric=task.metric,
-        seed=0, progress=_progress_wanted(args),
+        task.model,
+        task.calibration,
+        method=args.method,
+        bits=args.bits,
+        budget=budget,
+        metric=task.metric,
+        seed=0,
+        progress=_progress_wanted(args),
     )
     paths = report.write(args.out)
     print(_summary(report, task))
@@ -206,15 +246,23 @@ def _summary(report, task) -> str:
     if "float_metric" in r:
         lines.append(f"  {'float':<34} {32:>8} {r['float_metric']:>10.4f} {0.0:>10.5f}")
     metric = f"{r['metric']:.4f}" if "metric" in r else "-"
-    lines.append(f"  {'mixed precision (' + report.method + ')':<34} {report.average_bits:>8.3f} {metric:>10} {r['loss']:>10.5f}")
+    lines.append(
+        f"  {'mixed precision (' + report.method + ')':<34} {report.average_bits:>8.3f} {metric:>10} {r['loss']:>10.5f}"
+    )
     if "uniform_bits" in r:
         um = f"{r['uniform_metric']:.4f}" if "uniform_metric" in r else "-"
         total = sum(layer.params for layer in report.spec.layers)
         avg = r["uniform_costs"]["size"] / total if "size" in r["uniform_costs"] else float("nan")
-        lines.append(f"  {'uniform ' + str(r['uniform_bits']) + '-bit':<34} {avg:>8.3f} {um:>10} {r['uniform_loss']:>10.5f}")
+        lines.append(
+            f"  {'uniform ' + str(r['uniform_bits']) + '-bit':<34} {avg:>8.3f} {um:>10} {r['uniform_loss']:>10.5f}"
+        )
     lines.append("")
     t = report.timings
-    lines.append("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()) + f"; forward passes {report.forward_passes} ({report.measure_forward_passes} by the method)")
+    lines.append(
+        "  time: "
+        + ", ".join(f"{k} {v:.2f} s" for k, v in t.items())
+        + f"; forward passes {report.forward_passes} ({report.measure_forward_passes} by the method)"
+    )
     return "\n".join(lines)
 
 
@@ -225,28 +273,58 @@ def _summary(report, task) -> str:
 
 def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
     p.add_argument("--task", default="digits-cnn", help="a registered task (see `mpq plugins`); default digits-cnn")
-    p.add_argument("--task-option", action="append", type=_key_value, metavar="KEY=VALUE", help="option for the task factory")
+    p.add_argument(
+        "--task-option", action="append", type=_key_value, metavar="KEY=VALUE", help="option for the task factory"
+    )
     p.add_argument("--method", default="hawq", help="a registered sensitivity method; default hawq")
-    p.add_argument("--method-option", action="append", type=_key_value, metavar="KEY=VALUE", help="option for the method (value parsed as JSON when it can be)")
+    p.add_argument(
+        "--method-option",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="option for the method (value parsed as JSON when it can be)",
+    )
     p.add_argument("--bits", type=_bits, default=(2, 4, 8), help="candidate weight bit-widths, e.g. 2,4,8")
     p.add_argument(
-        "--budget", action="append", default=[], metavar="NAME=VALUE",
+        "--budget",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="avg-bits=4, size-bytes=N, size-mb=N, COST=N (absolute) or COST=0.6x (of the 8-bit cost); "
-        + ("repeat for each point of the sweep" if sweep else "repeat for several budgets at once; default avg-bits=4; "
-           "'none' for no budget (a solver with its own rule, e.g. mixquant-qem)"),
+        + (
+            "repeat for each point of the sweep"
+            if sweep
+            else "repeat for several budgets at once; default avg-bits=4; "
+            "'none' for no budget (a solver with its own rule, e.g. mixquant-qem)"
+        ),
     )
-    p.add_argument("--pin", action="append", type=_key_value, metavar="LAYER=BITS", help="fix a layer (fnmatch pattern) to BITS")
-    p.add_argument("--tie", action="append", metavar="L1,L2,...", help="layers that must share one bit-width")
-    p.add_argument("--quantizer", default="minmax-per-tensor", help="a registered weight quantizer; default minmax-per-tensor")
-    p.add_argument("--quantizer-option", action="append", type=_key_value, metavar="KEY=VALUE", help="option for the quantizer")
-    p.add_argument("--cost", default="size", help="cost model tabled and reported besides size (and those budgets name); default size")
     p.add_argument(
-        "--cost-option", action="append", type=_key_value, metavar="KEY=VALUE",
+        "--pin", action="append", type=_key_value, metavar="LAYER=BITS", help="fix a layer (fnmatch pattern) to BITS"
+    )
+    p.add_argument("--tie", action="append", metavar="L1,L2,...", help="layers that must share one bit-width")
+    p.add_argument(
+        "--quantizer", default="minmax-per-tensor", help="a registered weight quantizer; default minmax-per-tensor"
+    )
+    p.add_argument(
+        "--quantizer-option", action="append", type=_key_value, metavar="KEY=VALUE", help="option for the quantizer"
+    )
+    p.add_argument(
+        "--cost",
+        default="size",
+        help="cost model tabled and reported besides size (and those budgets name); default size",
+    )
+    p.add_argument(
+        "--cost-option",
+        action="append",
+        type=_key_value,
+        metavar="KEY=VALUE",
         help="option for the --cost model, e.g. --cost latency --cost-option table=lat.json",
     )
     p.add_argument("--solver", default="highs")
     p.add_argument("--solver-option", action="append", type=_key_value, metavar="KEY=VALUE")
-    p.add_argument("--act-bits", type=int, default=None, help="also fake-quantize the inputs of quantized layers at this width")
+    p.add_argument(
+        "--act-bits", type=int, default=None, help="also fake-quantize the inputs of quantized layers at this width"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="directory for the report files")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -264,7 +342,9 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mpq", description="Mixed-precision quantization: measure, allocate, apply, report.")
+    parser = argparse.ArgumentParser(
+        prog="mpq", description="Mixed-precision quantization: measure, allocate, apply, report."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("plugins", help="list loaded plugins and what each registers")
@@ -295,7 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="mpq-out/demo")
     p.add_argument("--quiet", action="store_true")
     p.add_argument(
-        "--threads", type=_positive_int, default=1,
+        "--threads",
+        type=_positive_int,
+        default=1,
         help="torch threads; default 1: the CNN is small, and extra threads only contend on a busy machine",
     )
     p.set_defaults(func=cmd_demo)

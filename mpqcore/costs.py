@@ -22,7 +22,7 @@ from mpqcore.errors import ConfigError
 from mpqcore.hookspecs import hookimpl
 from mpqcore.types import LayerInfo, ModelSpec
 
-__all__ = ["WeightSize", "BitOperations", "LatencyTable", "cost_table"]
+__all__ = ["BitOperations", "LatencyTable", "WeightSize", "cost_table"]
 
 
 @attrs.frozen
@@ -63,7 +63,9 @@ def _read_table(table) -> dict[str, dict[int, float]]:
                 reader = csv.DictReader(fh)
                 need = {"layer", "bits", "latency"}
                 if not reader.fieldnames or not need <= set(reader.fieldnames):
-                    raise ConfigError(f"latency table {str(path)!r} needs CSV columns {sorted(need)}, got {reader.fieldnames}")
+                    raise ConfigError(
+                        f"latency table {str(path)!r} needs CSV columns {sorted(need)}, got {reader.fieldnames}"
+                    )
                 for row in reader:
                     raw.setdefault(row["layer"], {})[row["bits"]] = row["latency"]
         else:
@@ -102,7 +104,9 @@ def cost_table(model, spec: ModelSpec, bits, *, name: str = "") -> np.ndarray:
         for j, b in enumerate(bits):
             value = model.cost(layer, int(b))
             if not np.isfinite(value) or value < 0:
-                raise ConfigError(f"cost model {name!r} returned {value} for {layer.fqn!r} at {b} bits; costs must be finite and >= 0")
+                raise ConfigError(
+                    f"cost model {name!r} returned {value} for {layer.fqn!r} at {b} bits; costs must be finite and >= 0"
+                )
             out[i, j] = value
     return out
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MpqError", "ConfigError", "PluginError", "InfeasibleError", "ProblemTooLargeError", "MethodError"]
+__all__ = ["ConfigError", "InfeasibleError", "MethodError", "MpqError", "PluginError", "ProblemTooLargeError"]
 
 
 class MpqError(Exception):
@@ -31,7 +31,9 @@ class MethodError(PluginError):
 class InfeasibleError(MpqError):
     """No allocation meets every budget; ``cheapest`` maps each budget to its least achievable cost."""
 
-    def __init__(self, message: str, *, cheapest: dict[str, float] | None = None, budgets: dict[str, float] | None = None):
+    def __init__(
+        self, message: str, *, cheapest: dict[str, float] | None = None, budgets: dict[str, float] | None = None
+    ):
         super().__init__(message)
         self.cheapest = dict(cheapest or {})
         self.budgets = dict(budgets or {})

@@ -181,7 +181,9 @@ class Evaluator:
         def hook(module, inputs):
             if fqn not in self._active_act:
                 return None
-            return tuple(fake_quantize_activation(x, self.act_bits) if isinstance(x, torch.Tensor) else x for x in inputs)
+            return tuple(
+                fake_quantize_activation(x, self.act_bits) if isinstance(x, torch.Tensor) else x for x in inputs
+            )
 
         return hook
 
@@ -198,7 +200,9 @@ class Evaluator:
                     except ConfigError:
                         raise
                     except Exception as exc:
-                        raise ConfigError(f"the model failed on calibration batch {i}: {type(exc).__name__}: {exc}") from exc
+                        raise ConfigError(
+                            f"the model failed on calibration batch {i}: {type(exc).__name__}: {exc}"
+                        ) from exc
                     self.forward_passes += 1
             self._float_outputs = outs
         return self._float_outputs
@@ -317,7 +321,9 @@ class Evaluator:
         the caches are unchanged afterwards.
         """
         if use_metric and not self.has_metric:
-            raise ConfigError("finetuned_score(use_metric=True) needs a metric; pass metric=callable(model) -> float to the search")
+            raise ConfigError(
+                "finetuned_score(use_metric=True) needs a metric; pass metric=callable(model) -> float to the search"
+            )
         if steps <= 0:
             use = self.has_metric if use_metric is None else use_metric
             return self.metric(assignment) if use else -self.loss(assignment)
@@ -335,18 +341,27 @@ class Evaluator:
                 overrides[names[fqn]] = w + (q - w).detach()  # straight-through estimator
             self._active_act = set(assignment)
             try:
-                outputs = torch.func.functional_call(self.model, overrides, _as_args(self.calibration[i]), _as_kwargs(self.calibration[i]))
+                outputs = torch.func.functional_call(
+                    self.model, overrides, _as_args(self.calibration[i]), _as_kwargs(self.calibration[i])
+                )
             finally:
                 self._active_act = set()
             self.forward_passes += 1
-            loss = self.user_loss(outputs, self.calibration[i]) if self.user_loss else default_loss(outputs, self._float_outputs[i])
+            loss = (
+                self.user_loss(outputs, self.calibration[i])
+                if self.user_loss
+                else default_loss(outputs, self._float_outputs[i])
+            )
             # autograd.grad, not backward(): the working copy's own parameters must not
             # collect .grad from a fine-tuning run.
             params = list(latent.values())
             for w, g in zip(params, torch.autograd.grad(loss, params)):
                 w.grad = g
             optimizer.step()
-        trained = {fqn: self.quantizer.quantize(w.detach(), assignment[fqn]).dequantize().reshape(w.shape).to(w.dtype) for fqn, w in latent.items()}
+        trained = {
+            fqn: self.quantizer.quantize(w.detach(), assignment[fqn]).dequantize().reshape(w.shape).to(w.dtype)
+            for fqn, w in latent.items()
+        }
         self.evaluations += 1
         try:
             with torch.no_grad():

@@ -17,7 +17,7 @@ from mpqcore.batches import batch_size, call_model
 from mpqcore.errors import ConfigError
 from mpqcore.types import LayerInfo, ModelSpec
 
-__all__ = ["QUANTIZABLE", "quantizable_modules", "introspect"]
+__all__ = ["QUANTIZABLE", "introspect", "quantizable_modules"]
 
 QUANTIZABLE: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
 

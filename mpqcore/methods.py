@@ -22,7 +22,7 @@ from mpqcore.errors import ConfigError
 from mpqcore.hookspecs import hookimpl
 from mpqcore.types import Objective
 
-__all__ = ["ESTIMATORS", "UniformPrecision", "HessianTrace", "perturbation_table"]
+__all__ = ["ESTIMATORS", "HessianTrace", "UniformPrecision", "perturbation_table"]
 
 
 def perturbation_table(ctx: MeasureContext) -> np.ndarray:
@@ -94,7 +94,9 @@ class HessianTrace:
         if estimator == "auto":
             estimator = "hutchinson" if ev.user_loss is not None else "gauss-newton"
         if estimator == "gauss-newton" and ev.user_loss is not None:
-            raise ConfigError("hawq: estimator 'gauss-newton' needs the default loss (a user loss has no known output Hessian); use 'hutchinson'")
+            raise ConfigError(
+                "hawq: estimator 'gauss-newton' needs the default loss (a user loss has no known output Hessian); use 'hutchinson'"
+            )
         params = [ev.modules[f].weight for f in ctx.layers]
         was = [p.requires_grad for p in params]
         generator = torch.Generator(device="cpu").manual_seed(ctx.seed)

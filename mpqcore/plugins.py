@@ -73,7 +73,9 @@ class PluginSet:
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {exc.plugin!r} implements a hook mpq does not define: {exc}", plugin=str(exc.plugin)) from exc
+            raise PluginError(
+                f"plugin {exc.plugin!r} implements a hook mpq does not define: {exc}", plugin=str(exc.plugin)
+            ) from exc
         self.registries = {kind: Registry(kind) for kind in KINDS}
         for kind, hookname in KINDS.items():
             self._fill(self.registries[kind], hookname)
@@ -84,7 +86,11 @@ class PluginSet:
         try:
             self.pm.register(obj, name=name)
         except pluggy.PluginValidationError as exc:
-            where = f" (distribution {info['distribution']!r}, entry point {info['entry_point']!r})" if info["distribution"] else ""
+            where = (
+                f" (distribution {info['distribution']!r}, entry point {info['entry_point']!r})"
+                if info["distribution"]
+                else ""
+            )
             raise PluginError(f"plugin {name!r}{where} has an invalid hook implementation: {exc}", plugin=name) from exc
         except ValueError as exc:  # name already registered
             raise PluginError(f"plugin name {name!r} is used by two plugins: {exc}", plugin=name) from exc
@@ -129,12 +135,16 @@ class PluginSet:
         for impl in caller.get_hookimpls():
             registry.current_plugin = impl.plugin_name
             try:
-                impl.function(**{arg: registry for arg in impl.argnames})
+                impl.function(**dict.fromkeys(impl.argnames, registry))
             except PluginError:
                 raise
             except Exception as exc:
                 info = self._info.get(impl.plugin_name, {})
-                where = f" (distribution {info['distribution']!r}, entry point {info['entry_point']!r})" if info.get("entry_point") else ""
+                where = (
+                    f" (distribution {info['distribution']!r}, entry point {info['entry_point']!r})"
+                    if info.get("entry_point")
+                    else ""
+                )
                 raise PluginError(
                     f"plugin {impl.plugin_name!r}{where}: hook {hookname} raised {type(exc).__name__}: {exc}",
                     plugin=impl.plugin_name,

@@ -149,7 +149,9 @@ class PrefixReuse:
         self._stubs = {f: self.trace.outermost_before(n) for f, n in self._name_of.items()}
         position = self.position
         self._macs_before = {
-            f: float(sum(layer.macs for layer in ev.spec.layers if self.trace.exit[self._name_of[layer.fqn]] < position(f)))
+            f: float(
+                sum(layer.macs for layer in ev.spec.layers if self.trace.exit[self._name_of[layer.fqn]] < position(f))
+            )
             for f in self._name_of
         }
 
@@ -201,7 +203,9 @@ class PrefixReuse:
         n_batches = len(ev.calibration)
         with self._replaced(stubs, source, calls), self._recording(record, recorded):
             value = ev.loss(assignment)
-        ok = all(calls.get(m, 0) == n_batches for m in stubs) and all(len(recorded.get(m, ())) == n_batches for m in wanted)
+        ok = all(calls.get(m, 0) == n_batches for m in stubs) and all(
+            len(recorded.get(m, ())) == n_batches for m in wanted
+        )
         if not ok:  # the call structure differs between batches: redo in full, stop reusing
             self.enabled = False
             self.reason = "the model's call structure differs between calibration batches"
@@ -244,7 +248,9 @@ class PrefixReuse:
             for name in names:
                 store: list[Any] = []
                 into[name] = store
-                handles.append(self._modules[name].register_forward_hook(lambda _m, _i, out, store=store: store.append(_copy(out))))
+                handles.append(
+                    self._modules[name].register_forward_hook(lambda _m, _i, out, store=store: store.append(_copy(out)))
+                )
             yield
         finally:
             for h in handles:

@@ -32,18 +32,18 @@ from mpqcore.errors import ConfigError, InfeasibleError
 from mpqcore.types import Objective, Problem
 
 __all__ = [
-    "load_problem",
-    "problem_from_dict",
-    "problem_to_dict",
-    "dump_problem",
-    "validate_problem",
-    "resolve_pins",
     "ReducedProblem",
-    "reduce_problem",
     "allocation_costs",
     "allocation_violations",
     "cheapest_costs",
     "check_budgets_reachable",
+    "dump_problem",
+    "load_problem",
+    "problem_from_dict",
+    "problem_to_dict",
+    "reduce_problem",
+    "resolve_pins",
+    "validate_problem",
 ]
 
 
@@ -104,7 +104,7 @@ def problem_from_dict(data: Mapping[str, Any]) -> Problem:
     pins = _numbers(data.get("pins"), "'pins'", "{layer or pattern: bits}", int)
     ties = data.get("ties") or []
     if not isinstance(ties, list) or not all(isinstance(g, list) and all(isinstance(x, str) for x in g) for g in ties):
-        raise ConfigError(f"'ties' must be a list of lists of layer names, e.g. [[\"fc1\", \"fc2\"]], got {ties!r}")
+        raise ConfigError(f'\'ties\' must be a list of lists of layer names, e.g. [["fc1", "fc2"]], got {ties!r}')
     objective = Objective(layers=layers, bits=bits, unary=unary, pairs=pairs)
     return Problem(objective=objective, costs=costs, budgets=budgets, pins=pins, ties=ties)
 
@@ -181,9 +181,7 @@ def validate_problem(problem: Problem) -> None:
             raise ConfigError(f"cost table {name!r} has non-finite entries")
     for name, limit in problem.budgets.items():
         if name not in problem.costs:
-            raise ConfigError(
-                f"budget {name!r} names no cost table; tables: {sorted(problem.costs) or '(none)'}"
-            )
+            raise ConfigError(f"budget {name!r} names no cost table; tables: {sorted(problem.costs) or '(none)'}")
         if not math.isfinite(limit):
             raise ConfigError(f"budget {name!r} = {limit} is not finite")
     resolve_pins(problem)
@@ -199,7 +197,9 @@ def resolve_pins(problem: Problem) -> dict[str, int]:
     return expand_pins(problem.pins, problem.layers, problem.bits)
 
 
-def expand_pins(pins: Mapping[str, int], layers: Sequence[str], bits: Sequence[int], *, noun: str = "layer") -> dict[str, int]:
+def expand_pins(
+    pins: Mapping[str, int], layers: Sequence[str], bits: Sequence[int], *, noun: str = "layer"
+) -> dict[str, int]:
     """Expand pin patterns (fnmatch) to ``{fqn: bits}``; conflicting or empty patterns are errors."""
     out: dict[str, int] = {}
     source: dict[str, str] = {}
@@ -209,15 +209,21 @@ def expand_pins(pins: Mapping[str, int], layers: Sequence[str], bits: Sequence[i
         except (TypeError, ValueError):
             raise ConfigError(f"pin {pattern!r}: bits {b!r} is not an integer") from None
         if b not in bits:
-            raise ConfigError(f"pin {pattern!r}={b}: {b} is not a candidate bit-width; candidates: {list(bits)}; add it to bits")
+            raise ConfigError(
+                f"pin {pattern!r}={b}: {b} is not a candidate bit-width; candidates: {list(bits)}; add it to bits"
+            )
         matched = [name for name in layers if name == pattern or fnmatch.fnmatchcase(name, pattern)]
         if not matched:
             from mpqcore.registry import suggest
 
-            raise ConfigError(f"pin {pattern!r} matches no {noun}{suggest(pattern, layers)}; layers: {list(layers)[:10]}")
+            raise ConfigError(
+                f"pin {pattern!r} matches no {noun}{suggest(pattern, layers)}; layers: {list(layers)[:10]}"
+            )
         for name in matched:
             if name in out and out[name] != b:
-                raise ConfigError(f"layer {name!r} is pinned to {out[name]} by {source[name]!r} and to {b} by {pattern!r}")
+                raise ConfigError(
+                    f"layer {name!r} is pinned to {out[name]} by {source[name]!r} and to {b} by {pattern!r}"
+                )
             out[name] = b
             source[name] = pattern
     return out
@@ -387,7 +393,9 @@ def check_budgets_reachable(reduced: ReducedProblem) -> None:
     if short:
         parts = [f"{n}: asked <= {b:g}, cheapest achievable {cheapest[n]:g}" for n, b in short.items()]
         raise InfeasibleError(
-            "no allocation meets the budget (" + "; ".join(parts) + "). Raise the budget, unpin layers or add lower bit-widths.",
+            "no allocation meets the budget ("
+            + "; ".join(parts)
+            + "). Raise the budget, unpin layers or add lower bit-widths.",
             cheapest={n: cheapest[n] for n in budgets},
             budgets=budgets,
         )

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from mpqcore.quantizers import QuantizedTensor
     from mpqcore.types import Allocation, LayerInfo, Objective, Problem
 
-__all__ = ["SensitivityMethod", "Solver", "Quantizer", "CostModel"]
+__all__ = ["CostModel", "Quantizer", "SensitivityMethod", "Solver"]
 
 
 @runtime_checkable

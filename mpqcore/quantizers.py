@@ -23,10 +23,10 @@ from mpqcore.hookspecs import hookimpl
 from mpqcore.types import BITS_RANGE
 
 __all__ = [
-    "QuantizedTensor",
-    "MinMaxPerTensor",
-    "SymmetricPerChannel",
     "MSEPerChannel",
+    "MinMaxPerTensor",
+    "QuantizedTensor",
+    "SymmetricPerChannel",
     "fake_quantize_activation",
 ]
 

@@ -19,7 +19,7 @@ from mpqcore.errors import ConfigError, MpqError, PluginError
 #: What a registered name looks like: the name a user types on the command line.
 _NAME = re.compile(r"[a-z0-9][a-z0-9.\-]*")
 
-__all__ = ["Registry", "Entry", "KINDS", "suggest"]
+__all__ = ["KINDS", "Entry", "Registry", "suggest"]
 
 #: The kinds of implementation a plugin can register, with the hook that registers each.
 KINDS = {

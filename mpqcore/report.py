@@ -17,7 +17,7 @@ import numpy as np
 from mpqcore.problem import problem_to_dict
 from mpqcore.types import Allocation, Budget, ModelSpec, Problem
 
-__all__ = ["Report", "versions", "write_sweep", "plot_bits_per_layer", "plot_pareto"]
+__all__ = ["Report", "plot_bits_per_layer", "plot_pareto", "versions", "write_sweep"]
 
 
 def versions() -> dict[str, str]:
@@ -146,7 +146,9 @@ def plot_bits_per_layer(report: Report, path: str | Path) -> Path:
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="parameters")
     ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=7)
     ax.set_ylabel("weight bits")
-    ax.set_title(f"{report.method}: {report.average_bits:.2f} average bits ({', '.join(b.describe() for b in report.budgets)})")
+    ax.set_title(
+        f"{report.method}: {report.average_bits:.2f} average bits ({', '.join(b.describe() for b in report.budgets)})"
+    )
     ax.set_yticks(sorted(set(report.problem.bits)))
     for bar, b in zip(bars, bits):
         ax.text(bar.get_x() + bar.get_width() / 2, b + 0.05, str(b), ha="center", fontsize=7)
@@ -156,7 +158,9 @@ def plot_bits_per_layer(report: Report, path: str | Path) -> Path:
     return Path(path)
 
 
-def plot_pareto(rows: Sequence[dict], path: str | Path, *, x: str = "average_bits", y: str = "metric", label: str = "method") -> Path:
+def plot_pareto(
+    rows: Sequence[dict], path: str | Path, *, x: str = "average_bits", y: str = "metric", label: str = "method"
+) -> Path:
     """Metric against cost, one line per ``label`` value."""
     import matplotlib
 

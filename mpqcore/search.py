@@ -27,7 +27,7 @@ from mpqcore.problem import allocation_costs, expand_pins
 from mpqcore.report import Report, versions
 from mpqcore.types import Allocation, Budget, ModelSpec, Objective, Problem, _check_bits
 
-__all__ = ["search", "measure", "sweep", "apply", "Measurement", "search_problem"]
+__all__ = ["Measurement", "apply", "measure", "search", "search_problem", "sweep"]
 
 
 def _progress(enabled: bool) -> Callable[..., Iterable]:
@@ -46,7 +46,9 @@ def _budgets(budget: Budget | Sequence[Budget] | None) -> list[Budget]:
     elif isinstance(budget, (list, tuple)):
         items = list(budget)
     else:
-        raise ConfigError(f"budget must be a mpqcore.Budget (e.g. Budget.average_bits(4)) or a list of them, got {budget!r}")
+        raise ConfigError(
+            f"budget must be a mpqcore.Budget (e.g. Budget.average_bits(4)) or a list of them, got {budget!r}"
+        )
     for b in items:
         if not isinstance(b, Budget):
             raise ConfigError(f"budget must be a mpqcore.Budget (e.g. Budget.average_bits(4)), got {type(b).__name__}")
@@ -153,13 +155,17 @@ def measure(
     method_impl = plugins.methods.create(method, **dict(method_options or {}))
     quantizer_impl = plugins.quantizers.create(quantizer, **dict(quantizer_options or {}))
     cost_names = list(dict.fromkeys(["size", cost] + [b.cost for b in budgets]))
-    cost_models = {name: plugins.cost_models.create(name, **dict((cost_options or {}).get(name, {}))) for name in cost_names}
+    cost_models = {
+        name: plugins.cost_models.create(name, **dict((cost_options or {}).get(name, {}))) for name in cost_names
+    }
     if act_bits is not None and int(act_bits) not in range(2, 17):
         raise ConfigError(f"act_bits {act_bits} outside 2..16")
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    evaluator = Evaluator(model, calibration, None, quantizer_impl, loss=loss, metric=metric, act_bits=act_bits, device=device)
+    evaluator = Evaluator(
+        model, calibration, None, quantizer_impl, loss=loss, metric=metric, act_bits=act_bits, device=device
+    )
     spec = evaluator.spec
     fixed = _resolve_pins(pins, spec, bits)
     user_ties = _check_ties(ties, spec)
@@ -171,7 +177,9 @@ def measure(
     # Run the float model on every calibration batch before the method does, so a
     # batch the model cannot take is reported as the user's data problem, by index.
     evaluator.float_outputs()
-    ctx = MeasureContext(evaluator=evaluator, spec=spec, layers=decision, bits=bits, fixed=fixed, seed=seed, progress=_progress(progress))
+    ctx = MeasureContext(
+        evaluator=evaluator, spec=spec, layers=decision, bits=bits, fixed=fixed, seed=seed, progress=_progress(progress)
+    )
     entry = plugins.methods.get(method)
     passes_before = evaluator.forward_passes
     torch.manual_seed(seed)
@@ -219,7 +227,10 @@ def _check_objective(objective: Any, ctx: MeasureContext, method: str, plugin: s
     if set(objective.layers) != set(ctx.layers) or len(objective.layers) != len(ctx.layers):
         extra = sorted(set(objective.layers) - set(ctx.layers))
         lacking = sorted(set(ctx.layers) - set(objective.layers))
-        raise MethodError(f"{where} returned an objective over the wrong layers: missing {lacking[:5]}, unexpected {extra[:5]}", plugin=plugin)
+        raise MethodError(
+            f"{where} returned an objective over the wrong layers: missing {lacking[:5]}, unexpected {extra[:5]}",
+            plugin=plugin,
+        )
     if tuple(objective.bits) != tuple(ctx.bits):
         raise MethodError(f"{where} returned bits {list(objective.bits)}, expected {list(ctx.bits)}", plugin=plugin)
     try:
@@ -289,7 +300,9 @@ def apply(
     if unknown:
         from mpqcore.registry import suggest
 
-        raise ConfigError(f"allocation names layers the model does not have: {unknown[:5]}{suggest(unknown[0], modules)}")
+        raise ConfigError(
+            f"allocation names layers the model does not have: {unknown[:5]}{suggest(unknown[0], modules)}"
+        )
     target = model if inplace else copy.deepcopy(model)
     target_modules = quantizable_modules(target)
     with torch.no_grad():
@@ -329,7 +342,9 @@ def _solve(problem: Problem, solver: str, solver_options: Mapping[str, Any] | No
     allocation = impl.solve(problem)
     if not isinstance(allocation, Allocation):
         entry = plugins.solvers.get(solver)
-        raise MpqError(f"solver {solver!r} (plugin {entry.plugin!r}) returned {type(allocation).__name__}, expected Allocation")
+        raise MpqError(
+            f"solver {solver!r} (plugin {entry.plugin!r}) returned {type(allocation).__name__}, expected Allocation"
+        )
     if not allocation.solve_time:
         allocation = attrs.evolve(allocation, solve_time=time.perf_counter() - t0)
     return allocation
@@ -388,16 +403,34 @@ def search(
     budgets = _budgets(budget)
     plugins.solvers.get(solver)  # fail on an unknown solver before measuring
     meas = measure(
-        model, calibration, method, bits, budgets, quantizer=quantizer, cost=cost, pins=pins, ties=ties, seed=seed,
-        metric=metric, loss=loss, act_bits=act_bits, method_options=method_options, quantizer_options=quantizer_options,
-        cost_options=cost_options, device=device, progress=progress, plugins=plugins,
+        model,
+        calibration,
+        method,
+        bits,
+        budgets,
+        quantizer=quantizer,
+        cost=cost,
+        pins=pins,
+        ties=ties,
+        seed=seed,
+        metric=metric,
+        loss=loss,
+        act_bits=act_bits,
+        method_options=method_options,
+        quantizer_options=quantizer_options,
+        cost_options=cost_options,
+        device=device,
+        progress=progress,
+        plugins=plugins,
     )
     timings = dict(meas.timings)
     t0 = time.perf_counter()
     allocation = _solve(meas.problem, solver, solver_options, plugins)
     timings["solve"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    quantized = apply(model, allocation, quantizer, inplace=inplace, quantizer_options=quantizer_options, plugins=plugins)
+    quantized = apply(
+        model, allocation, quantizer, inplace=inplace, quantizer_options=quantizer_options, plugins=plugins
+    )
     timings["apply"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     results = _evaluate(meas, allocation)
@@ -456,5 +489,9 @@ def sweep(
     for b in budgets:
         problem = meas.with_budgets([b])
         allocation = _solve(problem, solver, solver_options, plugins)
-        points.append(SweepPoint(b, allocation, _evaluate(attrs.evolve(meas, problem=problem), allocation, uniform_reference=False)))
+        points.append(
+            SweepPoint(
+                b, allocation, _evaluate(attrs.evolve(meas, problem=problem), allocation, uniform_reference=False)
+            )
+        )
     return meas, points

@@ -18,14 +18,14 @@ import numpy as np
 from mpqcore.errors import ConfigError
 
 __all__ = [
+    "BITS_RANGE",
+    "Allocation",
+    "Budget",
     "LayerInfo",
     "ModelSpec",
-    "Budget",
     "Objective",
-    "Problem",
-    "Allocation",
     "PairKey",
-    "BITS_RANGE",
+    "Problem",
 ]
 
 #: The weight bit-widths mpq accepts anywhere.
@@ -160,27 +160,27 @@ class Budget:
             raise ConfigError(f"reference_bits {value} outside 1..16")
 
     @classmethod
-    def absolute(cls, cost: str, limit: float) -> "Budget":
+    def absolute(cls, cost: str, limit: float) -> Budget:
         """At most ``limit`` in the cost model's own unit (bits for ``size``)."""
         return cls(cost=cost, kind="absolute", value=limit)
 
     @classmethod
-    def average_bits(cls, bits: float) -> "Budget":
+    def average_bits(cls, bits: float) -> Budget:
         """A parameter-weighted average weight bit-width of at most ``bits``."""
         return cls(cost="size", kind="average_bits", value=bits)
 
     @classmethod
-    def size_bytes(cls, n: float) -> "Budget":
+    def size_bytes(cls, n: float) -> Budget:
         """At most ``n`` bytes of quantized weights."""
         return cls(cost="size", kind="absolute", value=float(n) * 8.0)
 
     @classmethod
-    def relative(cls, cost: str, fraction: float, reference_bits: int = 8) -> "Budget":
+    def relative(cls, cost: str, fraction: float, reference_bits: int = 8) -> Budget:
         """At most ``fraction`` of the cost of every layer at ``reference_bits``."""
         return cls(cost=cost, kind="relative", value=fraction, reference_bits=reference_bits)
 
     @classmethod
-    def parse(cls, text: str) -> "Budget":
+    def parse(cls, text: str) -> Budget:
         """Parse the command line's ``NAME=VALUE`` form.
 
         ``avg-bits=4``, ``size-bytes=6e6``, ``size-mb=6``, ``bops=0.6x`` (relative to
@@ -320,7 +320,7 @@ class Objective:
                 raise ConfigError(f"{source}: tie names unknown layers {unknown}")
 
     @classmethod
-    def from_dict(cls, table: Mapping[str, Mapping[Any, float]], pairs=None, **kwargs) -> "Objective":
+    def from_dict(cls, table: Mapping[str, Mapping[Any, float]], pairs=None, **kwargs) -> Objective:
         """Build from ``{fqn: {bits: value}}``; every layer must list the same bits."""
         layers = list(table)
         if not layers:
@@ -335,7 +335,9 @@ class Objective:
         return cls(layers=layers, bits=bits, unary=unary, pairs=pairs, **kwargs)
 
     def as_dict(self) -> dict[str, dict[int, float]]:
-        return {name: {b: float(self.unary[i, j]) for j, b in enumerate(self.bits)} for i, name in enumerate(self.layers)}
+        return {
+            name: {b: float(self.unary[i, j]) for j, b in enumerate(self.bits)} for i, name in enumerate(self.layers)
+        }
 
     @property
     def has_pairs(self) -> bool:
@@ -354,7 +356,7 @@ class Objective:
                 total += value
         return total
 
-    def without_pairs(self) -> "Objective":
+    def without_pairs(self) -> Objective:
         """The separable (diagonal-only) ablation of this objective."""
         return attrs.evolve(self, pairs={})
 
@@ -380,8 +382,12 @@ class Problem:
 
     objective: Objective
     costs: Mapping[str, np.ndarray] = attrs.field(factory=dict, converter=_costs_converter)
-    budgets: Mapping[str, float] = attrs.field(factory=dict, converter=lambda b: {str(k): float(v) for k, v in dict(b).items()})
-    pins: Mapping[str, int] = attrs.field(factory=dict, converter=lambda p: {str(k): int(v) for k, v in dict(p or {}).items()})
+    budgets: Mapping[str, float] = attrs.field(
+        factory=dict, converter=lambda b: {str(k): float(v) for k, v in dict(b).items()}
+    )
+    pins: Mapping[str, int] = attrs.field(
+        factory=dict, converter=lambda p: {str(k): int(v) for k, v in dict(p or {}).items()}
+    )
     ties: tuple[tuple[str, ...], ...] = attrs.field(default=(), converter=lambda t: tuple(tuple(g) for g in (t or ())))
 
     def __attrs_post_init__(self):
@@ -397,7 +403,7 @@ class Problem:
     def bits(self) -> tuple[int, ...]:
         return self.objective.bits
 
-    def with_budgets(self, budgets: Mapping[str, float]) -> "Problem":
+    def with_budgets(self, budgets: Mapping[str, float]) -> Problem:
         return attrs.evolve(self, budgets=budgets)
 
 
@@ -412,7 +418,9 @@ class Allocation:
 
     bits: Mapping[str, int] = attrs.field(converter=lambda b: {str(k): int(v) for k, v in dict(b).items()})
     objective: float = attrs.field(converter=float)
-    costs: Mapping[str, float] = attrs.field(factory=dict, converter=lambda c: {str(k): float(v) for k, v in dict(c).items()})
+    costs: Mapping[str, float] = attrs.field(
+        factory=dict, converter=lambda c: {str(k): float(v) for k, v in dict(c).items()}
+    )
     status: str = "optimal"
     gap: float = attrs.field(default=0.0, converter=float)
     bound: float | None = None

@@ -7,7 +7,7 @@ from mpqcore.solvers.dp import DPSolver
 from mpqcore.solvers.highs import HighsSolver
 from mpqcore.solvers.pareto import pareto_sweep
 
-__all__ = ["HighsSolver", "DPSolver", "BruteForceSolver", "pareto_sweep"]
+__all__ = ["BruteForceSolver", "DPSolver", "HighsSolver", "pareto_sweep"]
 
 
 @hookimpl

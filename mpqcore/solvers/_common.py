@@ -80,7 +80,7 @@ def make_allocation(
     return Allocation(
         bits=reduced.expand(choice),
         objective=objective,
-        costs=reduced.costs_of(choice) if reduced.n_groups else {n: 0.0 for n in reduced.costs},
+        costs=reduced.costs_of(choice) if reduced.n_groups else dict.fromkeys(reduced.costs, 0.0),
         status=status,
         gap=gap,
         bound=bound,

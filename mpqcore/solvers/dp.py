@@ -73,7 +73,7 @@ class DPSolver:
         reduced = prepare(problem)
         if not problem.budgets or reduced.n_groups == 0:
             return make_allocation(reduced, argmin_choice(reduced), solver=self.name, started=started)
-        (name, limit), = problem.budgets.items()
+        ((name, limit),) = problem.budgets.items()
         G = reduced.n_groups
         allowed = reduced.allowed
         cost = reduced.costs[name]
@@ -109,12 +109,19 @@ class DPSolver:
             return make_allocation(reduced, choice, solver=self.name, started=started, info=info)
         # Rounded-down weights relax the budget: their optimum is a proven lower bound.
         down = np.where(allowed, np.floor(scaled + 1e-9 * np.maximum(1.0, scaled)), 0).astype(np.int64)
-        _, bound = self._run(reduced.unary, allowed, down, min(capacity, int(down.max(axis=1).sum())) + 1,
-                             keep_choices=False)
+        _, bound = self._run(
+            reduced.unary, allowed, down, min(capacity, int(down.max(axis=1).sum())) + 1, keep_choices=False
+        )
         objective = reduced.objective_of(choice)
         return make_allocation(
-            reduced, choice, solver=self.name, started=started, status="heuristic",
-            gap=relative_gap(objective, bound), bound=min(bound, objective), info=info,
+            reduced,
+            choice,
+            solver=self.name,
+            started=started,
+            status="heuristic",
+            gap=relative_gap(objective, bound),
+            bound=min(bound, objective),
+            info=info,
         )
 
     def _default_grid(self, name: str, cost: np.ndarray, extra: np.ndarray, allowed: np.ndarray) -> float:

@@ -40,14 +40,13 @@ from mpqcore.solvers._common import (
 )
 from mpqcore.types import Allocation, Problem
 
-__all__ = ["HighsSolver", "HighsModel", "LINEARIZATIONS"]
+__all__ = ["LINEARIZATIONS", "HighsModel", "HighsSolver"]
 
 LINEARIZATIONS = ("onehot", "generic")
 
 #: How many times a solution that overshoots a budget by more than mpq's tolerance
 #: (HiGHS's row tolerance is absolute) is re-solved with that row tightened.
 _TIGHTEN_RETRIES = 3
-
 
 
 def _quiet_highs():
@@ -272,7 +271,9 @@ class HighsModel:
                             f"({time_limit:g} s; model of {self.n_col} columns, {self.n_row} rows); "
                             "raise time_limit=..., or use linearization='onehot' for pair objectives"
                         )
-                    raise MpqError(f"solver 'highs' stopped with status {h.modelStatusToString(status)!r} and no allocation")
+                    raise MpqError(
+                        f"solver 'highs' stopped with status {h.modelStatusToString(status)!r} and no allocation"
+                    )
                 x = np.asarray(h.getSolution().col_value[: self.G * self.B]).reshape(self.G, self.B)
                 choice = np.where(self.reduced.allowed, x, -np.inf).argmax(axis=1)
                 over = over_budget(_with_budgets(self.reduced, self.limits), self.reduced.costs_of(choice))
@@ -291,15 +292,30 @@ class HighsModel:
         bound = bound if math.isfinite(bound) else None  # stopped before the root LP: no bound yet
         gap = float(info.mip_gap)
         if status == hs.HighsModelStatus.kOptimal:
-            return {"choice": choice, "status": "optimal", "bound": bound, "gap": max(0.0, gap) if math.isfinite(gap) else 0.0}
-        return {"choice": choice, "status": "time_limit", "bound": bound, "gap": gap if math.isfinite(gap) and gap >= 0 else math.inf}
+            return {
+                "choice": choice,
+                "status": "optimal",
+                "bound": bound,
+                "gap": max(0.0, gap) if math.isfinite(gap) else 0.0,
+            }
+        return {
+            "choice": choice,
+            "status": "time_limit",
+            "bound": bound,
+            "gap": gap if math.isfinite(gap) and gap >= 0 else math.inf,
+        }
 
 
 def _with_budgets(reduced: ReducedProblem, limits: dict[str, float]) -> ReducedProblem:
     if limits == dict(reduced.problem.budgets):
         return reduced
     return ReducedProblem(
-        reduced.problem.with_budgets(limits), reduced.groups, reduced.allowed, reduced.unary, reduced.costs, reduced.pairs
+        reduced.problem.with_budgets(limits),
+        reduced.groups,
+        reduced.allowed,
+        reduced.unary,
+        reduced.costs,
+        reduced.pairs,
     )
 
 
@@ -349,8 +365,13 @@ class HighsSolver:
         reduced = prepare(problem)
         if reduced.n_groups == 0 or (not reduced.pairs and not problem.budgets):
             # Separable and unconstrained: each group's cheapest allowed choice is optimal.
-            return make_allocation(reduced, argmin_choice(reduced), solver=self.name, started=started,
-                                   info={"linearization": None, "columns": 0, "rows": 0})
+            return make_allocation(
+                reduced,
+                argmin_choice(reduced),
+                solver=self.name,
+                started=started,
+                info={"linearization": None, "columns": 0, "rows": 0},
+            )
         return self.solve_model(self.build(reduced), started=started)
 
     def solve_model(self, model: HighsModel, *, started: float, info: dict | None = None) -> Allocation:
@@ -369,17 +390,32 @@ class HighsSolver:
         if status != "optimal":
             gap = relative_gap(reduced.objective_of(choice), result["bound"])
         return make_allocation(
-            reduced, choice, solver=self.name, started=started, status=status, gap=gap, bound=result["bound"],
-            info={"linearization": self.linearization if model.pairs else None, "columns": model.n_col,
-                  "rows": model.n_row, **extra, **(info or {})},
+            reduced,
+            choice,
+            solver=self.name,
+            started=started,
+            status=status,
+            gap=gap,
+            bound=result["bound"],
+            info={
+                "linearization": self.linearization if model.pairs else None,
+                "columns": model.n_col,
+                "rows": model.n_row,
+                **extra,
+                **(info or {}),
+            },
         )
 
     def _start(self, model: HighsModel, started: float) -> np.ndarray | None:
         """The diagonal-only optimum (pair terms dropped), then 1-swaps on the full objective."""
         reduced = model.reduced
         if reduced.problem.budgets:
-            linear = HighsModel(_with_budgets(reduced, model.limits), mip_rel_gap=self.mip_rel_gap,
-                                threads=self.threads, use_pairs=False)
+            linear = HighsModel(
+                _with_budgets(reduced, model.limits),
+                mip_rel_gap=self.mip_rel_gap,
+                threads=self.threads,
+                use_pairs=False,
+            )
             budget = min(10.0, 0.2 * (self.time_limit - (time.perf_counter() - started)))
             try:
                 choice = linear.optimize(max(budget, 1e-3))["choice"]

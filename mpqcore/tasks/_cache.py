@@ -25,15 +25,15 @@ from typing import Any
 import torch
 
 __all__ = [
-    "resolve_cache_dir",
-    "config_hash",
-    "cache_path",
-    "deterministic",
-    "atomic_save",
-    "load_or_train",
     "accuracy_metric",
-    "preserve_modes",
+    "atomic_save",
+    "cache_path",
+    "config_hash",
     "count_params",
+    "deterministic",
+    "load_or_train",
+    "preserve_modes",
+    "resolve_cache_dir",
 ]
 
 
@@ -119,13 +119,18 @@ def load_or_train(
             state, meta = blob["state_dict"], dict(blob["meta"])
             meta.update(cache_path=str(path), cache_hit=True)
             return state, meta
-        except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file: retrain
+        except Exception as exc:
             warnings.warn(f"unreadable cached model {path} ({type(exc).__name__}: {exc}); retraining", stacklevel=2)
     t0, c0 = time.perf_counter(), time.process_time()
     state = train()
     train_time, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     state = {k: v.detach().cpu().clone() for k, v in state.items()}
-    meta = {"train_time_s": train_time, "train_cpu_time_s": train_cpu, "config_hash": config_hash(config), "torch": str(torch.__version__)}
+    meta = {
+        "train_time_s": train_time,
+        "train_cpu_time_s": train_cpu,
+        "config_hash": config_hash(config),
+        "torch": str(torch.__version__),
+    }
     atomic_save({"state_dict": state, "meta": meta}, path)
     meta.update(cache_path=str(path), cache_hit=False)
     return state, meta

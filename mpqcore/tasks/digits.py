@@ -15,7 +15,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DigitsSplit", "load_split", "upsample", "train_classifier", "N_TRAIN", "N_CALIBRATION", "N_TEST", "SPLIT_SEED"]
+__all__ = [
+    "N_CALIBRATION",
+    "N_TEST",
+    "N_TRAIN",
+    "SPLIT_SEED",
+    "DigitsSplit",
+    "load_split",
+    "train_classifier",
+    "upsample",
+]
 
 N_TRAIN = 1141
 N_CALIBRATION = 256

@@ -13,8 +13,7 @@ import time
 import torch
 from torch import nn
 
-from mpqcore.tasks import Task
-from mpqcore.tasks import _cache, digits
+from mpqcore.tasks import Task, _cache, digits
 
 __all__ = ["DigitsCNN", "build"]
 

@@ -17,10 +17,9 @@ import torch
 from torch import nn
 
 from mpqcore.errors import ConfigError
-from mpqcore.tasks import Task
-from mpqcore.tasks import _cache, digits
+from mpqcore.tasks import Task, _cache, digits
 
-__all__ = ["make_model", "build"]
+__all__ = ["build", "make_model"]
 
 #: Bump when the architecture or the training loop changes, so caches retrain.
 TRAIN_VERSION = 1
@@ -86,7 +85,9 @@ def build(
     model = make_model()
     model.load_state_dict(state)
     model.eval().to(device)
-    calibration = [x_cal[i : i + calibration_batch_size].to(device) for i in range(0, len(x_cal), calibration_batch_size)]
+    calibration = [
+        x_cal[i : i + calibration_batch_size].to(device) for i in range(0, len(x_cal), calibration_batch_size)
+    ]
     metric = _cache.accuracy_metric(x_test, split.y_test, batch_size=200)
     float_metric = metric(model)
     info = {

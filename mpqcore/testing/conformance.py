@@ -14,7 +14,7 @@ from mpqcore.problem import allocation_violations
 from mpqcore.types import Budget, Objective
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def digits_task() -> mpqcore.Task:
     """The ``digits-cnn`` task, built once per process with one thread (deterministic)."""
     threads = torch.get_num_threads()
@@ -46,8 +46,15 @@ class MethodConformance:
 
     def _measure(self, task, **kw):
         return mpqcore.measure(
-            task.model, task.calibration, self.method, self.bits, self.budget,
-            metric=task.metric, method_options=self.method_options, seed=kw.pop("seed", self.seed), **kw,
+            task.model,
+            task.calibration,
+            self.method,
+            self.bits,
+            self.budget,
+            metric=task.metric,
+            method_options=self.method_options,
+            seed=kw.pop("seed", self.seed),
+            **kw,
         )
 
     def test_method_is_registered(self):
@@ -77,8 +84,14 @@ class MethodConformance:
         before = _state(task.model)
         training = task.model.training
         report = mpqcore.search(
-            task.model, task.calibration, self.method, self.bits, self.budget,
-            metric=task.metric, method_options=self.method_options, seed=self.seed,
+            task.model,
+            task.calibration,
+            self.method,
+            self.bits,
+            self.budget,
+            metric=task.metric,
+            method_options=self.method_options,
+            seed=self.seed,
         )
         after = task.model.state_dict()
         assert set(before) == set(after)
@@ -96,8 +109,14 @@ class MethodConformance:
     @pytest.mark.parametrize("avg_bits", [3.0, 4.0])
     def test_allocation_respects_the_budget(self, task, avg_bits):
         report = mpqcore.search(
-            task.model, task.calibration, self.method, self.bits, Budget.average_bits(avg_bits),
-            metric=task.metric, method_options=self.method_options, seed=self.seed,
+            task.model,
+            task.calibration,
+            self.method,
+            self.bits,
+            Budget.average_bits(avg_bits),
+            metric=task.metric,
+            method_options=self.method_options,
+            seed=self.seed,
         )
         assert allocation_violations(report.problem, report.allocation.bits) == []
         assert report.average_bits <= avg_bits + 1e-9

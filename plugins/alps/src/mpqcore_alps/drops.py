@@ -34,13 +34,17 @@ class Scorer:
     def __call__(self, assignment: Mapping[str, int]) -> float:
         ev = self.ctx.evaluator
         if self.steps > 0:
-            return ev.finetuned_score(dict(assignment), steps=self.steps, lr=self.lr, use_metric=self.use_metric, seed=self.ctx.seed)
+            return ev.finetuned_score(
+                dict(assignment), steps=self.steps, lr=self.lr, use_metric=self.use_metric, seed=self.ctx.seed
+            )
         return ev.metric(assignment) if self.use_metric else -ev.loss(assignment)
 
 
-def drop_table(ctx: MeasureContext, base_bits: int, score: Callable[[Mapping[str, int]], float], *, desc: str = "alps") -> tuple[np.ndarray, float]:
+def drop_table(
+    ctx: MeasureContext, base_bits: int, score: Callable[[Mapping[str, int]], float], *, desc: str = "alps"
+) -> tuple[np.ndarray, float]:
     """``(drop[l, j], score(base))`` for every decision layer and candidate bits."""
-    base = ctx.with_fixed({fqn: base_bits for fqn in ctx.layers})
+    base = ctx.with_fixed(dict.fromkeys(ctx.layers, base_bits))
     reference = score(base)
     out = np.zeros((len(ctx.layers), len(ctx.bits)))
     for i, fqn in enumerate(ctx.progress(ctx.layers, desc=desc, total=len(ctx.layers))):

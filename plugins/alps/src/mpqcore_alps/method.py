@@ -14,11 +14,10 @@ import numpy as np
 from mpqcore.context import MeasureContext
 from mpqcore.errors import ConfigError
 from mpqcore.types import BITS_RANGE, Objective
-
 from mpqcore_alps.drops import Scorer, drop_table
 from mpqcore_alps.tiebreak import is_lattice, smallest_gap, tie_break_weight, tie_broken
 
-__all__ = ["AccuracyAwareSelection", "TIE_BREAKS"]
+__all__ = ["TIE_BREAKS", "AccuracyAwareSelection"]
 
 TIE_BREAKS = ("loss", "none")
 _WHERE = "method 'alps' (plugin mpqcore-alps)"

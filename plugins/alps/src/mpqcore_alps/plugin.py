@@ -1,7 +1,6 @@
 """The entry point mpq loads (group ``mpqcore``): registers the ``alps`` method."""
 
 from mpqcore.hookspecs import hookimpl
-
 from mpqcore_alps.method import AccuracyAwareSelection
 
 

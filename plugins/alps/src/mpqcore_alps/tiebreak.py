@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["smallest_gap", "tie_break_weight", "is_lattice", "tie_broken"]
+__all__ = ["is_lattice", "smallest_gap", "tie_break_weight", "tie_broken"]
 
 
 def smallest_gap(values: np.ndarray, *, rtol: float = 1e-9) -> float:

@@ -19,8 +19,8 @@ from mpqcore_clado.pairs import PAIR_MODES, block_of, expected_evaluations, laye
 __version__ = "0.1.0"
 
 __all__ = [
-    "Clado",
     "PAIR_MODES",
+    "Clado",
     "block_of",
     "expected_evaluations",
     "interaction",

@@ -20,7 +20,9 @@ __all__ = ["Clado"]
 def _one_of(values: tuple) -> Callable:
     def check(_inst, attr, value):
         if value not in values:
-            raise ConfigError(f"clado: option {attr.name}={value!r} is not valid; valid: {', '.join(map(repr, values))}")
+            raise ConfigError(
+                f"clado: option {attr.name}={value!r} is not valid; valid: {', '.join(map(repr, values))}"
+            )
 
     return check
 
@@ -104,8 +106,11 @@ class Clado:
             base_loss=base,
             symmetrize=self.symmetrize,
             psd=psd_info,
-            prefix_reuse=ev.prefix_reuse if self.reuse_prefix and reuse_before is not None else {
-                "enabled": False, "skipped_mac_fraction": 0.0,
+            prefix_reuse=ev.prefix_reuse
+            if self.reuse_prefix and reuse_before is not None
+            else {
+                "enabled": False,
+                "skipped_mac_fraction": 0.0,
                 "reason": "option reuse_prefix=False" if not self.reuse_prefix else "the evaluator has no prefix reuse",
             },
         )

@@ -23,12 +23,12 @@ from mpqcore.types import Objective
 
 __all__ = [
     "interaction",
-    "omega_from_losses",
     "objective_terms",
+    "omega_from_losses",
     "omega_matrix",
     "one_hot",
-    "quadratic_value",
     "project_psd",
+    "quadratic_value",
 ]
 
 
@@ -121,7 +121,9 @@ def one_hot(allocation: Mapping[str, int], layers: Sequence[str], bits: Sequence
     return alpha
 
 
-def quadratic_value(omega: np.ndarray, allocation: Mapping[str, int], layers: Sequence[str], bits: Sequence[int]) -> float:
+def quadratic_value(
+    omega: np.ndarray, allocation: Mapping[str, int], layers: Sequence[str], bits: Sequence[int]
+) -> float:
     """αᵀ Ω α for an allocation: CLADO's predicted loss change."""
     alpha = one_hot(allocation, layers, bits)
     return float(alpha @ np.asarray(omega) @ alpha)

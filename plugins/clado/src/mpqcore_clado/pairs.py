@@ -18,7 +18,7 @@ import itertools
 import math
 from collections.abc import Sequence
 
-__all__ = ["PAIR_MODES", "block_of", "layer_pairs", "expected_evaluations"]
+__all__ = ["PAIR_MODES", "block_of", "expected_evaluations", "layer_pairs"]
 
 PAIR_MODES = ("all", "window", "block")
 

@@ -13,7 +13,7 @@ import torch
 
 from mpqcore.quantizers import QuantizedTensor
 
-__all__ = ["code_histogram", "code_entropy", "entropy_bits"]
+__all__ = ["code_entropy", "code_histogram", "entropy_bits"]
 
 
 def code_histogram(codes: torch.Tensor, bits: int) -> np.ndarray:

@@ -24,10 +24,9 @@ import numpy as np
 from mpqcore.context import MeasureContext
 from mpqcore.errors import ConfigError
 from mpqcore.types import Objective
-
 from mpqcore_eagl.entropy import code_entropy
 
-__all__ = ["EntropyGuided", "SCALES", "entropy_table"]
+__all__ = ["SCALES", "EntropyGuided", "entropy_table"]
 
 #: How the per-layer entropy loss is scaled: by the parameter count, or not at all.
 SCALES = ("params", "per-weight")
@@ -35,7 +34,9 @@ SCALES = ("params", "per-weight")
 
 def _check_scale(_instance, _attr, value):
     if value not in SCALES:
-        raise ConfigError(f"method 'eagl' (plugin mpqcore-eagl): option scale={value!r} is not valid; valid: {', '.join(map(repr, SCALES))}")
+        raise ConfigError(
+            f"method 'eagl' (plugin mpqcore-eagl): option scale={value!r} is not valid; valid: {', '.join(map(repr, SCALES))}"
+        )
 
 
 def entropy_table(ctx: MeasureContext) -> np.ndarray:
@@ -68,6 +69,8 @@ class EntropyGuided:
         info = ctx.option_info(
             method="eagl",
             scale=self.scale,
-            entropy={f: {int(b): float(entropy[i, j]) for j, b in enumerate(ctx.bits)} for i, f in enumerate(ctx.layers)},
+            entropy={
+                f: {int(b): float(entropy[i, j]) for j, b in enumerate(ctx.bits)} for i, f in enumerate(ctx.layers)
+            },
         )
         return Objective(layers=ctx.layers, bits=ctx.bits, unary=unary, info=info)

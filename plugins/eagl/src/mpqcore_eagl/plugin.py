@@ -1,7 +1,6 @@
 """The entry point mpq loads (group ``mpqcore``): registers the ``eagl`` method."""
 
 from mpqcore.hookspecs import hookimpl
-
 from mpqcore_eagl.method import EntropyGuided
 
 

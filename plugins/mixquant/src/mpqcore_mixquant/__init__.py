@@ -12,9 +12,9 @@ from mpqcore_mixquant.rule import group_choice, rule_choice, thresholds
 from mpqcore_mixquant.solver import QEMSolver
 
 __all__ = [
+    "SCALES",
     "QEMSolver",
     "QuantizationErrorMethod",
-    "SCALES",
     "error_table",
     "group_choice",
     "quantization_error",

@@ -7,7 +7,7 @@ import torch
 
 from mpqcore.context import MeasureContext
 
-__all__ = ["quantization_error", "error_table"]
+__all__ = ["error_table", "quantization_error"]
 
 
 def quantization_error(weight: torch.Tensor, fake: torch.Tensor) -> float:

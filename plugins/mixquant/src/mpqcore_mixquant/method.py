@@ -19,10 +19,9 @@ import attrs
 from mpqcore.context import MeasureContext
 from mpqcore.errors import ConfigError
 from mpqcore.types import Objective
-
 from mpqcore_mixquant.error import error_table
 
-__all__ = ["QuantizationErrorMethod", "SCALES"]
+__all__ = ["SCALES", "QuantizationErrorMethod"]
 
 SCALES = ("params", "per-weight")
 

@@ -2,7 +2,6 @@
 ``mixquant-qem`` solver."""
 
 from mpqcore.hookspecs import hookimpl
-
 from mpqcore_mixquant.method import QuantizationErrorMethod
 from mpqcore_mixquant.solver import QEMSolver
 

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-__all__ = ["rule_choice", "thresholds", "group_choice"]
+__all__ = ["group_choice", "rule_choice", "thresholds"]
 
 
 def rule_choice(qe: np.ndarray, ref: np.ndarray, qem: float) -> np.ndarray:

@@ -29,7 +29,6 @@ import numpy as np
 from mpqcore.errors import ConfigError, InfeasibleError
 from mpqcore.problem import ReducedProblem, allocation_costs, check_budgets_reachable, reduce_problem
 from mpqcore.types import BITS_RANGE, Allocation, Problem
-
 from mpqcore_mixquant.rule import group_choice, rule_choice, thresholds
 
 __all__ = ["QEMSolver"]
@@ -59,8 +58,14 @@ class QEMSolver:
                 raise ConfigError(f"{_WHERE}: option qem={qem!r} is not valid; valid: None or a number >= 1") from None
             if not (qem >= 1.0 and math.isfinite(qem)):
                 raise ConfigError(f"{_WHERE}: option qem={qem!r} is not valid; valid: None or a finite number >= 1")
-        if isinstance(reference_bits, bool) or not isinstance(reference_bits, (int, np.integer)) or reference_bits not in BITS_RANGE:
-            raise ConfigError(f"{_WHERE}: option reference_bits={reference_bits!r} is not valid; valid: an integer 1..16 among the candidate bits")
+        if (
+            isinstance(reference_bits, bool)
+            or not isinstance(reference_bits, (int, np.integer))
+            or reference_bits not in BITS_RANGE
+        ):
+            raise ConfigError(
+                f"{_WHERE}: option reference_bits={reference_bits!r} is not valid; valid: an integer 1..16 among the candidate bits"
+            )
         self.qem = qem
         self.reference_bits = int(reference_bits)
 
@@ -104,7 +109,11 @@ class QEMSolver:
             info.update(mode="qem")
             if not self._fits(reduced, choice):
                 costs = reduced.costs_of(choice)
-                parts = [f"{n}: {costs[n]:g} > {lim:g}" for n, lim in problem.budgets.items() if costs[n] > lim + _RTOL * max(1.0, abs(lim))]
+                parts = [
+                    f"{n}: {costs[n]:g} > {lim:g}"
+                    for n, lim in problem.budgets.items()
+                    if costs[n] > lim + _RTOL * max(1.0, abs(lim))
+                ]
                 raise InfeasibleError(
                     f"{_WHERE}: the allocation of qem={qem:g} breaks the budget ({'; '.join(parts)}); "
                     "raise qem, or leave it out to search the smallest QEM that meets the budget",
@@ -117,7 +126,9 @@ class QEMSolver:
             qem, choice, search = self._smallest_feasible_qem(reduced, qe, ref)
             info.update(mode="budget", search=search)
         bits = reduced.expand(choice)
-        info.update(qem=qem, rule_bits={problem.layers[i]: problem.bits[j] for i, j in enumerate(rule_choice(qe, ref, qem))})
+        info.update(
+            qem=qem, rule_bits={problem.layers[i]: problem.bits[j] for i, j in enumerate(rule_choice(qe, ref, qem))}
+        )
         return Allocation(
             bits=bits,
             objective=problem.objective.value(bits),

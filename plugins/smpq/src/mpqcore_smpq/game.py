@@ -23,7 +23,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from mpqcore_smpq.shapley import CachedGame, EvaluationStore
 
-__all__ = ["upgrade_players", "upgrade_assignment", "layer_assignment", "assignment_key", "bitwidth_score", "upgrade_game", "layer_game"]
+__all__ = [
+    "assignment_key",
+    "bitwidth_score",
+    "layer_assignment",
+    "layer_game",
+    "upgrade_assignment",
+    "upgrade_game",
+    "upgrade_players",
+]
 
 Score = Callable[[Mapping[str, int]], float]
 

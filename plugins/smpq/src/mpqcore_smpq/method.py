@@ -29,7 +29,7 @@ from mpqcore_smpq.shapley import (
     sample_interactions,
 )
 
-__all__ = ["ShapleyBitWidth", "SmpqResult", "PLAYER_MODES"]
+__all__ = ["PLAYER_MODES", "ShapleyBitWidth", "SmpqResult"]
 
 PLAYER_MODES = ("upgrade", "layer")
 
@@ -72,8 +72,10 @@ def _number(name: str, kind: type, minimum: float, *, optional: bool = False):
             if kind is int and float(value) != out:
                 raise ValueError
         except (TypeError, ValueError):
-            raise ConfigError(f"smpq: option {name} must be {'an integer' if kind is int else 'a number'} >= {minimum:g}"
-                              f"{' or None' if optional else ''}, got {value!r}") from None
+            raise ConfigError(
+                f"smpq: option {name} must be {'an integer' if kind is int else 'a number'} >= {minimum:g}"
+                f"{' or None' if optional else ''}, got {value!r}"
+            ) from None
         if not (math.isfinite(out) and out >= minimum):
             raise ConfigError(f"smpq: option {name} must be a finite number >= {minimum:g}, got {value!r}")
         return out
@@ -175,12 +177,16 @@ class ShapleyBitWidth:
         score = bitwidth_score(ctx, self.use_metric)
         layers, bits = tuple(ctx.layers), tuple(ctx.bits)
         if len(bits) == 1:  # one candidate: nothing to decide, no players
-            objective = Objective(layers=layers, bits=bits, unary=np.zeros((len(layers), 1)), info=ctx.option_info(method="smpq"))
+            objective = Objective(
+                layers=layers, bits=bits, unary=np.zeros((len(layers), 1)), info=ctx.option_info(method="smpq")
+            )
             return SmpqResult(objective, {}, {}, True, {}, 0, 0, 0.0)
         if self.players == "upgrade":
             exact = self._use_exact(len(layers) * (len(bits) - 1), len(bits) ** len(layers))
             shapley, inter = self._upgrade(ctx, score, store, exact)
-            unary, stderr, pairs, pair_se = upgrade_objective(layers, bits, shapley["upgrade"], inter.get("upgrade"), self.conversion)
+            unary, stderr, pairs, pair_se = upgrade_objective(
+                layers, bits, shapley["upgrade"], inter.get("upgrade"), self.conversion
+            )
         else:
             exact = self._use_exact(len(layers), 1 + (len(bits) - 1) * (2 ** len(layers) - 1))
             shapley, inter = self._layers(ctx, score, store, exact)
@@ -195,7 +201,9 @@ class ShapleyBitWidth:
         wall = time.perf_counter() - started
         info = self._info(ctx, shapley, inter, exact, store.evaluations, ev.forward_passes - passes, wall, pair_se)
         objective = Objective(layers=layers, bits=bits, unary=unary, stderr=stderr, pairs=pairs, info=info)
-        return SmpqResult(objective, shapley, inter, exact, dict(store.cache), store.evaluations, ev.forward_passes - passes, wall)
+        return SmpqResult(
+            objective, shapley, inter, exact, dict(store.cache), store.evaluations, ev.forward_passes - passes, wall
+        )
 
     def _use_exact(self, n_players: int, needed: int) -> bool:
         fits = self.max_evaluations is None or needed <= self.max_evaluations
@@ -240,7 +248,9 @@ class ShapleyBitWidth:
         if pairs and exact:
             inter["upgrade"] = exact_interactions(players, game, pairs)
         elif pairs:
-            inter["upgrade"] = sample_interactions(players, game, pairs, rng=ctx.rng(SALT_INTERACTIONS), samples=self.interaction_samples)
+            inter["upgrade"] = sample_interactions(
+                players, game, pairs, rng=ctx.rng(SALT_INTERACTIONS), samples=self.interaction_samples
+            )
         return {"upgrade": est}, inter
 
     def _layers(self, ctx, score, store, exact) -> tuple[dict, dict]:
@@ -255,11 +265,22 @@ class ShapleyBitWidth:
                 if self.interactions and pairs:
                     inter[b] = exact_interactions(ctx.layers, game, pairs)
                 continue
-            shapley[b] = self._sample(ctx.layers, game, ctx, SALT_PERMUTATIONS + b, self._shapley_budget(store, len(ups) - k, self.interactions and bool(pairs)))
+            shapley[b] = self._sample(
+                ctx.layers,
+                game,
+                ctx,
+                SALT_PERMUTATIONS + b,
+                self._shapley_budget(store, len(ups) - k, self.interactions and bool(pairs)),
+            )
             if self.interactions and pairs:
                 budget = None if store.limit is None else int(store.remaining / (len(ups) - k))
                 inter[b] = sample_interactions(
-                    ctx.layers, game, pairs, rng=ctx.rng(SALT_INTERACTIONS + b), samples=self.interaction_samples, max_evaluations=budget
+                    ctx.layers,
+                    game,
+                    pairs,
+                    rng=ctx.rng(SALT_INTERACTIONS + b),
+                    samples=self.interaction_samples,
+                    max_evaluations=budget,
                 )
         return shapley, inter
 
@@ -294,7 +315,9 @@ class ShapleyBitWidth:
                     "samples_per_pair": int(est.samples.min()) if len(est.samples) else 0,
                     "evaluations": est.evaluations,
                     "stopped": est.stopped,
-                    "max_stderr": float(np.nanmax(est.stderr)) if len(est.stderr) and np.any(np.isfinite(est.stderr)) else 0.0,
+                    "max_stderr": float(np.nanmax(est.stderr))
+                    if len(est.stderr) and np.any(np.isfinite(est.stderr))
+                    else 0.0,
                 }
                 for game, est in inter.items()
             }

@@ -44,7 +44,7 @@ import numpy as np
 
 from mpqcore_smpq.shapley import InteractionEstimate, ShapleyEstimate
 
-__all__ = ["CONVERSIONS", "upgrade_objective", "layer_objective", "neighbour_upgrade_pairs", "step_matrix"]
+__all__ = ["CONVERSIONS", "layer_objective", "neighbour_upgrade_pairs", "step_matrix", "upgrade_objective"]
 
 CONVERSIONS = ("steps", "cumulative")
 

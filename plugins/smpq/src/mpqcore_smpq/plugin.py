@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import mpqcore
-
 from mpqcore_smpq.method import ShapleyBitWidth
 
 

@@ -31,15 +31,15 @@ import numpy as np
 __all__ = [
     "EXACT_MAX_PLAYERS",
     "BudgetExhausted",
-    "EvaluationStore",
     "CachedGame",
-    "ShapleyEstimate",
+    "EvaluationStore",
     "InteractionEstimate",
-    "exact_shapley",
+    "ShapleyEstimate",
+    "describe",
     "exact_interactions",
+    "exact_shapley",
     "monte_carlo_shapley",
     "sample_interactions",
-    "describe",
 ]
 
 #: Exact enumeration visits 2**n coalitions; above this many players it is refused.
@@ -102,7 +102,13 @@ class CachedGame:
     ``evaluations`` the misses (in the shared ``store``).
     """
 
-    def __init__(self, value: ValueFunction, *, key: Callable[[frozenset], Hashable] | None = None, store: EvaluationStore | None = None):
+    def __init__(
+        self,
+        value: ValueFunction,
+        *,
+        key: Callable[[frozenset], Hashable] | None = None,
+        store: EvaluationStore | None = None,
+    ):
         self.value = value
         self.key = key
         self.store = store if store is not None else EvaluationStore()
@@ -249,7 +255,9 @@ def _popcount(masks: np.ndarray) -> np.ndarray:
 def _value_table(players: tuple, game: CachedGame) -> np.ndarray:
     n = len(players)
     if n > EXACT_MAX_PLAYERS:
-        raise ValueError(f"exact Shapley values enumerate 2**n coalitions; {n} players is above the limit of {EXACT_MAX_PLAYERS}")
+        raise ValueError(
+            f"exact Shapley values enumerate 2**n coalitions; {n} players is above the limit of {EXACT_MAX_PLAYERS}"
+        )
     table = np.empty(2**n)
     for mask in range(2**n):
         table[mask] = game(frozenset(p for i, p in enumerate(players) if mask >> i & 1))
@@ -367,7 +375,9 @@ def _delta(game: CachedGame, coalition: frozenset, i: Player, j: Player) -> floa
     return game(coalition | {i, j}) - game(coalition | {i}) - game(coalition | {j}) + game(coalition)
 
 
-def exact_interactions(players: Sequence[Player], value: ValueFunction | CachedGame, pairs: Sequence[tuple]) -> InteractionEstimate:
+def exact_interactions(
+    players: Sequence[Player], value: ValueFunction | CachedGame, pairs: Sequence[tuple]
+) -> InteractionEstimate:
     """Exact Shapley interaction indices (Grabisch 1997) of ``pairs`` by enumeration.
 
     ``I_ij = sum over S in N minus {i, j} of |S|! (n - |S| - 2)! / (n - 1)! * delta_ij(S)``.
