@@ -64,15 +64,19 @@ def _progress_wanted(args) -> bool:
 def cmd_plugins(args) -> int:
     from mpqcore.plugins import get_plugins
 
-    infos = get_plugins().info()
+    plugins = get_plugins()
+    infos = plugins.info()
     if args.json:
-        print(json.dumps([i.to_dict() for i in infos], indent=1))
+        blocked = [{"name": b.name, "blocked": {"reason": b.reason, "found": b.found}} for b in plugins.blocked]
+        print(json.dumps([i.to_dict() for i in infos] + blocked, indent=1))
         return 0
     for info in infos:
         where = info.distribution + (f" ({info.entry_point})" if info.entry_point else " (built-in)")
         print(f"{info.name}  {info.version}  {where}")
         for kind, names in info.registers.items():
             print(f"    {kind}: {', '.join(names)}")
+    for b in plugins.blocked:
+        print(f"blocked: {b.name} ({b.reason}{'' if b.found else '; no plugin of this name was found'})")
     return 0
 
 

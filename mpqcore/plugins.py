@@ -19,9 +19,19 @@ import pluggy
 
 from mpqcore import hookspecs
 from mpqcore.errors import PluginError
-from mpqcore.registry import KINDS, Registry
+from mpqcore.protocols import CostModel, Quantizer, SensitivityMethod, Solver, TaskLike
+from mpqcore.registry import KIND_SPECS, Registry
 
-__all__ = ["DEFAULT_PLUGINS", "ENV_DISABLE_AUTOLOAD", "PluginInfo", "PluginSet", "get_plugins", "reset_plugins"]
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "ENV_DISABLE_AUTOLOAD",
+    "ENV_DISABLE_PLUGINS",
+    "BlockedPlugin",
+    "PluginInfo",
+    "PluginSet",
+    "get_plugins",
+    "reset_plugins",
+]
 
 #: Modules that implement the built-in methods, solvers, quantizers, cost models, tasks.
 DEFAULT_PLUGINS: tuple[str, ...] = (
@@ -33,6 +43,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 )
 
 ENV_DISABLE_AUTOLOAD = "MPQ_DISABLE_PLUGIN_AUTOLOAD"
+ENV_DISABLE_PLUGINS = "MPQ_DISABLE_PLUGINS"
 
 
 @attrs.frozen
@@ -49,18 +60,61 @@ class PluginInfo:
         return attrs.asdict(self)
 
 
+@attrs.frozen
+class BlockedPlugin:
+    """A plugin name that was blocked, why, and whether a plugin of that name was there to block."""
+
+    name: str
+    reason: str
+    found: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def _disabled_from_env() -> tuple[str, ...]:
+    raw = os.environ.get(ENV_DISABLE_PLUGINS, "")
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
+
+
+def _plugin_in_traceback(exc: BaseException, code: dict[Any, str]) -> str:
+    """The plugin whose hook implementation's frame is deepest in ``exc``'s traceback ('' if none)."""
+    found = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        found = code.get(tb.tb_frame.f_code, found)
+        tb = tb.tb_next
+    return found
+
+
 def _autoload_disabled() -> bool:
     return os.environ.get(ENV_DISABLE_AUTOLOAD, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class PluginSet:
-    """A loaded set of plugins and the registries they filled."""
+    """A loaded set of plugins and the registries they filled.
 
-    def __init__(self, *, autoload: bool | None = None, plugins: Iterable[Any] = ()):
+    ``disable`` names plugins to block (entry point names, or built-in module names
+    such as ``mpqcore.tasks``); by default the comma-separated list in
+    ``MPQ_DISABLE_PLUGINS``. A blocked plugin is never imported.
+    """
+
+    def __init__(
+        self, *, autoload: bool | None = None, plugins: Iterable[Any] = (), disable: Iterable[str] | None = None
+    ):
         self.pm = pluggy.PluginManager(hookspecs.NAME)
         self.pm.add_hookspecs(hookspecs)
         self._info: dict[str, dict[str, str]] = {}
+        reason = "disable= argument" if disable is not None else f"{ENV_DISABLE_PLUGINS} environment variable"
+        wanted = _disabled_from_env() if disable is None else tuple(str(n).strip() for n in disable if str(n).strip())
+        for name in wanted:
+            self.pm.set_blocked(name)
+        self._blocked_reason = reason
+        self._blocked_found: set[str] = set()
         for modname in DEFAULT_PLUGINS:
+            if self.pm.is_blocked(modname):
+                self._blocked_found.add(modname)
+                continue
             module = importlib.import_module(modname)
             self._register(module, modname, {"version": _core_version(), "distribution": "mpqcore", "entry_point": ""})
         if autoload is None:
@@ -69,18 +123,29 @@ class PluginSet:
             self._load_entry_points()
         for obj in plugins:
             name = getattr(obj, "__name__", None) or type(obj).__name__
+            if self.pm.is_blocked(name):
+                self._blocked_found.add(name)
+                continue
             self._register(obj, name, {"version": "", "distribution": "", "entry_point": ""})
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
+            name = self.pm.get_name(exc.plugin) or repr(exc.plugin)
             raise PluginError(
-                f"plugin {exc.plugin!r} implements a hook mpq does not define: {exc}", plugin=str(exc.plugin)
+                f"{self._origin(name)} implements a hook mpq does not define: {exc}", plugin=name
             ) from exc
-        self.registries = {kind: Registry(kind) for kind in KINDS}
-        for kind, hookname in KINDS.items():
-            self._fill(self.registries[kind], hookname)
+        origins = {name: self._origin(name) for name in self._info}
+        self.registries: dict[str, Registry[Any]] = {}
+        for kind in KIND_SPECS:
+            self.registries[kind.name] = self._fill(Registry(kind.name, origins=origins), kind.hook)
 
     # -- loading ---------------------------------------------------------------
+
+    def _origin(self, name: str) -> str:
+        info = self._info.get(name, {})
+        if info.get("entry_point"):
+            return f"plugin {name!r} (distribution {info['distribution']!r}, entry point {info['entry_point']!r})"
+        return f"plugin {name!r}"
 
     def _register(self, obj: Any, name: str, info: dict[str, str]) -> None:
         try:
@@ -115,6 +180,9 @@ class PluginSet:
         for ep, dist in chosen.values():
             version = ep.dist.version if ep.dist is not None else "?"
             where = f"distribution {dist!r}, entry point {ep.name!r} = {ep.value!r}"
+            if self.pm.is_blocked(ep.name):
+                self._blocked_found.add(ep.name)
+                continue  # never imported
             if self.pm.has_plugin(ep.name):
                 continue
             try:
@@ -122,59 +190,66 @@ class PluginSet:
             except Exception as exc:
                 raise PluginError(
                     f"plugin {ep.name!r} failed to import ({where}): {type(exc).__name__}: {exc}. "
-                    f"Fix or uninstall {dist!r}, or set {ENV_DISABLE_AUTOLOAD}=1 to skip installed plugins.",
+                    f"Fix or uninstall {dist!r}, or set {ENV_DISABLE_PLUGINS}={ep.name} to skip it "
+                    f"({ENV_DISABLE_AUTOLOAD}=1 skips every installed plugin).",
                     plugin=ep.name,
                 ) from exc
             self._register(obj, ep.name, {"version": version, "distribution": dist, "entry_point": ep.value})
 
-    def _fill(self, registry: Registry, hookname: str) -> None:
+    def _fill(self, registry: Registry[Any], hookname: str) -> Registry[Any]:
+        """Call the hook through pluggy (wrappers, tryfirst/trylast and tracing apply) to fill ``registry``."""
         caller = getattr(self.pm.hook, hookname)
-        # Oldest first, so built-ins register before installed plugins and a clash is
-        # blamed on the later plugin. get_hookimpls() is already in registration order
-        # (pluggy *calls* them last-registered first, which is why we do not call the hook).
-        for impl in caller.get_hookimpls():
-            registry.current_plugin = impl.plugin_name
-            try:
-                impl.function(**dict.fromkeys(impl.argnames, registry))
-            except PluginError:
-                raise
-            except Exception as exc:
-                info = self._info.get(impl.plugin_name, {})
-                where = (
-                    f" (distribution {info['distribution']!r}, entry point {info['entry_point']!r})"
-                    if info.get("entry_point")
-                    else ""
-                )
-                raise PluginError(
-                    f"plugin {impl.plugin_name!r}{where}: hook {hookname} raised {type(exc).__name__}: {exc}",
-                    plugin=impl.plugin_name,
-                ) from exc
-            finally:
-                registry.current_plugin = "<direct>"
+        code = {impl.function.__code__: impl.plugin_name for impl in caller.get_hookimpls()}
+        registry.attribute(code)
+        try:
+            caller(registry=registry)
+        except PluginError:
+            raise
+        except Exception as exc:
+            plugin = _plugin_in_traceback(exc, code)
+            where = self._origin(plugin) if plugin else f"a plugin implementing {hookname}"
+            raise PluginError(
+                f"{where}: hook {hookname} raised {type(exc).__name__}: {exc}", plugin=plugin or None
+            ) from exc
+        finally:
+            registry.attribute({})
+        return registry
+
+    @property
+    def blocked(self) -> list[BlockedPlugin]:
+        """The plugins blocked by name, whether or not such a plugin exists."""
+        return [
+            BlockedPlugin(name, self._blocked_reason, name in self._blocked_found)
+            for name in sorted(n for n in self._blocked_names())
+        ]
+
+    def _blocked_names(self) -> list[str]:
+        # pluggy keeps a blocked name mapped to None
+        return [name for name, plugin in self.pm.list_name_plugin() if plugin is None]
 
     # -- queries -----------------------------------------------------------------
 
-    def registry(self, kind: str) -> Registry:
+    def registry(self, kind: str) -> Registry[Any]:
         return self.registries[kind]
 
     @property
-    def methods(self) -> Registry:
+    def methods(self) -> Registry[SensitivityMethod]:
         return self.registries["method"]
 
     @property
-    def solvers(self) -> Registry:
+    def solvers(self) -> Registry[Solver]:
         return self.registries["solver"]
 
     @property
-    def quantizers(self) -> Registry:
+    def quantizers(self) -> Registry[Quantizer]:
         return self.registries["quantizer"]
 
     @property
-    def cost_models(self) -> Registry:
+    def cost_models(self) -> Registry[CostModel]:
         return self.registries["cost model"]
 
     @property
-    def tasks(self) -> Registry:
+    def tasks(self) -> Registry[TaskLike]:
         return self.registries["task"]
 
     def info(self) -> list[PluginInfo]:

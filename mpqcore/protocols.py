@@ -6,7 +6,8 @@ only the attributes and methods below.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from mpqcore.quantizers import QuantizedTensor
     from mpqcore.types import Allocation, LayerInfo, Objective, Problem
 
-__all__ = ["CostModel", "Quantizer", "SensitivityMethod", "Solver"]
+__all__ = ["CostModel", "Quantizer", "SensitivityMethod", "Solver", "TaskLike"]
 
 
 @runtime_checkable
@@ -54,3 +55,13 @@ class CostModel(Protocol):
     def cost(self, layer: LayerInfo, bits: int) -> float:
         """Non-negative cost of ``layer`` at ``bits``."""
         ...
+
+
+@runtime_checkable
+class TaskLike(Protocol):
+    """A model, its calibration batches and a metric (higher is better); :class:`mpqcore.Task` is one."""
+
+    name: str
+    model: Any
+    calibration: Any
+    metric: Callable[[Any], float]

@@ -1,92 +1,182 @@
-"""Name -> implementation tables, one per kind of plugin.
+"""Name -> implementation tables, one typed registry per kind of plugin.
 
-A hook receives a :class:`Registry` and calls :meth:`Registry.add`. The plugin manager
-sets :attr:`Registry.current_plugin` while each plugin's hook runs, so a clash names
-both plugins and ``mpq plugins`` can say who registered what.
+A hook receives a :class:`Registry` and calls :meth:`Registry.add`. Which plugin is
+adding is read off the call stack (the frame of the plugin's hook implementation), so
+the hook is called through pluggy as a whole and a clash or a bad product still names
+the plugin. :meth:`Registry.create` checks the user's options against the factory's
+declared options (:mod:`mpqcore.options`) and what the factory returns against the
+kind's Protocol (:mod:`mpqcore.protocols`), naming the plugin, its distribution and
+the missing member.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Callable, Iterable
-from typing import Any
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from types import CodeType
+from typing import Any, Generic, TypeVar, cast
 
 import attrs
 
+from mpqcore import protocols
 from mpqcore.errors import ConfigError, MpqError, PluginError
+from mpqcore.naming import suggest
+
+try:  # the options helper lands alongside; until then every factory takes its options as before
+    from mpqcore.options import check_options
+except ImportError:  # pragma: no cover
+
+    def check_options(factory: Callable[..., Any], options: Mapping[str, Any]) -> None:
+        return None
+
+
+__all__ = ["KINDS", "KIND_SPECS", "Entry", "Kind", "Registry", "protocol_members", "suggest"]
+
+T = TypeVar("T")
 
 #: What a registered name looks like: the name a user types on the command line.
 _NAME = re.compile(r"[a-z0-9][a-z0-9.\-]*")
 
-__all__ = ["KINDS", "Entry", "Registry", "suggest"]
-
-#: The kinds of implementation a plugin can register, with the hook that registers each.
-KINDS = {
-    "method": "mpq_register_methods",
-    "solver": "mpq_register_solvers",
-    "quantizer": "mpq_register_quantizers",
-    "cost model": "mpq_register_cost_models",
-    "task": "mpq_register_tasks",
-}
+#: Who registered an entry when no plugin hook is on the call stack (tests, scripts).
+DIRECT = "<direct>"
 
 
-def suggest(name: str, valid: Iterable[str]) -> str:
-    """A ``; did you mean 'x'?`` suffix when one valid name is close to ``name``."""
-    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+@attrs.frozen
+class Kind:
+    """One kind of plugin: its registry name, the hook that fills it, the Protocol its products meet."""
+
+    name: str
+    hook: str
+    protocol: type
+
+
+#: Every kind of implementation a plugin can register. A new kind is one line here,
+#: a hook spec in :mod:`mpqcore.hookspecs` and a Protocol in :mod:`mpqcore.protocols`.
+KIND_SPECS: tuple[Kind, ...] = (
+    Kind("method", "mpq_register_methods", protocols.SensitivityMethod),
+    Kind("solver", "mpq_register_solvers", protocols.Solver),
+    Kind("quantizer", "mpq_register_quantizers", protocols.Quantizer),
+    Kind("cost model", "mpq_register_cost_models", protocols.CostModel),
+    Kind("task", "mpq_register_tasks", protocols.TaskLike),
+)
+
+#: kind name -> hook name (the table docs and the CLI iterate over).
+KINDS: Mapping[str, str] = {k.name: k.hook for k in KIND_SPECS}
+_KIND_BY_NAME = {k.name: k for k in KIND_SPECS}
+
+
+def protocol_members(protocol: type) -> tuple[str, ...]:
+    """The attribute and method names a Protocol class declares (its own and its bases')."""
+    names: list[str] = []
+    for klass in protocol.__mro__:
+        if klass in (object,) or klass.__module__ == "typing":
+            continue
+        for name in [*getattr(klass, "__annotations__", {}), *vars(klass)]:
+            if not name.startswith("_") and name not in names:
+                names.append(name)
+    return tuple(names)
 
 
 @attrs.frozen
 class Entry:
-    """A registered implementation: a factory called with the user's options."""
+    """A registered implementation: a factory called with the user's options.
+
+    ``plugin`` is the pluggy plugin name (the entry point name for installed plugins);
+    ``origin`` says where it comes from in words, for error messages.
+    """
 
     name: str
     factory: Callable[..., Any]
     plugin: str
     description: str = ""
+    origin: str = ""
+
+    @property
+    def where(self) -> str:
+        return self.origin or (f"plugin {self.plugin!r}" if self.plugin != DIRECT else "registered directly")
 
 
-class Registry:
-    """The implementations of one kind, by name."""
+class Registry(Generic[T]):
+    """The implementations of one kind, by name; products are checked against the kind's Protocol."""
 
-    def __init__(self, kind: str):
-        if kind not in KINDS:
-            raise ValueError(f"unknown registry kind {kind!r}; valid: {sorted(KINDS)}")
+    def __init__(self, kind: str, *, origins: Mapping[str, str] | None = None):
+        if kind not in _KIND_BY_NAME:
+            raise ValueError(f"unknown registry kind {kind!r}; valid: {sorted(_KIND_BY_NAME)}")
         self.kind = kind
+        self.protocol: type = _KIND_BY_NAME[kind].protocol
+        self.members = protocol_members(self.protocol)
         self._entries: dict[str, Entry] = {}
-        self.current_plugin: str = "<direct>"
+        #: Plugin name -> "plugin 'x' (distribution 'y', entry point 'z')", filled by the plugin set.
+        self.origins: dict[str, str] = dict(origins or {})
+        #: Hook-implementation code objects -> plugin name, while a hook fills this registry.
+        self._hook_code: dict[CodeType, str] = {}
+        #: Set by hand to attribute direct registrations (tests); otherwise read off the stack.
+        self.current_plugin: str = DIRECT
 
-    def add(self, name: str, factory: Callable[..., Any], *, description: str = "") -> None:
+    # -- filling -------------------------------------------------------------------
+
+    def attribute(self, code_to_plugin: Mapping[CodeType, str]) -> None:
+        """Name the hook implementations (by code object) whose calls to :meth:`add` come from which plugin."""
+        self._hook_code = dict(code_to_plugin)
+
+    def _where(self, plugin: str) -> str:
+        return self.origins.get(plugin, "registered directly" if plugin == DIRECT else f"plugin {plugin!r}")
+
+    def _rank(self, plugin: str) -> int:
+        order = list(self.origins)
+        return order.index(plugin) if plugin in order else len(order)
+
+    def _caller_plugin(self) -> str:
+        if self.current_plugin != DIRECT or not self._hook_code:
+            return self.current_plugin
+        frame = sys._getframe(2)
+        while frame is not None:
+            plugin = self._hook_code.get(frame.f_code)
+            if plugin is not None:
+                return plugin
+            frame = frame.f_back  # type: ignore[assignment]  # None ends the loop
+        return DIRECT
+
+    def add(self, name: str, factory: Callable[..., T], *, description: str = "") -> None:
         """Register ``factory`` under ``name``.
 
         ``factory(**options)`` must return the implementation (a class works). Names
         are lower-case words joined by ``-``; a name taken by another plugin is an error.
         """
+        plugin = self._caller_plugin()
+        where = self._where(plugin)
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise PluginError(
-                f"plugin {self.current_plugin!r} registered a {self.kind} with invalid name {name!r}; "
+                f"{where} registered a {self.kind} with invalid name {name!r}; "
                 "use lower-case words, digits and '-' or '.', such as 'my-method'",
-                plugin=self.current_plugin,
+                plugin=plugin,
             )
         if not callable(factory):
-            raise PluginError(
-                f"plugin {self.current_plugin!r} registered {self.kind} {name!r} with a non-callable {factory!r}",
-                plugin=self.current_plugin,
-            )
+            raise PluginError(f"{where} registered {self.kind} {name!r} with a non-callable {factory!r}", plugin=plugin)
         if name in self._entries:
-            other = self._entries[name].plugin
+            # pluggy calls the later-registered plugin first: blame whichever loaded later.
+            first, later = self._entries[name].plugin, plugin
+            if self._rank(first) > self._rank(later):
+                first, later = later, first
             raise PluginError(
-                f"{self.kind} {name!r} is registered twice: by plugin {other!r} and by plugin "
-                f"{self.current_plugin!r}; uninstall one of them or disable it",
-                plugin=self.current_plugin,
+                f"{self.kind} {name!r} is registered twice: by {self._where(first)} and by {self._where(later)}; "
+                f"uninstall one of them or block one with MPQ_DISABLE_PLUGINS={later}",
+                plugin=later,
             )
         if not description:
             doc = (getattr(factory, "__doc__", None) or "").strip()
             description = doc.splitlines()[0] if doc else ""
-        self._entries[name] = Entry(name, factory, self.current_plugin, description)
+        self._entries[name] = Entry(name, factory, plugin, description, "" if plugin == DIRECT else where)
+
+    # -- lookup --------------------------------------------------------------------
 
     def get(self, name: str) -> Entry:
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"a {self.kind} is chosen by its registered name (a str) or given as an object with "
+                f"{', '.join(self.members)}; got {type(name).__name__}"
+            )
         try:
             return self._entries[name]
         except KeyError:
@@ -96,19 +186,66 @@ class Registry:
                 f"{', '.join(valid) if valid else '(none registered)'}"
             ) from None
 
-    def create(self, name: str, **options: Any) -> Any:
-        """Instantiate the implementation ``name`` with ``options``, naming the plugin on failure."""
+    def create(self, name: str, **options: Any) -> T:
+        """Instantiate ``name`` with ``options``; the options and the product are checked, the plugin named."""
         entry = self.get(name)
+        head = f"{self.kind} {name!r} ({entry.where})"
         try:
-            return entry.factory(**options)
+            check_options(entry.factory, options)
+        except ConfigError as exc:
+            raise ConfigError(f"{head}: {exc}") from None
+        try:
+            product = entry.factory(**options)
+        except ConfigError as exc:  # an option's own validator: say whose option it is
+            raise ConfigError(f"{head}: {exc}") from exc
         except MpqError:
-            raise  # already says what is wrong (an attrs validator, a missing file, ...)
+            raise  # already says what is wrong (a missing file, ...)
         except (TypeError, ValueError) as exc:
-            # An unknown keyword (TypeError) or a value its converter cannot take, such as
-            # samples="abc" from the command line (ValueError): user input, not a crash.
+            # A value its own converter cannot take, such as samples="abc" from the command line.
+            raise ConfigError(f"{head} rejected options {sorted(options)}: {type(exc).__name__}: {exc}") from exc
+        self.check(product, head=head, plugin=entry.plugin)
+        return cast(T, product)
+
+    def check(self, product: Any, *, head: str | None = None, plugin: str | None = None) -> T:
+        """Raise :class:`PluginError` unless ``product`` has every member of the kind's Protocol."""
+        missing = [m for m in self.members if not hasattr(product, m)]
+        not_callable = [
+            m
+            for m in self.members
+            if m not in missing and callable(getattr(self.protocol, m, None)) and not callable(getattr(product, m))
+        ]
+        if missing or not_callable:
+            head = head or f"{self.kind} object"
+            parts = []
+            if missing:
+                parts.append(f"lacks {', '.join(missing)}")
+            if not_callable:
+                parts.append(f"has non-callable {', '.join(not_callable)}")
+            raise PluginError(
+                f"{head} produced a {type(product).__name__} that {' and '.join(parts)}; "
+                f"a {self.kind} must provide {', '.join(self.members)} (mpqcore.protocols.{self.protocol.__name__})",
+                plugin=plugin,
+            )
+        return cast(T, product)
+
+    def resolve(self, choice: str | T, options: Mapping[str, Any] | None = None) -> tuple[str, T]:
+        """A (name, instance) from a registered name or a ready instance (then ``options`` must be empty)."""
+        if isinstance(choice, str):
+            return choice, self.create(choice, **dict(options or {}))
+        if options:
             raise ConfigError(
-                f"{self.kind} {name!r} (plugin {entry.plugin!r}) rejected options {sorted(options)}: {type(exc).__name__}: {exc}"
-            ) from exc
+                f"{self.kind} options {sorted(options)} were given with a {self.kind} instance "
+                f"({type(choice).__name__}); configure the instance itself, or pass the {self.kind}'s name"
+            )
+        instance = self.check(choice, head=f"the {self.kind} given ({type(choice).__name__})")
+        return self.name_of(instance), instance
+
+    def name_of(self, instance: Any) -> str:
+        """The registered name whose factory is ``instance``'s class, else the class name."""
+        for entry in self._entries.values():
+            if entry.factory is type(instance):
+                return entry.name
+        return type(instance).__name__
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -122,7 +259,7 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:

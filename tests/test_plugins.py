@@ -29,7 +29,7 @@ import pytest
 
 import mpqcore
 from mpqcore import PluginError, hookimpl
-from mpqcore.plugins import DEFAULT_PLUGINS, ENV_DISABLE_AUTOLOAD
+from mpqcore.plugins import DEFAULT_PLUGINS, ENV_DISABLE_AUTOLOAD, ENV_DISABLE_PLUGINS
 from mpqcore.problem import allocation_violations, load_problem
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -64,7 +64,7 @@ def sites(tmp_path_factory) -> dict[str, Path]:
     return {name: root / name for name in PACKAGES}
 
 
-def mpq_process(args, *, sites=(), disable=False, cwd, script=None) -> subprocess.Popen:
+def mpq_process(args, *, sites=(), disable=False, cwd, script=None, block="") -> subprocess.Popen:
     """mpq (or a script) in a fresh interpreter that sees the packages in ``sites``.
 
     Other mpq plugins installed in this environment are hidden (see
@@ -73,6 +73,9 @@ def mpq_process(args, *, sites=(), disable=False, cwd, script=None) -> subproces
     env = {k: v for k, v in os.environ.items() if k != ENV_DISABLE_AUTOLOAD}
     if disable:
         env[ENV_DISABLE_AUTOLOAD] = "1"
+    env.pop(ENV_DISABLE_PLUGINS, None)
+    if block:
+        env[ENV_DISABLE_PLUGINS] = block
     env["PYTHONPATH"] = os.pathsep.join([str(s) for s in sites] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     target = [str(script)] if script else ["-m", "mpqcore.cli", *args]
     cmd = [sys.executable, str(FIXTURES / "only_these_plugins.py"), ",".join(DISTRIBUTIONS.values()), *target]
@@ -107,6 +110,7 @@ def runs(sites, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
         "search": mpq_process([], sites=[good], cwd=cwd, script=script),
         "broken": mpq_process(["plugins", "--json"], sites=[good, broken], cwd=cwd),
         "disabled": mpq_process(["plugins", "--json"], sites=[good, broken], disable=True, cwd=cwd),
+        "blocked": mpq_process(["plugins"], sites=[good, broken], block="broken,nosuch", cwd=cwd),
     }
     out = {}
     for name, proc in procs.items():
@@ -209,6 +213,15 @@ def test_the_disable_switch_loads_built_ins_only(runs):
     proc = runs["disabled"]
     assert proc.returncode == 0, proc.stderr  # the broken plugin (on the path) is not even imported
     assert [i["name"] for i in json.loads(proc.stdout)] == list(DEFAULT_PLUGINS)
+
+
+def test_blocking_one_plugin_by_name_skips_its_import_and_is_shown(runs):
+    proc = runs["blocked"]
+    assert proc.returncode == 0, proc.stderr  # the broken plugin is blocked, so never imported
+    out = proc.stdout
+    assert "thirdparty  1.2.3" in out  # the other installed plugin still loads
+    assert "blocked: broken (MPQ_DISABLE_PLUGINS environment variable)" in out
+    assert "blocked: nosuch (MPQ_DISABLE_PLUGINS environment variable; no plugin of this name was found)" in out
 
 
 def test_a_hook_that_raises_names_the_distribution_and_chains_the_cause(sites, monkeypatch, only_stand_in_plugins):
@@ -349,3 +362,81 @@ def test_two_distributions_with_one_entry_point_name_are_both_named(monkeypatch)
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
     with pytest.raises(PluginError, match=r"'clash'.*'mpq-first'.*'mpq-second'"):
         mpqcore.PluginSet(autoload=True)
+
+
+# -- hooks are called through pluggy: wrappers, ordering, blocking -------------------
+
+
+class Wrapping:
+    """A new-style wrapper: it runs around every other implementation of the hook."""
+
+    def __init__(self):
+        self.seen_before: list[str] = []
+        self.seen_after: list[str] = []
+
+    @hookimpl(wrapper=True)
+    def mpq_register_methods(self, registry):
+        self.seen_before = registry.names()
+        result = yield
+        self.seen_after = registry.names()
+        registry.add("wrapped", Constant)  # a wrapper may register too, and is named for it
+        return result
+
+
+def test_a_hookwrapper_implementation_wraps_the_others_and_registers():
+    wrapper = Wrapping()
+    plugins = mpqcore.PluginSet(autoload=False, plugins=[wrapper])
+    assert "hawq" not in wrapper.seen_before and "hawq" in wrapper.seen_after
+    assert plugins.methods.get("wrapped").plugin == "Wrapping"
+    assert isinstance(plugins.methods.create("wrapped"), Constant)
+
+
+class Early:
+    def __init__(self, log):
+        self.log = log
+
+    @hookimpl(tryfirst=True)
+    def mpq_register_solvers(self, registry):
+        self.log.append(("early", "highs" in registry))
+
+
+class Late:
+    def __init__(self, log):
+        self.log = log
+
+    @hookimpl(trylast=True)
+    def mpq_register_solvers(self, registry):
+        self.log.append(("late", "highs" in registry))
+
+
+def test_tryfirst_and_trylast_order_the_calls_as_pluggy_documents():
+    log: list = []
+    mpqcore.PluginSet(autoload=False, plugins=[Late(log), Early(log)])
+    # tryfirst runs before the built-in solvers registered; trylast after.
+    assert log == [("early", False), ("late", True)]
+
+
+def test_pluggy_tracing_sees_the_hook_calls():
+    plugins = mpqcore.PluginSet(autoload=False)
+    calls: list = []
+    undo = plugins.pm.add_hookcall_monitoring(lambda name, impls, kwargs: calls.append(name), lambda *a: None)
+    plugins.pm.hook.mpq_register_methods(registry=mpqcore.registry.Registry("method"))
+    undo()
+    assert calls == ["mpq_register_methods"]
+
+
+def test_disable_blocks_single_plugins_builtin_or_object():
+    plugins = mpqcore.PluginSet(autoload=False, plugins=[MyPlugin()], disable=["MyPlugin", "mpqcore.tasks", "nosuch"])
+    assert "constant" not in plugins.methods and len(plugins.tasks) == 0
+    assert "hawq" in plugins.methods
+    blocked = {b.name: b for b in plugins.blocked}
+    assert set(blocked) == {"MyPlugin", "mpqcore.tasks", "nosuch"}
+    assert blocked["MyPlugin"].found and blocked["mpqcore.tasks"].found and not blocked["nosuch"].found
+    assert blocked["nosuch"].reason == "disable= argument"
+
+
+def test_the_environment_variable_blocks_plugins(monkeypatch):
+    monkeypatch.setenv("MPQ_DISABLE_PLUGINS", " mpqcore.tasks , MyPlugin ")
+    plugins = mpqcore.PluginSet(autoload=False, plugins=[MyPlugin()])
+    assert "constant" not in plugins.methods and len(plugins.tasks) == 0
+    assert {b.reason for b in plugins.blocked} == {"MPQ_DISABLE_PLUGINS environment variable"}

@@ -19,6 +19,12 @@ class Thing:
     def __init__(self, size: int = 1):
         self.size = size
 
+    def measure(self, ctx):  # fits the method protocol
+        raise NotImplementedError
+
+    def solve(self, problem):  # and the solver protocol
+        raise NotImplementedError
+
 
 def registry(*names: str, plugin: str = "acme") -> Registry:
     reg = Registry("method")
@@ -138,10 +144,10 @@ def test_create_with_an_unconvertible_option_is_a_config_error():
     assert type(info.value.__cause__) is ValueError
 
 
-def test_create_passes_the_implementations_own_config_error_through():
+def test_create_passes_the_implementations_own_config_error_through_naming_it():
     reg = Registry("method")
     reg.add("counted", Counted)
-    with pytest.raises(ConfigError, match="^counted: samples must be >= 1, got 0$"):
+    with pytest.raises(ConfigError, match=r"^method 'counted' \(registered directly\): counted: samples must be >= 1, got 0$"):
         reg.create("counted", samples=0)
 
 
@@ -170,3 +176,62 @@ def test_a_clash_with_a_builtin_blames_the_later_plugin():
         mpqcore.PluginSet(autoload=False, plugins=[Clash()])
     assert info.value.plugin == "Clash"
     assert "by plugin 'mpqcore.quantizers' and by plugin 'Clash'" in str(info.value)
+
+
+# -- the kind's Protocol is checked when a product is created ----------------------
+
+
+class NoMeasure:
+    """A method factory whose product forgot measure()."""
+
+
+class NotCallableSolve:
+    solve = 3
+
+
+def test_a_method_without_measure_is_refused_at_create_naming_the_plugin():
+    reg = Registry("method", origins={"acme": "plugin 'acme' (distribution 'mpqcore-acme', entry point 'acme.plugin')"})
+    reg.current_plugin = "acme"
+    reg.add("lazy", NoMeasure)
+    with pytest.raises(PluginError) as info:
+        reg.create("lazy")
+    msg = str(info.value)
+    assert "method 'lazy'" in msg and "distribution 'mpqcore-acme'" in msg and "lacks measure" in msg
+    assert "SensitivityMethod" in msg and info.value.plugin == "acme"
+
+
+def test_a_solver_with_a_non_callable_solve_is_refused_at_create():
+    reg = Registry("solver")
+    reg.add("odd", NotCallableSolve)
+    with pytest.raises(PluginError, match="non-callable solve"):
+        reg.create("odd")
+
+
+def test_a_cost_model_needs_its_unit_too():
+    class NoUnit:
+        def cost(self, layer, bits):
+            return 1.0
+
+    reg = Registry("cost model")
+    reg.add("no-unit", NoUnit)
+    with pytest.raises(PluginError, match="lacks unit"):
+        reg.create("no-unit")
+
+
+def test_resolve_takes_a_name_or_a_checked_instance():
+    reg = registry("hawq")
+    name, made = reg.resolve("hawq", {"size": 2})
+    assert name == "hawq" and made.size == 2
+    mine = Thing(5)
+    name, same = reg.resolve(mine)
+    assert same is mine and name == "hawq"  # the registered name of its class
+    with pytest.raises(ConfigError, match="configure the instance itself"):
+        reg.resolve(mine, {"size": 1})
+    with pytest.raises(PluginError, match="lacks measure"):
+        reg.resolve(NoMeasure())
+
+
+def test_a_non_string_name_is_a_clear_error_not_a_crash_in_the_suggester():
+    reg = registry("hawq")
+    with pytest.raises(ConfigError, match="registered name .* got int"):
+        reg.get(3)  # type: ignore[arg-type]
