@@ -1,7 +1,9 @@
 """The hooks a plugin implements. Bodies are docstrings only.
 
-Every hook receives a :class:`~mpqcore.registry.Registry` and adds named factories to
-it. The user then picks an implementation by name, so the choice never depends on the
+Every hook receives a typed :class:`~mpqcore.registry.Registry` and adds named factories
+to it; the registry checks each product against the kind's Protocol when it is created.
+Hooks are called through pluggy, so ``wrapper=True``, ``tryfirst`` and ``trylast``
+implementations behave as pluggy documents. The user then picks an implementation by name, so the choice never depends on the
 order in which plugins load. The interfaces the factories must return are in
 :mod:`mpqcore.protocols`; ``docs/hooks/`` has a page per hook with a working example.
 
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from mpqcore.protocols import CostModel, Quantizer, SensitivityMethod, Solver, TaskLike
     from mpqcore.registry import Registry
 
 #: The pluggy project name, also the entry point group.
@@ -25,7 +28,7 @@ hookimpl = pluggy.HookimplMarker(NAME)
 
 
 @hookspec
-def mpq_register_methods(registry: Registry) -> None:
+def mpq_register_methods(registry: Registry[SensitivityMethod]) -> None:
     """Register sensitivity methods.
 
     Call ``registry.add(name, factory)``; ``factory(**options)`` returns an object with
@@ -36,7 +39,7 @@ def mpq_register_methods(registry: Registry) -> None:
 
 
 @hookspec
-def mpq_register_solvers(registry: Registry) -> None:
+def mpq_register_solvers(registry: Registry[Solver]) -> None:
     """Register allocation solvers.
 
     ``factory(**options)`` returns an object with ``solve(problem: Problem) ->
@@ -46,7 +49,7 @@ def mpq_register_solvers(registry: Registry) -> None:
 
 
 @hookspec
-def mpq_register_quantizers(registry: Registry) -> None:
+def mpq_register_quantizers(registry: Registry[Quantizer]) -> None:
     """Register weight quantizers.
 
     ``factory(**options)`` returns an object with ``quantize(weight: Tensor, bits: int)
@@ -55,7 +58,7 @@ def mpq_register_quantizers(registry: Registry) -> None:
 
 
 @hookspec
-def mpq_register_cost_models(registry: Registry) -> None:
+def mpq_register_cost_models(registry: Registry[CostModel]) -> None:
     """Register cost models.
 
     ``factory(**options)`` returns an object with ``cost(layer: LayerInfo, bits: int)
@@ -64,7 +67,7 @@ def mpq_register_cost_models(registry: Registry) -> None:
 
 
 @hookspec
-def mpq_register_tasks(registry: Registry) -> None:
+def mpq_register_tasks(registry: Registry[TaskLike]) -> None:
     """Register tasks: a model, its calibration batches and a metric.
 
     ``factory(**options)`` returns a :class:`mpqcore.tasks.Task`. Tasks make demos,
