@@ -20,6 +20,7 @@ import numpy as np
 
 from mpqcore.errors import ConfigError
 from mpqcore.hookspecs import hookimpl
+from mpqcore.options import option
 from mpqcore.types import LayerInfo, ModelSpec
 
 __all__ = ["BitOperations", "LatencyTable", "WeightSize", "cost_table"]
@@ -39,7 +40,7 @@ class WeightSize:
 class BitOperations:
     """Bit operations: MACs x weight bits x activation bits."""
 
-    act_bits: int = attrs.field(default=8, converter=int)
+    act_bits: int = option(int, default=8, minimum=1, help="activation bits of every layer's input")
     unit = "BOPs"
 
     def cost(self, layer: LayerInfo, bits: int) -> float:
@@ -83,8 +84,11 @@ def _read_table(table) -> dict[str, dict[int, float]]:
 class LatencyTable:
     """A measured latency per layer (fqn or kind) and bit-width, from a JSON or CSV table."""
 
-    table: dict = attrs.field(converter=_read_table)
-    unit: str = "latency"
+    table: dict = attrs.field(
+        converter=_read_table,
+        metadata={"type": "path or mapping", "help": "JSON or CSV file, or {layer or kind: {bits: latency}}"},
+    )
+    unit: str = option(str, default="latency", help="the unit the table's values are in")
 
     def cost(self, layer: LayerInfo, bits: int) -> float:
         for key in (layer.fqn, layer.kind):

@@ -20,6 +20,7 @@ from mpqcore.batches import batch_size
 from mpqcore.context import MeasureContext
 from mpqcore.errors import ConfigError
 from mpqcore.hookspecs import hookimpl
+from mpqcore.options import option
 from mpqcore.types import Objective
 
 __all__ = ["ESTIMATORS", "HessianTrace", "UniformPrecision", "perturbation_table"]
@@ -75,18 +76,8 @@ class HessianTrace:
     ``hutchinson`` with a user loss.
     """
 
-    samples: int = attrs.field(default=16, converter=int)
-    estimator: str = attrs.field(default="auto")
-
-    @samples.validator
-    def _check(self, _attr, value):
-        if value < 1:
-            raise ConfigError(f"hawq: samples must be >= 1, got {value}")
-
-    @estimator.validator
-    def _check_estimator(self, _attr, value):
-        if value not in ESTIMATORS:
-            raise ConfigError(f"hawq: estimator {value!r} is not one of {list(ESTIMATORS)}")
+    samples: int = option(int, default=16, minimum=1, help="estimator draws (seeded)")
+    estimator: str = option(str, default="auto", choices=ESTIMATORS, help="how the Hessian trace is estimated")
 
     def measure(self, ctx: MeasureContext) -> Objective:
         ev = ctx.evaluator

@@ -370,7 +370,9 @@ def _field_spec(field: attrs.Attribute) -> OptionSpec:
     name = getattr(field, "alias", None) or field.name
     if kind is not None:
         return OptionSpec(name, kind.type_name, default, kind.help)
-    return OptionSpec(name, _type_text(field.type), default, str(field.metadata.get("help", "")))
+    # A plain attrs field: its annotation, unless metadata {"type": ..., "help": ...} says better.
+    meta = field.metadata
+    return OptionSpec(name, str(meta.get("type", _type_text(field.type))), default, str(meta.get("help", "")))
 
 
 def _signature(factory: Callable[..., Any]) -> inspect.Signature | None:

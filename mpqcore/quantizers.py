@@ -20,6 +20,7 @@ import torch
 
 from mpqcore.errors import ConfigError
 from mpqcore.hookspecs import hookimpl
+from mpqcore.options import option
 from mpqcore.types import BITS_RANGE
 
 __all__ = [
@@ -124,14 +125,9 @@ class MSEPerChannel:
     whose fake-quantized copy is closest to the float weights.
     """
 
-    grid: int = attrs.field(default=20, converter=int)
-    min_ratio: float = attrs.field(default=0.3, converter=float)
+    grid: int = option(int, default=20, minimum=1, help="clipping ratios tried per channel")
+    min_ratio: float = option(float, default=0.3, greater_than=0.0, maximum=1.0, help="smallest clipping ratio tried")
     name = "mse-per-channel"
-
-    @grid.validator
-    def _check_grid(self, _attr, value):
-        if value < 1:
-            raise ConfigError(f"mse-per-channel: grid must be >= 1, got {value}")
 
     def quantize(self, weight: torch.Tensor, bits: int) -> QuantizedTensor:
         _check(weight, bits, self.name)

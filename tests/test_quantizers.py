@@ -172,7 +172,7 @@ def test_integer_tensors_are_rejected(name, dtype):
 
 
 def test_mse_grid_option():
-    with pytest.raises(ConfigError, match="grid must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match="grid must be an integer >= 1, got 0"):
         QUANTIZERS.create("mse-per-channel", grid=0)
     assert QUANTIZERS.create("mse-per-channel", grid=5).grid == 5
 

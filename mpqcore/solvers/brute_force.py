@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 import time
 
+import attrs
 import numpy as np
 
-from mpqcore.errors import ConfigError, ProblemTooLargeError
+from mpqcore.errors import ProblemTooLargeError
+from mpqcore.options import option
 from mpqcore.problem import raise_jointly_infeasible
 from mpqcore.solvers._common import budget_slack, make_allocation, prepare
 from mpqcore.types import Allocation, Problem
@@ -23,6 +25,7 @@ __all__ = ["BruteForceSolver"]
 _BATCH = 65_536
 
 
+@attrs.frozen
 class BruteForceSolver:
     """Exhaustive search over every allowed allocation (tiny problems, tests).
 
@@ -32,10 +35,7 @@ class BruteForceSolver:
 
     name = "brute-force"
 
-    def __init__(self, max_combinations: int = 200_000):
-        if not isinstance(max_combinations, int) or max_combinations < 1:
-            raise ConfigError(f"brute-force: max_combinations must be a positive integer, got {max_combinations!r}")
-        self.max_combinations = max_combinations
+    max_combinations: int = option(int, default=200_000, minimum=1, help="largest number of allocations it tries")
 
     def solve(self, problem: Problem) -> Allocation:
         started = time.perf_counter()

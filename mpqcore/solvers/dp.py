@@ -17,9 +17,11 @@ import math
 import time
 from functools import reduce
 
+import attrs
 import numpy as np
 
 from mpqcore.errors import ConfigError, InfeasibleError, ProblemTooLargeError
+from mpqcore.options import option
 from mpqcore.solvers._common import argmin_choice, make_allocation, prepare, relative_gap
 from mpqcore.types import Allocation, Problem
 
@@ -33,6 +35,7 @@ def _is_integral(arr: np.ndarray, *, rtol: float = 1e-9) -> bool:
     return bool(np.all(np.abs(arr - np.round(arr)) <= rtol * np.maximum(1.0, np.abs(arr))))
 
 
+@attrs.frozen
 class DPSolver:
     """Exact dynamic programming for one budget with costs on an integer grid.
 
@@ -44,18 +47,8 @@ class DPSolver:
 
     name = "dp"
 
-    def __init__(self, grid: float | None = None, max_cells: int = 50_000_000):
-        if grid is not None:
-            try:
-                grid = float(grid)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"dp: grid must be a positive number, got {grid!r}") from exc
-            if not (math.isfinite(grid) and grid > 0):
-                raise ConfigError(f"dp: grid must be a positive number, got {grid}")
-        if not isinstance(max_cells, int) or max_cells < 1:
-            raise ConfigError(f"dp: max_cells must be a positive integer, got {max_cells!r}")
-        self.grid = grid
-        self.max_cells = max_cells
+    grid: float | None = option(float, default=None, greater_than=0.0, optional=True, help="budget cost of one step")
+    max_cells: int = option(int, default=50_000_000, minimum=1, help="largest groups x states table")
 
     def solve(self, problem: Problem) -> Allocation:
         started = time.perf_counter()

@@ -24,9 +24,11 @@ import sys
 import time
 from typing import Any
 
+import attrs
 import numpy as np
 
-from mpqcore.errors import ConfigError, MpqError
+from mpqcore.errors import MpqError
+from mpqcore.options import option
 from mpqcore.problem import ReducedProblem, raise_jointly_infeasible
 from mpqcore.solvers._common import (
     argmin_choice,
@@ -319,6 +321,7 @@ def _with_budgets(reduced: ReducedProblem, limits: dict[str, float]) -> ReducedP
     )
 
 
+@attrs.frozen
 class HighsSolver:
     """Exact MILP (multiple-choice knapsack, pair terms linearized) on HiGHS.
 
@@ -331,31 +334,11 @@ class HighsSolver:
 
     name = "highs"
 
-    def __init__(
-        self,
-        time_limit: float = 60.0,
-        mip_rel_gap: float = 0.0,
-        threads: int | None = None,
-        linearization: str = "onehot",
-        warm_start: bool = True,
-    ):
-        try:
-            time_limit, mip_rel_gap = float(time_limit), float(mip_rel_gap)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"highs: time_limit and mip_rel_gap must be numbers: {exc}") from exc
-        if not (math.isfinite(time_limit) and time_limit > 0):
-            raise ConfigError(f"highs: time_limit must be a positive number of seconds, got {time_limit}")
-        if not 0.0 <= mip_rel_gap < 1.0:
-            raise ConfigError(f"highs: mip_rel_gap must be in [0, 1), got {mip_rel_gap}")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise ConfigError(f"highs: threads must be a positive integer or None, got {threads!r}")
-        if linearization not in LINEARIZATIONS:
-            raise ConfigError(f"highs: unknown linearization {linearization!r}; valid: {', '.join(LINEARIZATIONS)}")
-        self.time_limit = time_limit
-        self.mip_rel_gap = mip_rel_gap
-        self.threads = threads
-        self.linearization = linearization
-        self.warm_start = bool(warm_start)
+    time_limit: float = option(float, default=60.0, greater_than=0.0, help="seconds before the incumbent is returned")
+    mip_rel_gap: float = option(float, default=0.0, minimum=0.0, less_than=1.0, help="relative gap it stops at")
+    threads: int | None = option(int, default=None, minimum=1, optional=True, help="HiGHS threads (None: its default)")
+    linearization: str = option(str, default="onehot", choices=LINEARIZATIONS, help="how pair terms become rows")
+    warm_start: bool = option(bool, default=True, help="pair objectives start at the improved diagonal optimum")
 
     def build(self, reduced: ReducedProblem) -> HighsModel:
         return HighsModel(reduced, linearization=self.linearization, mip_rel_gap=self.mip_rel_gap, threads=self.threads)
