@@ -9,6 +9,13 @@ method faster.
 
 Quantized weights are applied by swapping the tensor behind each parameter, not by
 copying into it, so applying and restoring cost O(layers), not O(parameters).
+
+The evaluator is the only door to its model: what a method needs beyond scores is API
+here, never a write into the working copy: :meth:`Evaluator.gradients` for the weights
+a gradient-based method differentiates, the ``reuse_prefix`` switch of
+:meth:`Evaluator.losses` per call, and the counters (:attr:`Evaluator.evaluations`,
+:attr:`Evaluator.forward_passes`) as read-only properties that only the evaluator
+increments.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -25,7 +33,9 @@ from torch import nn
 
 from mpqcore.batches import batch_size, call_model, materialize, to_device
 from mpqcore.errors import ConfigError
-from mpqcore.introspect import quantizable_modules
+from mpqcore.introspect import introspect, quantizable_modules
+from mpqcore.naming import suggest
+from mpqcore.prefix import PrefixReuse
 from mpqcore.quantizers import QuantizedTensor, fake_quantize_activation
 from mpqcore.types import ModelSpec
 
@@ -77,8 +87,9 @@ class Evaluator:
     metric: optional ``metric(model) -> float`` (higher is better) on held-out data.
     act_bits: when set, the inputs of quantized layers are fake-quantized at this width.
     device: where the working copy and the batches live (default: the model's device).
-    reuse_prefix: let :meth:`losses` skip, exactly, the part of a forward pass that the
-        previous evaluation already computed (:mod:`mpqcore.prefix`).
+    reuse_prefix: the default of :meth:`losses`' switch of the same name: skip, exactly,
+        the part of a forward pass that the previous evaluation already computed
+        (:mod:`mpqcore.prefix`). Read-only afterwards (:attr:`reuse_prefix`).
     """
 
     def __init__(
@@ -95,8 +106,8 @@ class Evaluator:
         reuse_prefix: bool = True,
     ):
         self.quantizer = quantizer
-        self.reuse_prefix = bool(reuse_prefix)
-        self._prefix = None
+        self._reuse_prefix = bool(reuse_prefix)
+        self._prefix: PrefixReuse | None = None
         self.user_loss = loss
         self.user_metric = metric
         self.act_bits = act_bits
@@ -108,26 +119,51 @@ class Evaluator:
         self.model.to(self.device)
         self.calibration = [to_device(b, self.device) for b in materialize(calibration)]
         if spec is None:
-            from mpqcore.introspect import introspect
-
             spec = introspect(self.model, self.calibration[0])
         self.spec = spec
         modules = quantizable_modules(self.model)
         missing = [layer.fqn for layer in spec.layers if layer.fqn not in modules]
         if missing:
             raise ConfigError(f"layers {missing[:5]} of the spec are not quantizable modules of the model")
-        self.modules = {layer.fqn: modules[layer.fqn][0] for layer in spec.layers}
-        self._float = {fqn: m.weight.data for fqn, m in self.modules.items()}
+        #: The quantizable modules of the working copy, ``{fqn: module}``; read them, never
+        #: write through them (the evaluator restores only what it changed itself).
+        self.modules: Mapping[str, nn.Module] = types.MappingProxyType(
+            {layer.fqn: modules[layer.fqn][0] for layer in spec.layers}
+        )
+        self._params = {fqn: _weight_of(fqn, m) for fqn, m in self.modules.items()}
+        self._float = {fqn: w.data for fqn, w in self._params.items()}
         self._quantized: dict[tuple[str, int], QuantizedTensor] = {}
         self._fake: dict[tuple[str, int], torch.Tensor] = {}
         self._float_outputs: list[torch.Tensor] | None = None
         self._active_act: set[str] = set()
-        self._act_handles = []
+        self._act_handles: list[torch.utils.hooks.RemovableHandle] = []
         if act_bits is not None:
             for fqn, m in self.modules.items():
-                self._act_handles.append(m.register_forward_pre_hook(self._act_hook(fqn)))
-        self.evaluations = 0
-        self.forward_passes = 0
+                self._act_handles.append(m.register_forward_pre_hook(self._act_hook(fqn, act_bits)))
+        self._evaluations = 0
+        self._forward_passes = 0
+
+    # -- counters and switches (read-only: only the evaluator changes them) ---------
+
+    @property
+    def evaluations(self) -> int:
+        """Assignments scored so far (:meth:`loss`, :meth:`metric`, :meth:`finetuned_score`)."""
+        return self._evaluations
+
+    @property
+    def forward_passes(self) -> int:
+        """Forward passes of the working model over a calibration batch so far.
+
+        Every pass counts, also the float reference, prefix reuse's tracing pass and
+        the differentiable passes of :meth:`forward` and :meth:`batch_loss`; a pass
+        that prefix reuse shortened counts as a full one.
+        """
+        return self._forward_passes
+
+    @property
+    def reuse_prefix(self) -> bool:
+        """The default of :meth:`losses`' ``reuse_prefix`` (set when constructed)."""
+        return self._reuse_prefix
 
     # -- weights -----------------------------------------------------------------
 
@@ -155,8 +191,6 @@ class Evaluator:
 
     def _check_layer(self, fqn: str) -> None:
         if fqn not in self._float:
-            from mpqcore.registry import suggest
-
             raise ConfigError(f"no quantizable layer {fqn!r}{suggest(fqn, self._float)}")
 
     # -- applying ------------------------------------------------------------------
@@ -167,25 +201,59 @@ class Evaluator:
         for fqn in assignment:
             self._check_layer(fqn)
         fakes = {fqn: self.fake_quantized(fqn, b) for fqn, b in assignment.items()}
+        with self._weights_swapped(fakes) as model:
+            yield model
+
+    @contextlib.contextmanager
+    def _weights_swapped(self, weights: Mapping[str, torch.Tensor]) -> Iterator[nn.Module]:
+        """The working model with these tensors behind the layers' weights (and their
+        inputs fake-quantized with ``act_bits``); the float tensors come back on exit."""
         try:
-            for fqn, q in fakes.items():
-                self.modules[fqn].weight.data = q
-            self._active_act = set(assignment)
-            yield self.model
+            for fqn, q in weights.items():
+                self._params[fqn].data = q
+            with self._activations_quantized(weights):
+                yield self.model
         finally:
-            for fqn in fakes:
-                self.modules[fqn].weight.data = self._float[fqn]
+            for fqn in weights:
+                self._params[fqn].data = self._float[fqn]
+
+    @contextlib.contextmanager
+    def _activations_quantized(self, fqns: Iterable[str]) -> Iterator[None]:
+        self._active_act = set(fqns)
+        try:
+            yield
+        finally:
             self._active_act = set()
 
-    def _act_hook(self, fqn: str):
-        def hook(module, inputs):
+    def _act_hook(self, fqn: str, act_bits: int) -> Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...] | None]:
+        def hook(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...] | None:
             if fqn not in self._active_act:
                 return None
-            return tuple(
-                fake_quantize_activation(x, self.act_bits) if isinstance(x, torch.Tensor) else x for x in inputs
-            )
+            return tuple(fake_quantize_activation(x, act_bits) if isinstance(x, torch.Tensor) else x for x in inputs)
 
         return hook
+
+    @contextlib.contextmanager
+    def gradients(self, fqns: Sequence[str]) -> Iterator[list[torch.Tensor]]:
+        """The working model's weights of ``fqns``, requiring grad for the block.
+
+        For gradient- and Hessian-based methods: differentiate :meth:`forward` or
+        :meth:`batch_loss` with respect to the yielded tensors (in ``fqns`` order), with
+        :func:`torch.autograd.grad`. On exit, also when the block raises, each weight's
+        ``requires_grad`` is what it was before and its ``.grad`` is cleared.
+        """
+        for fqn in fqns:
+            self._check_layer(fqn)
+        params = [self._params[fqn] for fqn in fqns]
+        was = [p.requires_grad for p in params]
+        try:
+            for p in params:
+                p.requires_grad_(True)
+            yield list(params)
+        finally:
+            for p, flag in zip(params, was, strict=True):
+                p.requires_grad_(flag)
+                p.grad = None
 
     # -- scoring ---------------------------------------------------------------------
 
@@ -194,22 +262,30 @@ class Evaluator:
         if self._float_outputs is None:
             outs = []
             with torch.no_grad():
-                for i, batch in enumerate(self.calibration):
+                for i in range(len(self.calibration)):
                     try:
-                        outs.append(primary_output(call_model(self.model, batch)).detach())
+                        outs.append(primary_output(self._run(i)).detach())
                     except ConfigError:
                         raise
                     except Exception as exc:
                         raise ConfigError(
                             f"the model failed on calibration batch {i}: {type(exc).__name__}: {exc}"
                         ) from exc
-                    self.forward_passes += 1
             self._float_outputs = outs
         return self._float_outputs
 
+    def _run(self, i: int, model: nn.Module | None = None) -> Any:
+        """One forward pass over calibration batch ``i``, counted: every pass of the
+        evaluator goes through here (or through :meth:`_run_with`)."""
+        outputs = call_model(self.model if model is None else model, self.calibration[i])
+        self._forward_passes += 1
+        return outputs
+
     def _batch_loss(self, model: nn.Module, i: int, batch: Any) -> torch.Tensor:
-        outputs = call_model(model, batch)
-        self.forward_passes += 1
+        outputs = self._run(i, model)
+        return self._loss_of(outputs, i, batch)
+
+    def _loss_of(self, outputs: Any, i: int, batch: Any) -> torch.Tensor:
         if self.user_loss is not None:
             return self.user_loss(outputs, batch)
         return default_loss(outputs, self.float_outputs()[i])
@@ -233,7 +309,7 @@ class Evaluator:
         """
         if self.user_loss is None:
             self.float_outputs()
-        self.evaluations += 1
+        self._evaluations += 1
         with torch.no_grad(), self.applied(assignment) as model:
             return self._mean_loss(model)
 
@@ -243,9 +319,7 @@ class Evaluator:
         For methods that need the outputs themselves (a Gauss-Newton estimate); it is a
         forward pass and is counted.
         """
-        outputs = call_model(self.model, self.calibration[i])
-        self.forward_passes += 1
-        return outputs
+        return self._run(i)
 
     def batch_loss(self, i: int) -> torch.Tensor:
         """The differentiable loss of the working (float) model on calibration batch ``i``.
@@ -256,32 +330,44 @@ class Evaluator:
             self.float_outputs()
         return self._batch_loss(self.model, i, self.calibration[i])
 
-    def losses(self, assignments: Sequence[Assignment]) -> list[float]:
+    def losses(self, assignments: Sequence[Assignment], *, reuse_prefix: bool | None = None) -> list[float]:
         """:meth:`loss` for several assignments: the same values, computed faster.
 
-        With ``reuse_prefix`` (the default) the assignments are run in an order where
-        neighbours quantize the same layers up to a point, and each run starts from the
-        previous one's recorded activations at that point (exact; see
-        :mod:`mpqcore.prefix`). Counters count every call as a full evaluation.
+        With ``reuse_prefix`` (``None``: the evaluator's default, set when constructed)
+        the assignments are run in an order where neighbours quantize the same layers up
+        to a point, and each run starts from the previous one's recorded activations at
+        that point (exact; see :mod:`mpqcore.prefix`). ``reuse_prefix=False`` evaluates
+        each in full, for this call only. Counters count every call as a full evaluation.
         """
         assignments = list(assignments)
-        if not self.reuse_prefix or len(assignments) < 2:
+        reuse = self._reuse_prefix if reuse_prefix is None else bool(reuse_prefix)
+        if not reuse or len(assignments) < 2:
             return [self.loss(a) for a in assignments]
-        if self._prefix is None:
-            from mpqcore.prefix import PrefixReuse
+        return self._prefix_reuse().losses(assignments)
 
-            self._prefix = PrefixReuse(self)
-        return self._prefix.losses(assignments)
+    def _prefix_reuse(self) -> PrefixReuse:
+        if self._prefix is None:
+            if self.user_loss is None:
+                self.float_outputs()  # computed before any replacement is installed
+            self._prefix = PrefixReuse(
+                self.model,
+                self.modules,
+                {layer.fqn: layer.macs for layer in self.spec.layers},
+                len(self.calibration),
+                lambda: self._run(0),
+                self.loss,
+            )
+        return self._prefix
 
     @property
     def prefix_reuse(self) -> dict[str, Any]:
         """Whether :meth:`losses` reuses prefixes, why not, and the share of MACs it skipped."""
         p = self._prefix
-        if not self.reuse_prefix:
+        if p is not None:
+            return {"enabled": p.enabled, "reason": p.reason, "skipped_mac_fraction": p.skipped_fraction}
+        if not self._reuse_prefix:
             return {"enabled": False, "reason": "reuse_prefix=False", "skipped_mac_fraction": 0.0}
-        if p is None:
-            return {"enabled": True, "reason": "", "skipped_mac_fraction": 0.0}
-        return {"enabled": p.enabled, "reason": p.reason, "skipped_mac_fraction": p.skipped_fraction}
+        return {"enabled": True, "reason": "", "skipped_mac_fraction": 0.0}
 
     @property
     def has_metric(self) -> bool:
@@ -291,7 +377,7 @@ class Evaluator:
         """The user's metric (higher is better) with ``assignment`` applied."""
         if self.user_metric is None:
             raise ConfigError("no metric was given; pass metric=callable(model) -> float, or use loss()")
-        self.evaluations += 1
+        self._evaluations += 1
         with torch.no_grad(), self.applied(assignment) as model:
             value = float(self.user_metric(model))
         if not math.isfinite(value):
@@ -324,9 +410,11 @@ class Evaluator:
             raise ConfigError(
                 "finetuned_score(use_metric=True) needs a metric; pass metric=callable(model) -> float to the search"
             )
+        use = self.has_metric if use_metric is None else use_metric
         if steps <= 0:
-            use = self.has_metric if use_metric is None else use_metric
             return self.metric(assignment) if use else -self.loss(assignment)
+        for fqn in assignment:
+            self._check_layer(fqn)
         if self.user_loss is None:
             self.float_outputs()
         generator = torch.Generator().manual_seed(seed)
@@ -339,43 +427,31 @@ class Evaluator:
             for fqn, w in latent.items():
                 q = self.quantizer.quantize(w.detach(), assignment[fqn]).dequantize().reshape(w.shape).to(w.dtype)
                 overrides[names[fqn]] = w + (q - w).detach()  # straight-through estimator
-            self._active_act = set(assignment)
-            try:
-                outputs = torch.func.functional_call(
-                    self.model, overrides, _as_args(self.calibration[i]), _as_kwargs(self.calibration[i])
-                )
-            finally:
-                self._active_act = set()
-            self.forward_passes += 1
-            loss = (
-                self.user_loss(outputs, self.calibration[i])
-                if self.user_loss
-                else default_loss(outputs, self._float_outputs[i])
-            )
+            with self._activations_quantized(assignment):
+                outputs = self._run_with(i, overrides)
+            loss = self._loss_of(outputs, i, self.calibration[i])
             # autograd.grad, not backward(): the working copy's own parameters must not
             # collect .grad from a fine-tuning run.
             params = list(latent.values())
-            for w, g in zip(params, torch.autograd.grad(loss, params)):
+            for w, g in zip(params, torch.autograd.grad(loss, params), strict=True):
                 w.grad = g
             optimizer.step()
         trained = {
             fqn: self.quantizer.quantize(w.detach(), assignment[fqn]).dequantize().reshape(w.shape).to(w.dtype)
             for fqn, w in latent.items()
         }
-        self.evaluations += 1
-        try:
-            with torch.no_grad():
-                for fqn, q in trained.items():
-                    self.modules[fqn].weight.data = q
-                self._active_act = set(assignment)
-                metric = self.has_metric if use_metric is None else use_metric
-                if metric:
-                    return float(self.user_metric(self.model))
-                return -self._mean_loss(self.model)
-        finally:
-            for fqn in trained:
-                self.modules[fqn].weight.data = self._float[fqn]
-            self._active_act = set()
+        self._evaluations += 1
+        with torch.no_grad(), self._weights_swapped(trained) as model:
+            if use and self.user_metric is not None:
+                return float(self.user_metric(model))
+            return -self._mean_loss(model)
+
+    def _run_with(self, i: int, overrides: Mapping[str, torch.Tensor]) -> Any:
+        """:meth:`_run` with some parameters replaced by ``overrides`` (differentiable in them)."""
+        batch = self.calibration[i]
+        outputs = torch.func.functional_call(self.model, dict(overrides), _as_args(batch), _as_kwargs(batch))
+        self._forward_passes += 1
+        return outputs
 
     def _param_name(self, fqn: str) -> str:
         return f"{fqn}.weight" if fqn else "weight"
@@ -384,6 +460,13 @@ class Evaluator:
         for h in self._act_handles:
             h.remove()
         self._act_handles = []
+
+
+def _weight_of(fqn: str, module: nn.Module) -> torch.Tensor:
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise ConfigError(f"layer {fqn!r} ({type(module).__name__}) has no weight tensor")
+    return weight
 
 
 def _as_args(batch: Any) -> tuple:

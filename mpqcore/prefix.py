@@ -15,6 +15,10 @@ run's divergence layer return copies of those outputs (an instance ``forward`` f
 length of one :meth:`~mpqcore.Evaluator.loss` call; everything else is the evaluator's
 own ``loss``).
 
+The evaluator owns the model and its counters: it hands :class:`PrefixReuse` the model,
+its layers, a function that runs one counted forward pass and its ``loss``, and this
+module imports nothing of the evaluator's.
+
 A module can stand in for its computation only when it is called once per forward and
 returns a tensor or a tuple/list of tensors. A model in which a quantizable layer is not
 called exactly once, or whose call structure changes between batches, turns reuse off
@@ -27,13 +31,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import torch
-
-if TYPE_CHECKING:
-    from mpqcore.evaluate import Evaluator
 
 __all__ = ["ForwardTrace", "PrefixReuse", "trace_forward"]
 
@@ -111,37 +112,56 @@ def trace_forward(model: torch.nn.Module, run: Callable[[], Any]) -> ForwardTrac
 
 
 class PrefixReuse:
-    """Runs the evaluator's ``loss`` with the modules before a layer replaced by recordings.
+    """Runs ``loss`` with the modules before a layer replaced by recordings.
 
-    Built lazily by the evaluator on the first :meth:`~mpqcore.Evaluator.losses` call;
+    Built lazily by the evaluator on the first :meth:`~mpqcore.Evaluator.losses` call
+    that reuses prefixes, from what it owns:
+
+    - ``model``: the working model that ``loss`` runs;
+    - ``layers``: the quantizable layers, ``{fqn: module}`` (modules of ``model``);
+    - ``macs``: each layer's MACs per example, for :attr:`skipped_fraction`;
+    - ``batches``: how many calibration batches one ``loss`` call runs;
+    - ``trace_pass``: runs ``model`` once on a calibration batch (the evaluator counts
+      it as a forward pass), traced to learn the call structure;
+    - ``loss``: the evaluator's loss of one assignment.
+
     :attr:`enabled` is False (and :attr:`reason` says why) when the model's call
     structure does not allow reuse.
     """
 
-    def __init__(self, evaluator: Evaluator):
-        self.evaluator = evaluator
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        layers: Mapping[str, torch.nn.Module],
+        macs: Mapping[str, float],
+        batches: int,
+        trace_pass: Callable[[], Any],
+        loss: Callable[[Assignment], float],
+    ):
         self.reason = ""
         self.skipped_macs = 0.0
         self.total_macs = 0.0
+        self._loss = loss
+        self._batches = batches
+        self._total_macs = float(sum(macs.values()))
         try:  # reuse is an optimization: anything unexpected falls back to full evaluation
-            self._prepare()
+            self._prepare(model, layers, macs, trace_pass)
         except Exception as exc:
             self.reason = f"cannot trace the model: {type(exc).__name__}: {exc}"
         self.enabled = not self.reason
 
-    def _prepare(self) -> None:
-        from mpqcore.batches import call_model
-
-        ev = self.evaluator
-        model = ev.model
+    def _prepare(
+        self,
+        model: torch.nn.Module,
+        layers: Mapping[str, torch.nn.Module],
+        macs: Mapping[str, float],
+        trace_pass: Callable[[], Any],
+    ) -> None:
         self._modules = dict(model.named_modules())
         by_id = {id(m): n for n, m in self._modules.items()}
-        self._name_of = {fqn: by_id[id(m)] for fqn, m in ev.modules.items()}
-        if ev.user_loss is None:
-            ev.float_outputs()  # computed before any replacement is installed
+        self._name_of = {fqn: by_id[id(m)] for fqn, m in layers.items()}
         with torch.no_grad():
-            self.trace = trace_forward(model, lambda: call_model(model, ev.calibration[0]))
-        ev.forward_passes += 1  # an honest count: tracing is a forward pass
+            self.trace = trace_forward(model, trace_pass)
         uncalled = [f for f, n in self._name_of.items() if self.trace.calls.get(n, 0) != 1]
         if uncalled:
             self.reason = f"layers {uncalled[:3]} are not called exactly once per forward"
@@ -149,9 +169,7 @@ class PrefixReuse:
         self._stubs = {f: self.trace.outermost_before(n) for f, n in self._name_of.items()}
         position = self.position
         self._macs_before = {
-            f: float(
-                sum(layer.macs for layer in ev.spec.layers if self.trace.exit[self._name_of[layer.fqn]] < position(f))
-            )
+            f: float(sum(m for g, m in macs.items() if self.trace.exit[self._name_of[g]] < position(f)))
             for f in self._name_of
         }
 
@@ -172,8 +190,7 @@ class PrefixReuse:
     # -- running ---------------------------------------------------------------------
 
     def losses(self, assignments: Sequence[Assignment]) -> list[float]:
-        """``[evaluator.loss(a) for a in assignments]``, reusing shared prefixes."""
-        ev = self.evaluator
+        """``[loss(a) for a in assignments]``, reusing shared prefixes."""
         order = sorted(range(len(assignments)), key=lambda i: self._key(assignments[i]))
         values: list[float] = [0.0] * len(assignments)
         source: Recorded | None = None
@@ -183,7 +200,7 @@ class PrefixReuse:
             nxt = assignments[order[n + 1]] if n + 1 < len(order) else None
             keep = self.divergence(current, nxt) if nxt is not None else None
             if not self.enabled:
-                values[i] = ev.loss(current)
+                values[i] = self._loss(current)
                 continue
             values[i], recorded = self._run(current, resume, source, keep)
             if not self.enabled:  # the structure changed mid-way: this value was redone in full
@@ -191,32 +208,33 @@ class PrefixReuse:
             source, resume = recorded, (keep if recorded is not None else None)
         return values
 
-    def _run(self, assignment: Assignment, resume: str | None, source: Recorded | None, keep: str | None):
-        ev = self.evaluator
+    def _run(
+        self, assignment: Assignment, resume: str | None, source: Recorded | None, keep: str | None
+    ) -> tuple[float, Recorded | None]:
         stubs = self._stubs[resume] if resume is not None and source is not None else []
         wanted = self._stubs[keep] if keep is not None else []
         if any(m not in stubs and any(m.startswith(f"{s}.") for s in stubs) for m in wanted):
             wanted = []  # inside a module this run replays: not computed, so not recordable
         record = [m for m in wanted if m not in stubs]
-        recorded: Recorded = {m: source[m] for m in wanted if m in stubs}
+        recorded: Recorded = {m: source[m] for m in wanted if m in stubs} if source is not None else {}
         calls: dict[str, int] = {}
-        n_batches = len(ev.calibration)
-        with self._replaced(stubs, source, calls), self._recording(record, recorded):
-            value = ev.loss(assignment)
+        n_batches = self._batches
+        with self._replaced(stubs, source or {}, calls), self._recording(record, recorded):
+            value = self._loss(assignment)
         ok = all(calls.get(m, 0) == n_batches for m in stubs) and all(
             len(recorded.get(m, ())) == n_batches for m in wanted
         )
         if not ok:  # the call structure differs between batches: redo in full, stop reusing
             self.enabled = False
             self.reason = "the model's call structure differs between calibration batches"
-            return ev.loss(assignment), None
-        self.total_macs += float(ev.spec.total_macs)
-        if stubs:
+            return self._loss(assignment), None
+        self.total_macs += self._total_macs
+        if stubs and resume is not None:
             self.skipped_macs += self._macs_before[resume]
         return value, (recorded if wanted else None)
 
     @contextlib.contextmanager
-    def _replaced(self, names: Sequence[str], source: Recorded | None, calls: dict[str, int]) -> Iterator[None]:
+    def _replaced(self, names: Sequence[str], source: Recorded, calls: dict[str, int]) -> Iterator[None]:
         saved = {}
         try:
             for name in names:

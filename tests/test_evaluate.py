@@ -351,3 +351,67 @@ def test_finetuning_on_the_metric_without_one_is_a_config_error():
     for steps in (0, 2):
         with pytest.raises(ConfigError, match="needs a metric"):
             ev.finetuned_score({"0": 2}, steps=steps, use_metric=True)
+
+
+# -- the evaluator is the only door to its model -----------------------------------
+
+
+def test_gradients_lends_the_weights_and_restores_them():
+    ev = Evaluator(tiny(), calibration(), None, MinMaxPerTensor())
+    for p in ev.model.parameters():
+        p.requires_grad_(False)
+    ev.modules["2"].weight.requires_grad_(True)  # restored as it was, not to a fixed value
+    with ev.gradients(["0", "2"]) as weights:
+        assert [w is ev.modules[f].weight for f, w in zip(("0", "2"), weights, strict=True)] == [True, True]
+        assert all(w.requires_grad for w in weights)
+        grads = torch.autograd.grad(ev.batch_loss(0), weights)
+        assert all(g.shape == w.shape for g, w in zip(grads, weights, strict=True))
+    assert not ev.modules["0"].weight.requires_grad
+    assert ev.modules["2"].weight.requires_grad
+    assert all(p.grad is None for p in ev.model.parameters())
+
+
+def test_gradients_restores_requires_grad_when_the_block_raises():
+    ev = Evaluator(tiny(), calibration(), None, MinMaxPerTensor())
+    before = {k: p.requires_grad for k, p in ev.model.named_parameters()}
+    with pytest.raises(RuntimeError, match="inside"), ev.gradients(["0"]) as (w,):
+        ev.batch_loss(0).backward()  # leaves a .grad that must not survive
+        assert w.grad is not None
+        raise RuntimeError("inside")
+    assert {k: p.requires_grad for k, p in ev.model.named_parameters()} == before
+    assert ev.modules["0"].weight.grad is None
+
+
+def test_gradients_of_an_unknown_layer_is_a_config_error():
+    ev = Evaluator(tiny(), calibration(), None, MinMaxPerTensor())
+    ev.modules["0"].weight.requires_grad_(False)
+    with pytest.raises(ConfigError, match="no quantizable layer '1'"), ev.gradients(["0", "1"]):
+        pass
+    assert not ev.modules["0"].weight.requires_grad  # refused before anything was touched
+
+
+@pytest.mark.parametrize("name", ["forward_passes", "evaluations", "reuse_prefix", "prefix_reuse"])
+def test_counters_and_switches_are_read_only(name):
+    ev = Evaluator(tiny(), calibration(), None, MinMaxPerTensor())
+    ev.loss({"0": 2})
+    before = getattr(ev, name)
+    with pytest.raises(AttributeError):
+        setattr(ev, name, 0)
+    assert getattr(ev, name) == before
+
+
+def test_the_layer_mapping_is_read_only():
+    ev = Evaluator(tiny(), calibration(), None, MinMaxPerTensor())
+    with pytest.raises(TypeError):
+        ev.modules["0"] = nn.Linear(6, 8)
+
+
+def test_every_forward_pass_is_counted_by_the_evaluator():
+    ev = Evaluator(tiny(), calibration(), None, MinMaxPerTensor(), metric=accuracy_like)
+    calls = []
+    ev.model.register_forward_hook(lambda *a: calls.append(1))
+    ev.losses([{"0": 2}, {"0": 2, "2": 4}, {"2": 4}])  # float outputs, a tracing pass, the evaluations
+    ev.forward(1)
+    ev.batch_loss(2)
+    ev.finetuned_score({"0": 2}, steps=2, use_metric=False)  # functional calls run the model too
+    assert ev.forward_passes == len(calls)

@@ -124,3 +124,62 @@ def test_a_structure_that_changes_between_batches_falls_back():
     assert fast.losses(assignments) == plain.losses(assignments)
     assert not fast.prefix_reuse["enabled"]
     assert "differs between calibration batches" in fast.prefix_reuse["reason"]
+
+
+def test_reuse_can_be_switched_off_per_call():
+    model, data = residual()
+    ev = Evaluator(model, data, None, MinMaxPerTensor())
+    assignments = sweep(ev.spec.fqns, (2, 8))
+    plain = ev.losses(assignments, reuse_prefix=False)
+    assert ev.prefix_reuse == {"enabled": True, "reason": "", "skipped_mac_fraction": 0.0}  # not used yet
+    assert ev.losses(assignments) == plain  # the default (on): the same floats
+    assert ev.prefix_reuse["skipped_mac_fraction"] > 0.2
+    assert ev.reuse_prefix  # the default is unchanged by a per-call switch
+    assert ev.evaluations == 2 * len(assignments)
+
+
+def test_reuse_can_be_switched_on_per_call():
+    model, data = residual()
+    ev = Evaluator(model, data, None, MinMaxPerTensor(), reuse_prefix=False)
+    assignments = sweep(ev.spec.fqns, (2, 8), pairs=False)
+    assert ev.prefix_reuse["reason"] == "reuse_prefix=False"
+    plain = ev.losses(assignments)
+    assert ev.losses(assignments, reuse_prefix=True) == plain
+    assert ev.prefix_reuse["enabled"] and ev.prefix_reuse["skipped_mac_fraction"] > 0  # what was done
+    assert not ev.reuse_prefix
+
+
+def test_prefix_reuse_needs_no_evaluator():
+    # PrefixReuse works from what it is handed (a model, its layers, a counted pass, a
+    # loss): it reads nothing of the evaluator's and counts nothing itself.
+    from mpqcore.prefix import PrefixReuse
+
+    model, data = residual()
+    ev = Evaluator(model, data, None, MinMaxPerTensor(), reuse_prefix=False)
+    passes = []
+
+    def trace_pass():
+        passes.append(1)
+        return ev.model(data[0])
+
+    reuse = PrefixReuse(
+        ev.model, ev.modules, {layer.fqn: layer.macs for layer in ev.spec.layers}, len(data), trace_pass, ev.loss
+    )
+    assert reuse.enabled, reuse.reason
+    assignments = sweep(ev.spec.fqns, (2, 4))
+    assert reuse.losses(assignments) == ev.losses(assignments)
+    assert passes == [1]
+    assert reuse.skipped_fraction > 0.2
+
+
+def test_prefix_does_not_import_the_evaluator():
+    # Not even for type checking: the evaluator depends on prefix reuse, never back.
+    import ast
+    from pathlib import Path
+
+    import mpqcore.prefix
+
+    tree = ast.parse(Path(mpqcore.prefix.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("mpqcore")}, imported

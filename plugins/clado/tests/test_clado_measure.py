@@ -117,6 +117,38 @@ def test_prefix_reuse_gives_the_same_floats(model_and_data, digits_all_pairs):
         assert not m._forward_hooks and not m._forward_pre_hooks
 
 
+@pytest.mark.parametrize("reuse", [True, False])
+def test_clado_leaves_every_evaluator_attribute_as_it_was(reuse):
+    # The reuse option travels per call (losses(..., reuse_prefix=...)); clado never sets
+    # anything on the evaluator. Only the counters the evaluator owns move.
+    model, calibration = _tiny_residual()
+    quantizer = mpqcore.get_plugins().quantizers.create("minmax-per-tensor")
+    ev = mpqcore.Evaluator(model, calibration, None, quantizer)
+    ev.losses([{}, {"stem": 2}])  # the evaluator's own lazy state: float outputs, prefix reuse
+    written: list[str] = []
+
+    class Watched(type(ev)):  # records writes of public attributes, even those undone later
+        def __setattr__(self, name, value):
+            if not name.startswith("_"):
+                written.append(name)
+            super().__setattr__(name, value)
+
+    ev.__class__ = Watched
+    before = dict(vars(ev))
+    ctx = MeasureContext(evaluator=ev, spec=ev.spec, layers=tuple(ev.spec.fqns), bits=(2, 8))
+    obj = Clado(reuse_prefix=reuse, batch_size=3).measure(ctx)
+    after = dict(vars(ev))
+    assert written == []
+    assert after.keys() == before.keys()
+    counters = {"_evaluations", "_forward_passes"}
+    changed = [k for k in before if k not in counters and not (after[k] is before[k] or after[k] == before[k])]
+    assert changed == []
+    assert ev.reuse_prefix is True
+    assert obj.info["evaluations_used"] == ev.evaluations - 2
+    if not reuse:
+        assert obj.info["prefix_reuse"]["reason"] == "option reuse_prefix=False"
+
+
 def test_prefix_reuse_with_a_pinned_layer(digits):
     fast, _ = _measure(digits.model, digits.calibration, bits=(2, 8), fixed={"conv2": 2})
     plain, _ = _measure(digits.model, digits.calibration, bits=(2, 8), fixed={"conv2": 2}, reuse_prefix=False)

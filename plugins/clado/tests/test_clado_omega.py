@@ -52,8 +52,12 @@ class QuadraticLossEvaluator:
             total += self.cubic.get((l, j, m, k, n, i), 0.0)
         return total
 
-    def losses(self, assignments):
+    def losses(self, assignments, *, reuse_prefix=None):
         return [self.loss(a) for a in assignments]
+
+    @property
+    def prefix_reuse(self):
+        return {"enabled": False, "reason": "a stand-in evaluator", "skipped_mac_fraction": 0.0}
 
 
 def _context(evaluator, layers, bits, fixed=None):

@@ -73,17 +73,7 @@ class Clado:
         evaluations0, passes0 = ev.evaluations, ev.forward_passes
         layers, bits = ctx.layers, ctx.bits
         index_pairs = layer_pairs(layers, self.pairs, self.window)
-        # The evaluator's losses() reuses shared forward-pass prefixes (exact): with all
-        # assignments in one call, each pair resumes at its later layer. Without reuse,
-        # they go batch_size at a time with reuse switched off.
-        reuse_before = getattr(ev, "reuse_prefix", None)  # None: an evaluator without reuse
-        if reuse_before is not None:
-            ev.reuse_prefix = self.reuse_prefix
-        try:
-            base, singles, pair_losses = self._measure(ctx, index_pairs)
-        finally:
-            if reuse_before is not None:
-                ev.reuse_prefix = reuse_before
+        base, singles, pair_losses = self._measure(ctx, index_pairs)
         omega = omega_from_losses(base, singles, pair_losses, symmetric=self.symmetrize)
         psd_info = None
         if self.psd:
@@ -107,39 +97,36 @@ class Clado:
             symmetrize=self.symmetrize,
             psd=psd_info,
             prefix_reuse=ev.prefix_reuse
-            if self.reuse_prefix and reuse_before is not None
-            else {
-                "enabled": False,
-                "skipped_mac_fraction": 0.0,
-                "reason": "option reuse_prefix=False" if not self.reuse_prefix else "the evaluator has no prefix reuse",
-            },
+            if self.reuse_prefix
+            else {"enabled": False, "skipped_mac_fraction": 0.0, "reason": "option reuse_prefix=False"},
         )
         return Objective(layers=layers, bits=bits, unary=unary, pairs=pairs, info=info)
 
     def _measure(self, ctx: MeasureContext, index_pairs):
         """Every assignment through ``evaluator.losses``: all at once with prefix reuse
-        (it orders them), else ``batch_size`` at a time."""
+        (exact: the evaluator orders them so that each pair resumes at its later layer),
+        else ``batch_size`` at a time with reuse switched off for these calls."""
         layers, bits = ctx.layers, ctx.bits
         keys: list = [("base",)]
         assignments = [ctx.with_fixed({})]
-        for l, name in enumerate(layers):
+        for i, name in enumerate(layers):
             for j, b in enumerate(bits):
-                keys.append(("single", l, j))
+                keys.append(("single", i, j))
                 assignments.append(ctx.with_fixed({name: b}))
-        for l, m in index_pairs:
+        for i, m in index_pairs:
             for j, b in enumerate(bits):
                 for k, b2 in enumerate(bits):
-                    keys.append(("pair", l, j, m, k))
-                    assignments.append(ctx.with_fixed({layers[l]: b, layers[m]: b2}))
+                    keys.append(("pair", i, j, m, k))
+                    assignments.append(ctx.with_fixed({layers[i]: b, layers[m]: b2}))
         values: list[float] = []
         step = len(assignments) if self.reuse_prefix else self.batch_size
         chunks = range(0, len(assignments), step)
         for start in ctx.progress(chunks, desc="clado: loss evaluations", total=len(chunks)):
-            values.extend(ctx.evaluator.losses(assignments[start : start + step]))
+            values.extend(ctx.evaluator.losses(assignments[start : start + step], reuse_prefix=self.reuse_prefix))
         singles = np.empty((len(layers), len(bits)))
         pair_losses = {}
         base = values[0]
-        for key, value in zip(keys[1:], values[1:]):
+        for key, value in zip(keys[1:], values[1:], strict=True):
             if key[0] == "single":
                 singles[key[1], key[2]] = value
             else:
