@@ -88,23 +88,16 @@ class HessianTrace:
             raise ConfigError(
                 "hawq: estimator 'gauss-newton' needs the default loss (a user loss has no known output Hessian); use 'hutchinson'"
             )
-        params = [ev.modules[f].weight for f in ctx.layers]
-        was = [p.requires_grad for p in params]
         generator = torch.Generator(device="cpu").manual_seed(ctx.seed)
         total_n = sum(batch_size(b) for b in ev.calibration)
-        estimates = np.zeros((self.samples, len(params)))
+        estimates = np.zeros((self.samples, len(ctx.layers)))
         draw = self._gauss_newton_draw if estimator == "gauss-newton" else self._hutchinson_draw
-        try:
-            for p in params:
-                p.requires_grad_(True)
+        # The evaluator lends the weights for differentiation and restores them after.
+        with ev.gradients(ctx.layers) as params:
             for s in ctx.progress(range(self.samples), desc=f"hawq: {estimator} draws", total=self.samples):
                 for i, batch in enumerate(ev.calibration):
                     weight = batch_size(batch) / total_n
                     estimates[s] += draw(ev, i, params, weight, generator)
-        finally:
-            for p, flag in zip(params, was):
-                p.requires_grad_(flag)
-                p.grad = None
         counts = ctx.params
         raw = estimates.mean(0)
         trace = np.maximum(raw, 0.0)  # only the Hutchinson estimate can be negative
@@ -119,9 +112,9 @@ class HessianTrace:
             method="hawq",
             samples=self.samples,
             estimator=estimator,
-            hessian_trace={f: float(t) for f, t in zip(ctx.layers, trace)},
-            clamped_negative_traces={f: float(r) for f, r in zip(ctx.layers, raw) if r < 0},
-            trace_relative_stderr={f: float(r) for f, r in zip(ctx.layers, rel)},
+            hessian_trace={f: float(t) for f, t in zip(ctx.layers, trace, strict=True)},
+            clamped_negative_traces={f: float(r) for f, r in zip(ctx.layers, raw, strict=True) if r < 0},
+            trace_relative_stderr={f: float(r) for f, r in zip(ctx.layers, rel, strict=True)},
         )
         return Objective(layers=ctx.layers, bits=ctx.bits, unary=unary, stderr=stderr, info=info)
 
@@ -131,7 +124,7 @@ class HessianTrace:
         loss = ev.batch_loss(i) * weight
         grads = torch.autograd.grad(loss, params, create_graph=True)
         hv = torch.autograd.grad(grads, params, grad_outputs=probes)
-        return np.array([float((v * h).sum()) for v, h in zip(probes, hv)])
+        return np.array([float((v * h).sum()) for v, h in zip(probes, hv, strict=True)])
 
     @staticmethod
     def _gauss_newton_draw(ev, i, params, weight, generator) -> np.ndarray:
