@@ -117,7 +117,7 @@ def cmd_search(args) -> int:
     from mpqcore.types import Budget
 
     if [b.strip().lower() for b in args.budget] == ["none"]:
-        budgets = []  # for solvers with their own rule, e.g. mixquant-qem
+        budgets = []  # for a solver with its own rule, which needs no budget
     else:
         budgets = [Budget.parse(b) for b in args.budget] or [Budget.average_bits(4.0)]
     task = _task_and_common(args)
@@ -161,10 +161,10 @@ def cmd_sweep(args) -> int:
     meas, points = mpqcore.sweep(
         task.model,
         task.calibration,
-        args.method,
-        args.bits,
-        budgets,
-        task.metric,
+        method=args.method,
+        bits=args.bits,
+        budgets=budgets,
+        metric=task.metric,
         solver=args.solver,
         quantizer=args.quantizer,
         cost=args.cost,
@@ -299,7 +299,7 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
             "repeat for each point of the sweep"
             if sweep
             else "repeat for several budgets at once; default avg-bits=4; "
-            "'none' for no budget (a solver with its own rule, e.g. mixquant-qem)"
+            "'none' for no budget (for a solver with its own stopping rule)"
         ),
     )
     p.add_argument(

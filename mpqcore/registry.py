@@ -22,14 +22,7 @@ import attrs
 from mpqcore import protocols
 from mpqcore.errors import ConfigError, MpqError, PluginError
 from mpqcore.naming import suggest
-
-try:  # the options helper lands alongside; until then every factory takes its options as before
-    from mpqcore.options import check_options
-except ImportError:  # pragma: no cover
-
-    def check_options(factory: Callable[..., Any], options: Mapping[str, Any]) -> None:
-        return None
-
+from mpqcore.options import check_options
 
 __all__ = ["KINDS", "KIND_SPECS", "Entry", "Kind", "Registry", "protocol_members", "suggest"]
 

@@ -8,7 +8,9 @@ again under other budgets; :func:`sweep` measures once and solves for many budge
 from __future__ import annotations
 
 import copy
+import inspect
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -17,17 +19,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from mpqcore.constraints import check_ties, expand_pins, within_budget
 from mpqcore.context import MeasureContext
 from mpqcore.costs import cost_table
 from mpqcore.errors import ConfigError, MethodError, MpqError
 from mpqcore.evaluate import Evaluator
 from mpqcore.introspect import quantizable_modules
 from mpqcore.plugins import PluginSet, get_plugins
-from mpqcore.problem import allocation_costs, expand_pins
+from mpqcore.problem import allocation_costs
+from mpqcore.protocols import CostModel, Quantizer, SensitivityMethod, Solver
 from mpqcore.report import Report, versions
 from mpqcore.types import Allocation, Budget, ModelSpec, Objective, Problem, _check_bits
 
 __all__ = ["Measurement", "apply", "measure", "search", "search_problem", "sweep"]
+
+
+_DEFAULT_BUDGET = Budget.average_bits(4.0)
 
 
 def _progress(enabled: bool) -> Callable[..., Iterable]:
@@ -60,23 +67,7 @@ def _resolve_pins(pins: Mapping[str, int] | None, spec: ModelSpec, bits: tuple[i
 
 
 def _check_ties(ties: Sequence[Sequence[str]] | None, spec: ModelSpec) -> tuple[tuple[str, ...], ...]:
-    out = []
-    for group in ties or ():
-        group = tuple(group)
-        unknown = [g for g in group if g not in spec.fqns]
-        if unknown:
-            raise ConfigError(f"tie {list(group)} names unknown layers {unknown}; layers: {list(spec.fqns)}")
-        out.append(group)
-    return tuple(out)
-
-
-def _limit(budget: Budget, spec: ModelSpec, cost_model: Any) -> float:
-    if budget.kind == "absolute":
-        return budget.value
-    if budget.kind == "average_bits":
-        return budget.value * spec.total_params
-    ref = sum(cost_model.cost(layer, budget.reference_bits) for layer in spec.layers)
-    return budget.value * ref
+    return check_ties(ties, spec.fqns)
 
 
 @attrs.frozen(eq=False)
@@ -101,6 +92,8 @@ class Measurement:
     #: Forward passes the method itself made (the evaluator's total also counts the
     #: core's reference pass over the calibration data and, later, evaluations).
     measure_forward_passes: int = 0
+    #: The quantizer instance that measured (apply uses the very same one).
+    quantizer_impl: Any = None
 
     def with_budgets(self, budgets: Sequence[Budget], cost_models: Mapping[str, Any] | None = None) -> Problem:
         """The measured problem under ``budgets`` instead (no new measurement).
@@ -117,21 +110,68 @@ class Measurement:
                 f"budgets on {missing} have no cost table in the measured problem; tables: {sorted(self.problem.costs)}. "
                 "Name the cost when measuring (cost=... or a budget on it)"
             )
+        params = [layer.params for layer in self.spec.layers]
         limits: dict[str, float] = {}
         for b in budgets:
-            value = _limit(b, self.spec, models[b.cost])
+            model = models[b.cost]
+            value = b.resolve(
+                self.problem.costs[b.cost],
+                self.problem.bits,
+                params,
+                cost_at=lambda bits, model=model: sum(model.cost(layer, bits) for layer in self.spec.layers),
+            )
             limits[b.cost] = min(value, limits.get(b.cost, np.inf))
         return attrs.evolve(self.problem, budgets=limits)
+
+
+#: The order of the arguments that used to be positional (after model, calibration).
+_LEGACY_MEASURE = ("method", "bits", "budget")
+_LEGACY_SEARCH = (
+    "method",
+    "bits",
+    "budget",
+    "metric",
+    "quantizer",
+    "cost",
+    "solver",
+    "pins",
+    "ties",
+    "seed",
+    "inplace",
+)
+_LEGACY_SWEEP = ("method", "bits", "budgets", "metric")
+
+
+def _legacy(func: str, args: tuple[Any, ...], names: tuple[str, ...], given: dict[str, Any]) -> dict[str, Any]:
+    """Map the old positional form (``search(model, calib, "hawq", (2, 4, 8), budget)``) onto keywords."""
+    if not args:
+        return {}
+    if len(args) > len(names):
+        raise ConfigError(
+            f"{func}() takes model and calibration positionally and at most {len(names)} more in the old "
+            f"order ({', '.join(names)}); got {len(args)} more. Pass options by keyword, e.g. method='hawq'"
+        )
+    out = dict(zip(names, args, strict=False))
+    both = sorted(n for n in out if n in given)
+    if both:
+        raise ConfigError(f"{func}() got {both} both by position and by keyword; pass them by keyword only")
+    warnings.warn(
+        f"{func}(model, calibration, {', '.join(out)}) by position is deprecated; pass "
+        f"{', '.join(f'{n}=...' for n in out)} by keyword",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return out
 
 
 def measure(
     model: nn.Module,
     calibration: Iterable[Any],
-    method: str = "hawq",
+    *legacy: Any,
+    method: str | SensitivityMethod = "hawq",
     bits: Sequence[int] = (2, 4, 8),
     budget: Budget | Sequence[Budget] | None = None,
-    *,
-    quantizer: str = "minmax-per-tensor",
+    quantizer: str | Quantizer = "minmax-per-tensor",
     cost: str = "size",
     pins: Mapping[str, int] | None = None,
     ties: Sequence[Sequence[str]] | None = None,
@@ -142,22 +182,39 @@ def measure(
     method_options: Mapping[str, Any] | None = None,
     quantizer_options: Mapping[str, Any] | None = None,
     cost_options: Mapping[str, Mapping[str, Any]] | None = None,
+    cost_models: Mapping[str, CostModel] | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
     plugins: PluginSet | None = None,
 ) -> Measurement:
-    """Introspect ``model`` and measure its sensitivity with ``method``; solve nothing."""
+    """Introspect ``model`` and measure its sensitivity with ``method``; solve nothing.
+
+    Everything after ``model, calibration`` is keyword-only, the same names as in
+    :func:`search` and :func:`sweep`. ``method`` and ``quantizer`` are a registered
+    name (configured by ``method_options`` / ``quantizer_options``) or a ready
+    instance; ``cost_models`` adds cost model instances by name beside the registered
+    ones named by ``cost`` and the budgets.
+    """
+    if legacy:
+        given = {"method": method, "bits": bits, "budget": budget}
+        explicit = {k for k, v in given.items() if v is not _MEASURE_DEFAULTS[k]}
+        mapped = _legacy("measure", legacy, _LEGACY_MEASURE, {k: given[k] for k in explicit})
+        method, bits, budget = (mapped.get(k, given[k]) for k in _LEGACY_MEASURE)
     plugins = plugins or get_plugins()
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     bits = _check_bits(bits)
     budgets = _budgets(budget)
-    method_impl = plugins.methods.create(method, **dict(method_options or {}))
-    quantizer_impl = plugins.quantizers.create(quantizer, **dict(quantizer_options or {}))
+    method_name, method_impl = plugins.methods.resolve(method, method_options)
+    quantizer_name, quantizer_impl = plugins.quantizers.resolve(quantizer, quantizer_options)
     cost_names = list(dict.fromkeys(["size", cost] + [b.cost for b in budgets]))
-    cost_models = {
-        name: plugins.cost_models.create(name, **dict((cost_options or {}).get(name, {}))) for name in cost_names
-    }
+    models: dict[str, Any] = {}
+    for name in cost_names:
+        given_model = (cost_models or {}).get(name)
+        if given_model is not None:
+            models[name] = plugins.cost_models.check(given_model, head=f"cost model {name!r} given")
+        else:
+            models[name] = plugins.cost_models.create(name, **dict((cost_options or {}).get(name, {})))
     if act_bits is not None and int(act_bits) not in range(2, 17):
         raise ConfigError(f"act_bits {act_bits} outside 2..16")
     timings: dict[str, float] = {}
@@ -170,7 +227,7 @@ def measure(
     fixed = _resolve_pins(pins, spec, bits)
     user_ties = _check_ties(ties, spec)
     decision = tuple(f for f in spec.fqns if f not in fixed)
-    tables = {name: cost_table(m, spec, bits, name=name) for name, m in cost_models.items()}
+    tables = {name: cost_table(m, spec, bits, name=name) for name, m in models.items()}
     timings["introspect"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -180,9 +237,10 @@ def measure(
     ctx = MeasureContext(
         evaluator=evaluator, spec=spec, layers=decision, bits=bits, fixed=fixed, seed=seed, progress=_progress(progress)
     )
-    entry = plugins.methods.get(method)
+    plugin = plugins.methods.get(method_name).plugin if method_name in plugins.methods else type(method_impl).__module__
     passes_before = evaluator.forward_passes
     torch.manual_seed(seed)
+    objective: Objective | None
     if decision:
         try:
             objective = method_impl.measure(ctx)
@@ -190,8 +248,8 @@ def measure(
             raise
         except Exception as exc:
             what = str(exc) if isinstance(exc, MpqError) else f"raised {type(exc).__name__}: {exc}"
-            raise MethodError(f"method {method!r} (plugin {entry.plugin!r}) {what}", plugin=entry.plugin) from exc
-        objective = _check_objective(objective, ctx, method, entry.plugin)
+            raise MethodError(f"method {method_name!r} (plugin {plugin!r}) {what}", plugin=plugin) from exc
+        objective = _check_objective(objective, ctx, method_name, plugin)
     else:
         objective = None  # every layer is pinned: nothing to measure
     timings["measure"] = time.perf_counter() - t0
@@ -204,20 +262,26 @@ def measure(
         evaluator=evaluator,
         budgets=tuple(budgets),
         pins=fixed,
-        method=method,
+        method=method_name,
         method_options=dict(method_options or {}),
-        quantizer=quantizer,
+        quantizer=quantizer_name,
         quantizer_options=dict(quantizer_options or {}),
         cost=cost,
         seed=seed,
         timings=timings,
-        cost_models=cost_models,
+        cost_models=models,
         measure_forward_passes=evaluator.forward_passes - passes_before,
+        quantizer_impl=quantizer_impl,
     )
     if budgets:
-        problem = measurement.with_budgets(budgets, cost_models)
+        problem = measurement.with_budgets(budgets, models)
         measurement = attrs.evolve(measurement, problem=problem)
     return measurement
+
+
+_MEASURE_DEFAULTS: dict[str, Any] = {
+    name: p.default for name, p in inspect.signature(measure).parameters.items() if p.kind is p.KEYWORD_ONLY
+}
 
 
 def _check_objective(objective: Any, ctx: MeasureContext, method: str, plugin: str) -> Objective:
@@ -272,15 +336,15 @@ def _full_problem(objective: Objective | None, spec: ModelSpec, bits, tables, fi
     return Problem(objective=full, costs=tables, budgets={}, pins=fixed, ties=user_ties)
 
 
-def search_problem(*args: Any, **kwargs: Any) -> Problem:
+def search_problem(model: nn.Module, calibration: Iterable[Any], *args: Any, **kwargs: Any) -> Problem:
     """The measured allocation problem (the problem file's content) of :func:`measure`."""
-    return measure(*args, **kwargs).problem
+    return measure(model, calibration, *args, **kwargs).problem
 
 
 def apply(
     model: nn.Module,
     allocation: Allocation | Mapping[str, int],
-    quantizer: str = "minmax-per-tensor",
+    quantizer: str | Quantizer = "minmax-per-tensor",
     *,
     inplace: bool = False,
     quantizer_options: Mapping[str, Any] | None = None,
@@ -292,7 +356,7 @@ def apply(
     allocation stay in float.
     """
     plugins = plugins or get_plugins()
-    impl = plugins.quantizers.create(quantizer, **dict(quantizer_options or {}))
+    _, impl = plugins.quantizers.resolve(quantizer, quantizer_options)
     bits_of = allocation.bits if isinstance(allocation, Allocation) else dict(allocation)
     modules = quantizable_modules(model)
     aliases = {alias: name for name, (_, al) in modules.items() for alias in al}
@@ -328,7 +392,7 @@ def _uniform_reference(
     for b in bits:
         assign = {f: pins.get(f, b) for f in problem.layers}
         costs = allocation_costs(problem, assign)
-        if all(costs[n] <= lim * (1 + 1e-9) for n, lim in limits.items()):
+        if all(within_budget(costs[n], lim) for n, lim in limits.items()):
             best = (b, assign)
     if best is None:
         b = bits[0]
@@ -336,15 +400,12 @@ def _uniform_reference(
     return best
 
 
-def _solve(problem: Problem, solver: str, solver_options: Mapping[str, Any] | None, plugins: PluginSet) -> Allocation:
-    impl = plugins.solvers.create(solver, **dict(solver_options or {}))
+def _solve(problem: Problem, name: str, impl: Solver, plugins: PluginSet) -> Allocation:
     t0 = time.perf_counter()
     allocation = impl.solve(problem)
     if not isinstance(allocation, Allocation):
-        entry = plugins.solvers.get(solver)
-        raise MpqError(
-            f"solver {solver!r} (plugin {entry.plugin!r}) returned {type(allocation).__name__}, expected Allocation"
-        )
+        where = plugins.solvers.get(name).where if name in plugins.solvers else type(impl).__module__
+        raise MpqError(f"solver {name!r} ({where}) returned {type(allocation).__name__}, expected Allocation")
     if not allocation.solve_time:
         allocation = attrs.evolve(allocation, solve_time=time.perf_counter() - t0)
     return allocation
@@ -367,75 +428,94 @@ def _evaluate(meas: Measurement, allocation: Allocation, uniform_reference: bool
 
 
 def search(
-    model: nn.Module,
-    calibration: Iterable[Any],
-    method: str = "hawq",
+    model: nn.Module | None,
+    calibration: Iterable[Any] | None = None,
+    *legacy: Any,
+    method: str | SensitivityMethod = "hawq",
     bits: Sequence[int] = (2, 4, 8),
-    budget: Budget | Sequence[Budget] = Budget.average_bits(4.0),
+    budget: Budget | Sequence[Budget] | None = _DEFAULT_BUDGET,
     metric: Callable[[nn.Module], float] | None = None,
-    quantizer: str = "minmax-per-tensor",
+    quantizer: str | Quantizer = "minmax-per-tensor",
     cost: str = "size",
-    solver: str = "highs",
+    solver: str | Solver = "highs",
     pins: Mapping[str, int] | None = None,
     ties: Sequence[Sequence[str]] | None = None,
     seed: int = 0,
     inplace: bool = False,
-    *,
     loss: Callable[[Any, Any], torch.Tensor] | None = None,
     act_bits: int | None = None,
     method_options: Mapping[str, Any] | None = None,
     solver_options: Mapping[str, Any] | None = None,
     quantizer_options: Mapping[str, Any] | None = None,
     cost_options: Mapping[str, Mapping[str, Any]] | None = None,
+    cost_models: Mapping[str, CostModel] | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
     plugins: PluginSet | None = None,
+    measurement: Measurement | None = None,
 ) -> Report:
     """Choose per-layer weight bit-widths for ``model`` under ``budget``.
+
+    Everything after ``model, calibration`` is keyword-only (the same names as
+    :func:`measure`). ``method``, ``quantizer`` and ``solver`` are registered names or
+    ready instances. Given ``measurement=`` (from :func:`measure`), nothing is measured
+    again: the measured problem is solved under ``budget``, applied and evaluated;
+    measuring options then must be left out or match the measurement's.
 
     The user's ``model`` comes back bit-for-bit unchanged unless ``inplace=True``, in
     which case its weights are replaced by their quantized copies at the end.
     ``report.model`` is the quantized model (a copy, or ``model`` itself when in place).
     """
+    given: dict[str, Any] = {
+        "method": method, "bits": bits, "budget": budget, "metric": metric, "quantizer": quantizer, "cost": cost,
+        "solver": solver, "pins": pins, "ties": ties, "seed": seed, "inplace": inplace,
+    }  # fmt: skip
+    if legacy:
+        explicit = {k: v for k, v in given.items() if v is not _SEARCH_DEFAULTS[k]}
+        given.update(_legacy("search", legacy, _LEGACY_SEARCH, explicit))
+        method, bits, budget, metric, quantizer, cost, solver, pins, ties, seed, inplace = (
+            given[k] for k in _LEGACY_SEARCH
+        )
     plugins = plugins or get_plugins()
-    # No budget is allowed: a solver with its own rule (mixquant-qem) needs none, and the
+    # No budget is allowed: a solver with its own rule needs none, and the
     # others then simply minimise the objective.
     budgets = _budgets(budget)
-    plugins.solvers.get(solver)  # fail on an unknown solver before measuring
-    meas = measure(
-        model,
-        calibration,
-        method,
-        bits,
-        budgets,
-        quantizer=quantizer,
-        cost=cost,
-        pins=pins,
-        ties=ties,
-        seed=seed,
-        metric=metric,
-        loss=loss,
-        act_bits=act_bits,
-        method_options=method_options,
-        quantizer_options=quantizer_options,
-        cost_options=cost_options,
-        device=device,
-        progress=progress,
-        plugins=plugins,
-    )
-    timings = dict(meas.timings)
+    solver_name, solver_impl = plugins.solvers.resolve(solver, solver_options)  # before measuring
+    owned = measurement is None
+    if measurement is None:
+        if model is None or calibration is None:
+            raise ConfigError("search needs a model and its calibration batches, or measurement= from mpqcore.measure")
+        meas = measure(
+            model, calibration, method=method, bits=bits, budget=budgets, quantizer=quantizer, cost=cost, pins=pins,
+            ties=ties, seed=seed, metric=metric, loss=loss, act_bits=act_bits, method_options=method_options,
+            quantizer_options=quantizer_options, cost_options=cost_options, cost_models=cost_models, device=device,
+            progress=progress, plugins=plugins,
+        )  # fmt: skip
+        timings = dict(meas.timings)
+    else:
+        _check_reuse(measurement, {
+            "method": method, "bits": bits, "quantizer": quantizer, "cost": cost, "pins": pins, "ties": ties,
+            "seed": seed, "metric": metric, "loss": loss, "act_bits": act_bits, "method_options": method_options,
+            "quantizer_options": quantizer_options, "cost_options": cost_options, "device": device,
+        })  # fmt: skip
+        meas = attrs.evolve(measurement, problem=measurement.with_budgets(budgets, cost_models), budgets=tuple(budgets))
+        timings = {"measure": 0.0}
+        if inplace and model is None:
+            raise ConfigError("inplace=True needs the model to quantize in place; pass it as the first argument")
     t0 = time.perf_counter()
-    allocation = _solve(meas.problem, solver, solver_options, plugins)
+    allocation = _solve(meas.problem, solver_name, solver_impl, plugins)
     timings["solve"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    quantized = apply(
-        model, allocation, quantizer, inplace=inplace, quantizer_options=quantizer_options, plugins=plugins
-    )
+    source = model if model is not None else meas.evaluator.model
+    quantized = apply(source, allocation, meas.quantizer_impl or meas.quantizer, inplace=inplace,
+                      quantizer_options=None if meas.quantizer_impl is not None else meas.quantizer_options,
+                      plugins=plugins)  # fmt: skip
     timings["apply"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     results = _evaluate(meas, allocation)
     timings["evaluate"] = time.perf_counter() - t0
-    meas.evaluator.close()
+    if owned:
+        meas.evaluator.close()
     return Report(
         allocation=allocation,
         spec=meas.spec,
@@ -443,19 +523,49 @@ def search(
         budgets=tuple(budgets),
         method=meas.method,
         method_options=meas.method_options,
-        solver=solver,
-        quantizer=quantizer,
-        cost=cost,
+        solver=solver_name,
+        quantizer=meas.quantizer,
+        cost=meas.cost,
         results=results,
         objective_info=dict(meas.problem.objective.info),
         forward_passes=meas.evaluator.forward_passes,
         measure_forward_passes=meas.measure_forward_passes,
         evaluations=meas.evaluator.evaluations,
         timings=timings,
-        seed=seed,
+        seed=meas.seed,
         versions=versions(),
         model=quantized,
     )
+
+
+_SEARCH_DEFAULTS: dict[str, Any] = {
+    name: p.default for name, p in inspect.signature(search).parameters.items() if p.kind is p.KEYWORD_ONLY
+}
+
+
+def _check_reuse(meas: Measurement, given: Mapping[str, Any]) -> None:
+    """Refuse measuring options that disagree with a measurement being reused."""
+    measured = {
+        "method": meas.method, "bits": tuple(meas.problem.bits), "quantizer": meas.quantizer, "cost": meas.cost,
+        "seed": meas.seed, "method_options": meas.method_options, "quantizer_options": meas.quantizer_options,
+    }  # fmt: skip
+    clash = []
+    for name, value in given.items():
+        if value is _SEARCH_DEFAULTS[name] or value is None:
+            continue
+        if name == "bits":
+            value = _check_bits(value)
+        if name in ("method", "quantizer") and not isinstance(value, str):
+            value = type(value).__name__ if value is not getattr(meas, f"{name}_impl", None) else measured[name]
+        if name in ("method_options", "quantizer_options") and not value:
+            continue
+        if name not in measured or value != measured[name]:
+            clash.append(f"{name}={value!r}" + (f" (measured with {measured[name]!r})" if name in measured else ""))
+    if clash:
+        raise ConfigError(
+            f"search(measurement=...) solves the measured problem again; these measuring options would need a new "
+            f"measurement: {', '.join(clash)}. Leave them out, or call mpqcore.measure with them"
+        )
 
 
 @attrs.frozen(eq=False)
@@ -466,32 +576,53 @@ class SweepPoint:
 
 
 def sweep(
-    model: nn.Module,
-    calibration: Iterable[Any],
-    method: str = "hawq",
+    model: nn.Module | None,
+    calibration: Iterable[Any] | None = None,
+    *legacy: Any,
+    method: str | SensitivityMethod = "hawq",
     bits: Sequence[int] = (2, 4, 8),
     budgets: Sequence[Budget] = (),
     metric: Callable[[nn.Module], float] | None = None,
-    *,
-    solver: str = "highs",
+    solver: str | Solver = "highs",
     solver_options: Mapping[str, Any] | None = None,
     plugins: PluginSet | None = None,
+    measurement: Measurement | None = None,
     **measure_options: Any,
 ) -> tuple[Measurement, list[SweepPoint]]:
-    """Measure once, then solve and evaluate for each budget (a Pareto sweep)."""
+    """Measure once (or reuse ``measurement=``), then solve and evaluate for each budget (a Pareto sweep).
+
+    Keyword-only after ``model, calibration``; ``measure_options`` are :func:`measure`'s
+    other keywords (quantizer, cost, pins, ...).
+    """
+    if legacy:
+        given = {"method": method, "bits": bits, "budgets": budgets, "metric": metric}
+        explicit = {k: v for k, v in given.items() if v is not _SWEEP_DEFAULTS[k]}
+        given.update(_legacy("sweep", legacy, _LEGACY_SWEEP, explicit))
+        method, bits, budgets, metric = (given[k] for k in _LEGACY_SWEEP)
     plugins = plugins or get_plugins()
-    budgets = _budgets(budgets)
-    if not budgets:
+    budget_list = _budgets(list(budgets))
+    if not budget_list:
         raise ConfigError("sweep needs at least one budget")
-    # measured with every budget, so each budget's cost is tabled; each point then takes one
-    meas = measure(model, calibration, method, bits, budgets, metric=metric, plugins=plugins, **measure_options)
+    solver_name, solver_impl = plugins.solvers.resolve(solver, solver_options)
+    if measurement is None:
+        if model is None or calibration is None:
+            raise ConfigError("sweep needs a model and its calibration batches, or measurement= from mpqcore.measure")
+        # measured with every budget, so each budget's cost is tabled; each point then takes one
+        meas = measure(
+            model, calibration, method=method, bits=bits, budget=budget_list, metric=metric, plugins=plugins,
+            **measure_options,
+        )  # fmt: skip
+    else:
+        meas = measurement
     points = []
-    for b in budgets:
+    for b in budget_list:
         problem = meas.with_budgets([b])
-        allocation = _solve(problem, solver, solver_options, plugins)
-        points.append(
-            SweepPoint(
-                b, allocation, _evaluate(attrs.evolve(meas, problem=problem), allocation, uniform_reference=False)
-            )
-        )
+        allocation = _solve(problem, solver_name, solver_impl, plugins)
+        results = _evaluate(attrs.evolve(meas, problem=problem), allocation, uniform_reference=False)
+        points.append(SweepPoint(b, allocation, results))
     return meas, points
+
+
+_SWEEP_DEFAULTS: dict[str, Any] = {
+    name: p.default for name, p in inspect.signature(sweep).parameters.items() if p.kind is p.KEYWORD_ONLY
+}

@@ -137,7 +137,7 @@ def test_budget_override_on_a_missing_table(capsys):
         (["solve", str(SMALL), "--solver", "higs"], "unknown solver 'higs'; did you mean 'highs'?"),
         (["solve", str(SMALL), "--budget", "size=lots"], "--budget size=lots: the limit must be a number"),
         (["solve", str(SMALL), "--solver", "highs", "--solver-option", "colour=red"],
-         "solver 'highs' (plugin 'mpqcore.solvers') rejected options ['colour']"),
+         "solver 'highs' (plugin 'mpqcore.solvers'): unknown option 'colour'; valid options: time_limit"),
     ],
 )
 def test_bad_input_exits_1_with_a_message(capsys, argv, message):

@@ -119,8 +119,8 @@ def test_create_with_an_unknown_option_names_the_plugin():
     with pytest.raises(ConfigError) as info:
         reg.create("hawq", colour="red")
     msg = str(info.value)
-    assert "method 'hawq' (plugin 'mpqcore-fancy') rejected options ['colour']" in msg
-    assert "colour" in msg and isinstance(info.value.__cause__, TypeError)
+    assert "method 'hawq' (plugin 'mpqcore-fancy'): unknown option 'colour'; valid options: size (int, default 1)" in msg
+    assert info.value.__cause__ is None  # caught before the factory is called
 
 
 @attrs.frozen
@@ -160,7 +160,7 @@ def test_builtin_registries_through_the_plugin_set():
     assert plugins.registry("task") is plugins.tasks
     with pytest.raises(ConfigError, match="did you mean 'mse-per-channel'"):
         plugins.quantizers.create("mse-per-chanel")
-    with pytest.raises(ConfigError, match=r"quantizer 'mse-per-channel' \(plugin 'mpqcore.quantizers'\) rejected options"):
+    with pytest.raises(ConfigError, match=r"quantizer 'mse-per-channel' \(plugin 'mpqcore.quantizers'\): grid must be an integer >= 1, got 'many'"):
         plugins.quantizers.create("mse-per-channel", grid="many")
 
 

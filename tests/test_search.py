@@ -87,7 +87,7 @@ def test_report_contents_and_files(hawq_reports, tmp_path):
 
 
 def test_search_problem_resolves_under_other_budgets(task):
-    meas = mpqcore.measure(task.model, task.calibration, "hawq", (2, 4, 8), method_options={"samples": 4, "estimator": "hutchinson"},
+    meas = mpqcore.measure(task.model, task.calibration, method="hawq", bits=(2, 4, 8), method_options={"samples": 4, "estimator": "hutchinson"},
                            plugins=BUILTINS)
     objectives = []
     for avg in (2.5, 4.0, 6.0):
@@ -96,7 +96,7 @@ def test_search_problem_resolves_under_other_budgets(task):
         assert alloc.average_bits({layer.fqn: layer.params for layer in meas.spec.layers}) <= avg + 1e-9
         objectives.append(alloc.objective)
     assert objectives == sorted(objectives, reverse=True)
-    assert problem_to_dict(mpqcore.search_problem(task.model, task.calibration, "uniform", (2, 4, 8), plugins=BUILTINS))["layers"]
+    assert problem_to_dict(mpqcore.search_problem(task.model, task.calibration, method="uniform", bits=(2, 4, 8), plugins=BUILTINS))["layers"]
 
 
 def test_apply_limits_distinct_values(task, hawq_reports):
@@ -115,14 +115,14 @@ def test_apply_limits_distinct_values(task, hawq_reports):
 
 def test_user_model_unchanged_and_inplace(task):
     before = state(task.model)
-    report = mpqcore.search(task.model, task.calibration, "uniform", (2, 4, 8), Budget.average_bits(4), plugins=BUILTINS)
+    report = mpqcore.search(task.model, task.calibration, method="uniform", bits=(2, 4, 8), budget=Budget.average_bits(4), plugins=BUILTINS)
     assert_same(before, task.model)
     assert report.model is not task.model
     assert set(report.allocation.bits.values()) == {4}
     model = digits_task().model.__class__()
     model.load_state_dict(task.model.state_dict())
     model.eval()
-    rep = mpqcore.search(model, task.calibration, "uniform", (2, 4, 8), Budget.average_bits(4), inplace=True, plugins=BUILTINS)
+    rep = mpqcore.search(model, task.calibration, method="uniform", bits=(2, 4, 8), budget=Budget.average_bits(4), inplace=True, plugins=BUILTINS)
     assert rep.model is model
     assert model.conv2.weight.unique().numel() <= 16
     assert not torch.equal(model.conv2.weight, task.model.conv2.weight)
@@ -188,7 +188,7 @@ def test_bad_input_errors(task, kw, match):
 def test_budget_below_cheapest_names_the_cheapest(task):
     spec = mpqcore.introspect(task.model)
     with pytest.raises(InfeasibleError) as info:
-        mpqcore.search(task.model, task.calibration, "uniform", (2, 4, 8), Budget.average_bits(1.5), plugins=BUILTINS)
+        mpqcore.search(task.model, task.calibration, method="uniform", bits=(2, 4, 8), budget=Budget.average_bits(1.5), plugins=BUILTINS)
     assert info.value.cheapest["size"] == pytest.approx(2 * spec.total_params)
     assert info.value.budgets["size"] == pytest.approx(1.5 * spec.total_params)
 
@@ -203,7 +203,7 @@ def test_calibration_failure_names_the_batch(task):
     batches = list(task.calibration[:2]) + [torch.randn(4, 3, 8, 8)]
     before = state(task.model)
     with pytest.raises(ConfigError, match="calibration batch 2"):
-        mpqcore.search(task.model, batches, "hawq", (2, 4, 8), plugins=BUILTINS)
+        mpqcore.search(task.model, batches, method="hawq", bits=(2, 4, 8), plugins=BUILTINS)
     assert_same(before, task.model)
 
 
@@ -248,7 +248,7 @@ def test_malformed_method_output_names_the_plugin(task, method, match):
     plugins = mpqcore.PluginSet(autoload=False, plugins=[_BadMethods()])
     before = state(task.model)
     with pytest.raises(MethodError, match=match) as info:
-        mpqcore.search(task.model, task.calibration, method, (2, 4, 8), plugins=plugins)
+        mpqcore.search(task.model, task.calibration, method=method, bits=(2, 4, 8), plugins=plugins)
     assert info.value.plugin == "bad-methods-plugin"
     assert_same(before, task.model)
 
@@ -264,7 +264,7 @@ def test_sweep_is_monotone(task):
 
 
 def test_without_a_budget_the_uniform_reference_is_the_allocations_size(task):
-    report = mpqcore.search(task.model, task.calibration, "hawq", (2, 4, 8), None, metric=task.metric,
+    report = mpqcore.search(task.model, task.calibration, method="hawq", bits=(2, 4, 8), budget=None, metric=task.metric,
                             method_options={"samples": 16}, plugins=BUILTINS)
     assert report.budgets == ()
     assert set(report.allocation.bits.values()) == {8}  # nothing to trade: the least loss
@@ -275,7 +275,7 @@ def test_without_a_budget_the_uniform_reference_is_the_allocations_size(task):
 
 
 def test_a_data_free_method_makes_no_forward_pass_of_its_own(task):
-    report = mpqcore.search(task.model, task.calibration, "uniform", (2, 4, 8), Budget.average_bits(4), plugins=BUILTINS)
+    report = mpqcore.search(task.model, task.calibration, method="uniform", bits=(2, 4, 8), budget=Budget.average_bits(4), plugins=BUILTINS)
     assert report.measure_forward_passes == 0
     assert report.forward_passes >= len(task.calibration)  # the core's reference pass and the evaluation
 
@@ -283,7 +283,7 @@ def test_a_data_free_method_makes_no_forward_pass_of_its_own(task):
 def test_hawq_never_prefers_fewer_bits(task):
     # With 4 probes conv1's Hutchinson estimate comes out negative (cross-layer noise);
     # the true trace of the Gauss-Newton Hessian is >= 0, so it is clamped and reported.
-    meas = mpqcore.measure(task.model, task.calibration, "hawq", (2, 4, 8), method_options={"samples": 4, "estimator": "hutchinson"},
+    meas = mpqcore.measure(task.model, task.calibration, method="hawq", bits=(2, 4, 8), method_options={"samples": 4, "estimator": "hutchinson"},
                            plugins=BUILTINS)
     info = meas.objective.info
     assert info["clamped_negative_traces"], "expected a negative raw estimate at 4 samples on digits-cnn"
@@ -297,12 +297,12 @@ def test_hawq_estimators_agree_and_gauss_newton_is_never_negative(task):
     # standard errors; the Gauss-Newton draws are squared norms, so never below zero.
     traces = {}
     for estimator in ("gauss-newton", "hutchinson"):
-        meas = mpqcore.measure(task.model, task.calibration, "hawq", (2, 8), plugins=BUILTINS,
+        meas = mpqcore.measure(task.model, task.calibration, method="hawq", bits=(2, 8), plugins=BUILTINS,
                                method_options={"samples": 48, "estimator": estimator})
         info = meas.objective.info
         assert info["estimator"] == estimator
         traces[estimator] = {f: (t, t * info["trace_relative_stderr"][f]) for f, t in info["hessian_trace"].items()}
-    assert mpqcore.measure(task.model, task.calibration, "hawq", (2, 8), plugins=BUILTINS,
+    assert mpqcore.measure(task.model, task.calibration, method="hawq", bits=(2, 8), plugins=BUILTINS,
                            method_options={"samples": 2}).objective.info["clamped_negative_traces"] == {}
     for f, (gn, gn_se) in traces["gauss-newton"].items():
         hu, hu_se = traces["hutchinson"][f]
@@ -312,7 +312,77 @@ def test_hawq_estimators_agree_and_gauss_newton_is_never_negative(task):
 def test_hawq_gauss_newton_refuses_a_user_loss(task):
     loss = lambda out, batch: out.pow(2).mean()  # noqa: E731
     with pytest.raises(MethodError, match="estimator 'gauss-newton' needs the default loss"):
-        mpqcore.measure(task.model, task.calibration, "hawq", (2, 8), loss=loss, plugins=BUILTINS,
+        mpqcore.measure(task.model, task.calibration, method="hawq", bits=(2, 8), loss=loss, plugins=BUILTINS,
                         method_options={"estimator": "gauss-newton", "samples": 2})
-    meas = mpqcore.measure(task.model, task.calibration, "hawq", (2, 8), loss=loss, plugins=BUILTINS, method_options={"samples": 2})
+    meas = mpqcore.measure(task.model, task.calibration, method="hawq", bits=(2, 8), loss=loss, plugins=BUILTINS, method_options={"samples": 2})
     assert meas.objective.info["estimator"] == "hutchinson"
+
+
+# -- one API: names or instances, keyword-only options, a measurement reused ----------
+
+
+def test_the_old_positional_form_still_works_with_a_deprecation_warning(task):
+    with pytest.warns(DeprecationWarning, match="by position is deprecated"):
+        old = mpqcore.search(task.model, task.calibration, "uniform", (2, 4, 8), Budget.average_bits(4), plugins=BUILTINS)
+    new = mpqcore.search(task.model, task.calibration, method="uniform", bits=(2, 4, 8),
+                         budget=Budget.average_bits(4), plugins=BUILTINS)
+    assert dict(old.allocation.bits) == dict(new.allocation.bits)
+    with pytest.raises(ConfigError, match="both by position and by keyword"):
+        mpqcore.search(task.model, task.calibration, "uniform", (2, 4, 8), bits=(2, 8), plugins=BUILTINS)
+    with pytest.raises(ConfigError, match="at most 11 more"):
+        mpqcore.search(task.model, task.calibration, *range(12), plugins=BUILTINS)
+
+
+def test_instances_work_where_names_do(task):
+    from mpqcore.methods import HessianTrace
+    from mpqcore.quantizers import SymmetricPerChannel
+
+    by_name = mpqcore.search(task.model, task.calibration, method="hawq", bits=(2, 4, 8),
+                             method_options={"samples": 2}, quantizer="symmetric-per-channel", plugins=BUILTINS)
+    solver = BUILTINS.solvers.create("dp")
+    by_instance = mpqcore.search(task.model, task.calibration, method=HessianTrace(samples=2), bits=(2, 4, 8),
+                                 quantizer=SymmetricPerChannel(), solver=solver, plugins=BUILTINS)
+    assert by_instance.method == "hawq" and by_instance.quantizer == "symmetric-per-channel"
+    assert dict(by_instance.allocation.bits) == dict(by_name.allocation.bits)
+    assert by_instance.results["metric" if "metric" in by_name.results else "loss"] == pytest.approx(
+        by_name.results["metric" if "metric" in by_name.results else "loss"], abs=1e-12)
+    with pytest.raises(mpqcore.PluginError, match="lacks measure"):
+        mpqcore.search(task.model, task.calibration, method=object(), plugins=BUILTINS)
+    with pytest.raises(ConfigError, match="configure the instance itself"):
+        mpqcore.measure(task.model, task.calibration, method=HessianTrace(), method_options={"samples": 3}, plugins=BUILTINS)
+
+
+def test_a_cost_model_instance_by_name(task):
+    class PerLayer:
+        """Every layer costs 1 whatever its bits: a layer-count budget."""
+
+        unit = "layers"
+
+        def cost(self, layer, bits):
+            return float(bits)
+
+    meas = mpqcore.measure(task.model, task.calibration, method="uniform", bits=(2, 4, 8), cost="per-layer",
+                           cost_models={"per-layer": PerLayer()}, plugins=BUILTINS)
+    assert meas.problem.costs["per-layer"][0].tolist() == [2.0, 4.0, 8.0]
+
+
+def test_search_reuses_a_measurement_without_measuring_again(task):
+    before = state(task.model)
+    meas = mpqcore.measure(task.model, task.calibration, method="hawq", bits=(2, 4, 8),
+                           method_options={"samples": 2}, metric=task.metric, plugins=BUILTINS)
+    passes = meas.evaluator.forward_passes
+    fresh = mpqcore.search(task.model, task.calibration, method="hawq", bits=(2, 4, 8),
+                           method_options={"samples": 2}, metric=task.metric, budget=Budget.average_bits(3),
+                           plugins=BUILTINS)
+    again = [mpqcore.search(task.model, measurement=meas, budget=Budget.average_bits(avg), solver=solver,
+                            plugins=BUILTINS) for avg, solver in ((3, "highs"), (3, "dp"), (5, "highs"))]
+    assert again[0].timings["measure"] == 0.0
+    assert dict(again[0].allocation.bits) == dict(fresh.allocation.bits) == dict(again[1].allocation.bits)
+    assert again[0].results["metric"] == pytest.approx(fresh.results["metric"], abs=1e-12)
+    assert again[2].average_bits > again[0].average_bits
+    # after measuring, each search only evaluates: the same passes for each of them
+    steps = np.diff([passes] + [r.forward_passes for r in again])
+    assert len(set(steps.tolist())) == 1 and steps[0] < passes
+    assert_same(before, task.model)
+    with pytest.raises(ConfigError, match=r"bits=\(2, 8\) \(measured with \(2, 4, 8\)\)"):
+        mpqcore.search(task.model, measurement=meas, bits=(2, 8), plugins=BUILTINS)
