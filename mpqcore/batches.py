@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -23,7 +24,7 @@ def materialize(calibration: Iterable[Any], *, limit: int | None = None) -> list
         batches = [calibration]
     else:
         try:
-            batches = list(calibration if limit is None else (b for _, b in zip(range(limit), calibration)))
+            batches = list(calibration if limit is None else itertools.islice(calibration, limit))
         except TypeError as exc:
             raise ConfigError(
                 f"calibration must be an iterable of batches (Tensor, tuple or dict), got {type(calibration).__name__}"

@@ -1,7 +1,7 @@
 """CLADO for mpq: cross-layer-dependency-aware mixed-precision quantization.
 
 ``Clado`` measures single and pairwise loss changes with forward passes only and turns
-them into an objective with pair terms (``αᵀ Ω α``) that the ``highs`` solver takes.
+them into an objective with pair terms (``alphaᵀ Ω alpha``) that the ``highs`` solver takes.
 """
 
 from mpqcore_clado.method import Clado

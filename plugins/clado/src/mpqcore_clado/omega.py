@@ -1,16 +1,16 @@
 """CLADO's matrix Ω: from measured losses to the quadratic objective and back.
 
-Ω is indexed by (layer, bits) choices, row ``l * B + j`` for ``layers[l]`` at
+Ω is indexed by (layer, bits) choices, row ``i * B + j`` for ``layers[i]`` at
 ``bits[j]``. With ``L(S)`` the calibration loss when the choices in ``S`` are quantized:
 
 * ``Ω[(i,b),(i,b)] = L({(i,b)}) - L(∅)``
 * ``Ω[(i,b),(j,b')] = ½ (L({(i,b),(j,b')}) - L({(i,b)}) - L({(j,b')}) + L(∅))`` for i ≠ j
 * ``Ω[(i,b),(i,b')] = 0`` for b ≠ b' (one-hot: never both chosen).
 
-The predicted loss change of an allocation with one-hot vector α is ``αᵀ Ω α``. A
+The predicted loss change of an allocation with one-hot vector alpha is ``alphaᵀ Ω alpha``. A
 symmetric Ω counts each off-diagonal interaction twice, so the :class:`~mpqcore.Objective`
 holds ``unary = diag Ω`` and ``pairs = Ω_ij + Ω_ji`` (``2 Ω_ij`` when symmetric); then
-``objective.value(alloc) == αᵀ Ω α`` for every allocation.
+``objective.value(alloc) == alphaᵀ Ω alpha`` for every allocation.
 """
 
 from __future__ import annotations
@@ -46,23 +46,23 @@ def omega_from_losses(
 ) -> np.ndarray:
     """Ω from measured losses.
 
-    ``singles[l, j]`` is ``L({(l, bits[j])})``; ``pairs[(l, j, m, k)]`` (``l < m``) is
-    ``L({(l, bits[j]), (m, bits[k])})``. Unmeasured layer pairs get 0. With
+    ``singles[i, j]`` is ``L({(i, bits[j])})``; ``pairs[(i, j, m, k)]`` (``i < m``) is
+    ``L({(i, bits[j]), (m, bits[k])})``. Unmeasured layer pairs get 0. With
     ``symmetric=False`` the interaction is stored whole in the upper triangle
-    (``Ω[(l,j),(m,k)] = 2·½(...)`` for l < m, 0 below): the same ``αᵀ Ω α``.
+    (``Ω[(i,j),(m,k)] = 2·½(...)`` for i < m, 0 below): the same ``alphaᵀ Ω alpha``.
     """
     singles = np.asarray(singles, dtype=float)
     n_layers, n_bits = singles.shape
     omega = np.zeros((n_layers * n_bits, n_layers * n_bits))
     idx = np.arange(n_layers * n_bits)
     omega[idx, idx] = (singles - base).ravel()
-    for (l, j, m, k), value in pairs.items():
-        if l == m:
-            raise ValueError(f"pair ({l}, {j}, {m}, {k}) pairs a layer with itself")
-        if l > m:
-            l, j, m, k = m, k, l, j
-        half = interaction(value, singles[l, j], singles[m, k], base)
-        r, c = l * n_bits + j, m * n_bits + k
+    for (i, j, m, k), value in pairs.items():
+        if i == m:
+            raise ValueError(f"pair ({i}, {j}, {m}, {k}) pairs a layer with itself")
+        if i > m:
+            i, j, m, k = m, k, i, j
+        half = interaction(value, singles[i, j], singles[m, k], base)
+        r, c = i * n_bits + j, m * n_bits + k
         if symmetric:
             omega[r, c] = omega[c, r] = half
         else:
@@ -73,10 +73,10 @@ def omega_from_losses(
 def objective_terms(
     omega: np.ndarray, layers: Sequence[str], bits: Sequence[int]
 ) -> tuple[np.ndarray, dict[tuple[str, int, str, int], float]]:
-    """``unary`` and ``pairs`` of the objective whose value is ``αᵀ Ω α``.
+    """``unary`` and ``pairs`` of the objective whose value is ``alphaᵀ Ω alpha``.
 
     Works for any square Ω (symmetric or not): a pair term is ``Ω_ij + Ω_ji``.
-    Entries between two bit-widths of one layer are ignored (a one-hot α never selects
+    Entries between two bit-widths of one layer are ignored (a one-hot alpha never selects
     both); zero pair terms are left out.
     """
     n_layers, n_bits = len(layers), len(bits)
@@ -87,11 +87,12 @@ def objective_terms(
     both = omega + omega.T
     blocks = both.reshape(n_layers, n_bits, n_layers, n_bits)
     pairs: dict[tuple[str, int, str, int], float] = {}
-    for l in range(n_layers):
-        for m in range(l + 1, n_layers):
-            block = blocks[l, :, m, :]
-            for j, k in zip(*np.nonzero(block)):
-                pairs[(layers[l], int(bits[j]), layers[m], int(bits[k]))] = float(block[j, k])
+    for i in range(n_layers):
+        for m in range(i + 1, n_layers):
+            block = blocks[i, :, m, :]
+            rows, cols = np.nonzero(block)
+            for j, k in zip(rows, cols, strict=True):
+                pairs[(layers[i], int(bits[j]), layers[m], int(bits[k]))] = float(block[j, k])
     return unary, pairs
 
 
@@ -112,19 +113,19 @@ def omega_matrix(objective: Objective) -> np.ndarray:
 
 
 def one_hot(allocation: Mapping[str, int], layers: Sequence[str], bits: Sequence[int]) -> np.ndarray:
-    """α: one 1 per layer, at the allocated bit-width (layers absent: all zeros)."""
+    """alpha: one 1 per layer, at the allocated bit-width (layers absent: all zeros)."""
     bpos = {int(b): j for j, b in enumerate(bits)}
     alpha = np.zeros(len(layers) * len(bits))
-    for l, name in enumerate(layers):
+    for i, name in enumerate(layers):
         if name in allocation:
-            alpha[l * len(bits) + bpos[int(allocation[name])]] = 1.0
+            alpha[i * len(bits) + bpos[int(allocation[name])]] = 1.0
     return alpha
 
 
 def quadratic_value(
     omega: np.ndarray, allocation: Mapping[str, int], layers: Sequence[str], bits: Sequence[int]
 ) -> float:
-    """αᵀ Ω α for an allocation: CLADO's predicted loss change."""
+    """alphaᵀ Ω alpha for an allocation: CLADO's predicted loss change."""
     alpha = one_hot(allocation, layers, bits)
     return float(alpha @ np.asarray(omega) @ alpha)
 

@@ -33,15 +33,15 @@ def block_of(fqn: str) -> str:
 
 
 def layer_pairs(layers: Sequence[str], mode: str = "all", window: int = 1) -> list[tuple[int, int]]:
-    """Index pairs ``(l, m)``, ``l < m``, into ``layers`` (forward order) to measure."""
+    """Index pairs ``(i, m)``, ``i < m``, into ``layers`` (forward order) to measure."""
     n = len(layers)
     if mode == "all":
         return list(itertools.combinations(range(n), 2))
     if mode == "window":
-        return [(l, m) for l in range(n) for m in range(l + 1, min(n, l + window + 1))]
+        return [(i, m) for i in range(n) for m in range(i + 1, min(n, i + window + 1))]
     if mode == "block":
         blocks = [block_of(f) for f in layers]
-        return [(l, m) for l, m in itertools.combinations(range(n), 2) if blocks[l] == blocks[m]]
+        return [(i, m) for i, m in itertools.combinations(range(n), 2) if blocks[i] == blocks[m]]
     raise ValueError(f"unknown pair mode {mode!r}; valid: {', '.join(PAIR_MODES)}")
 
 
