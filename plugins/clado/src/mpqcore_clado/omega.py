@@ -91,7 +91,7 @@ def objective_terms(
         for m in range(i + 1, n_layers):
             block = blocks[i, :, m, :]
             rows, cols = np.nonzero(block)
-            for j, k in zip(rows, cols, strict=True):
+            for j, k in zip(rows.tolist(), cols.tolist(), strict=True):
                 pairs[(layers[i], int(bits[j]), layers[m], int(bits[k]))] = float(block[j, k])
     return unary, pairs
 
