@@ -7,14 +7,18 @@ time: trained models are cached in the user cache directory after the first run.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
+import torch
 
 from mpqcore.hookspecs import hookimpl
+from mpqcore.options import option
 
-__all__ = ["Task", "mpq_register_tasks"]
+__all__ = ["Task", "TaskOptions", "mpq_register_tasks"]
 
 
 @attrs.frozen(eq=False)
@@ -38,21 +42,41 @@ class Task:
     info: dict = attrs.field(factory=dict)
 
 
-def _lazy(module: str, doc: str) -> Callable[..., Task]:
-    """A factory that imports ``mpqcore.tasks.<module>`` only when the task is built."""
+@attrs.frozen
+class TaskOptions:
+    """The options every built-in task takes; each task's options class adds its own."""
 
-    def build(**options: Any) -> Task:
-        import importlib
-
-        return importlib.import_module(f"mpqcore.tasks.{module}").build(**options)
-
-    build.__name__ = build.__qualname__ = f"build_{module}"
-    build.__doc__ = doc
-    return build
+    cache_dir: Path | None = option(Path, default=None, optional=True, help="trained-model cache (default: user cache)")
+    device: str | torch.device = option((str, torch.device), default="cpu", help="where the model and batches go")
+    seed: int = option(int, default=0, minimum=0, help="training seed")
+    progress: bool = option(bool, default=False, help="show training progress")
 
 
-#: name -> (module, description). Every factory takes ``cache_dir``, ``device``, ``seed``
-#: and ``progress`` plus task-specific options (see each module's ``build``).
+class LazyTask:
+    """A task factory that imports ``mpqcore.tasks.<module>`` only when the task is built.
+
+    Listing its options (``options_class``, the module's ``OPTIONS``) imports the module
+    too, but registering does not, so ``mpq plugins`` stays fast.
+    """
+
+    def __init__(self, module: str, description: str):
+        self.module = module
+        self.__name__ = self.__qualname__ = f"build_{module}"
+        self.__doc__ = description
+
+    def _load(self) -> Any:
+        return importlib.import_module(f"mpqcore.tasks.{self.module}")
+
+    @property
+    def options_class(self) -> type:
+        return self._load().OPTIONS
+
+    def __call__(self, **options: Any) -> Task:
+        return self._load().build(**options)
+
+
+#: name -> (module, description). Every factory takes the :class:`TaskOptions` plus
+#: task-specific ones (each module's ``OPTIONS`` class).
 BUILTIN_TASKS = {
     "digits-cnn": (
         "digits_cnn",
@@ -73,4 +97,4 @@ BUILTIN_TASKS = {
 @hookimpl
 def mpq_register_tasks(registry) -> None:
     for name, (module, description) in BUILTIN_TASKS.items():
-        registry.add(name, _lazy(module, description), description=description)
+        registry.add(name, LazyTask(module, description), description=description)

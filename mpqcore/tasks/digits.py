@@ -9,11 +9,15 @@ the calibration batches never contain an image the metric scores.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from mpqcore.options import option
+from mpqcore.tasks import TaskOptions
 
 __all__ = [
     "N_CALIBRATION",
@@ -21,6 +25,7 @@ __all__ = [
     "N_TRAIN",
     "SPLIT_SEED",
     "DigitsSplit",
+    "DigitsTrainingOptions",
     "load_split",
     "train_classifier",
     "upsample",
@@ -31,6 +36,21 @@ N_CALIBRATION = 256
 N_TEST = 400
 #: The permutation seed of the split; fixed, so every task and seed sees the same split.
 SPLIT_SEED = 20240
+
+
+@attrs.frozen
+class DigitsTrainingOptions(TaskOptions):
+    """The options of a task trained on the digits (each task gives ``epochs`` and ``lr`` its defaults)."""
+
+    epochs: int = option(int, minimum=1, kw_only=True, help="training epochs")
+    lr: float = option(float, greater_than=0.0, kw_only=True, help="Adam learning rate")
+    batch_size: int = option(int, default=64, minimum=1, help="training batch size")
+    calibration_batch_size: int = option(int, default=64, minimum=1, help="images per calibration batch")
+    retrain: bool = option(bool, default=False, help="train again even when a cached model exists")
+
+    def training_config(self) -> dict[str, Any]:
+        """The options that decide the trained weights (part of the cache key)."""
+        return {"seed": self.seed, "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size}
 
 
 @attrs.frozen(eq=False)

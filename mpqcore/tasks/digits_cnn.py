@@ -7,15 +7,17 @@ and cached (see :mod:`mpqcore.tasks._cache`).
 
 from __future__ import annotations
 
-import os
 import time
+from typing import Any
 
+import attrs
 import torch
 from torch import nn
 
+from mpqcore.options import check_options, option
 from mpqcore.tasks import Task, _cache, digits
 
-__all__ = ["DigitsCNN", "build"]
+__all__ = ["OPTIONS", "DigitsCNN", "DigitsCNNOptions", "build"]
 
 #: Bump when the architecture or the training loop changes, so caches retrain.
 TRAIN_VERSION = 1
@@ -42,48 +44,48 @@ class DigitsCNN(nn.Module):
         return self.fc2(x)
 
 
-def build(
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    progress: bool = False,
-    epochs: int = 30,
-    lr: float = 3e-3,
-    batch_size: int = 64,
-    calibration_batch_size: int = 64,
-    retrain: bool = False,
-) -> Task:
-    """Small CNN trained on scikit-learn's handwritten digits (8x8); metric: test accuracy."""
+@attrs.frozen
+class DigitsCNNOptions(digits.DigitsTrainingOptions):
+    """The options of ``digits-cnn``."""
+
+    epochs: int = option(int, default=30, minimum=1, help="training epochs")
+    lr: float = option(float, default=3e-3, greater_than=0.0, help="Adam learning rate")
+
+
+OPTIONS = DigitsCNNOptions
+
+
+def build(**options: Any) -> Task:
+    """Small CNN trained on scikit-learn's handwritten digits (8x8); metric: test accuracy.
+
+    ``options``: those of :class:`DigitsCNNOptions`.
+    """
+    check_options(DigitsCNNOptions, options)
+    opts = DigitsCNNOptions(**options)
     t0 = time.perf_counter()
     split = digits.load_split()
     config = {
         "task": "digits-cnn",
         "version": TRAIN_VERSION,
-        "seed": seed,
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
+        **opts.training_config(),
         "split_seed": digits.SPLIT_SEED,
         "n_train": digits.N_TRAIN,
     }
 
     def train() -> dict[str, torch.Tensor]:
-        with _cache.deterministic(seed):
+        with _cache.deterministic(opts.seed):
             model = DigitsCNN()
             return digits.train_classifier(
-                model, split.x_train, split.y_train, epochs=epochs, lr=lr, batch_size=batch_size,
-                seed=seed, progress=progress, desc="digits-cnn",
+                model, split.x_train, split.y_train, epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size,
+                seed=opts.seed, progress=opts.progress, desc="digits-cnn",
             )  # fmt: skip
 
-    state, meta = _cache.load_or_train("digits-cnn", config, train, cache_dir=cache_dir, retrain=retrain)
+    state, meta = _cache.load_or_train("digits-cnn", config, train, cache_dir=opts.cache_dir, retrain=opts.retrain)
     model = DigitsCNN()
     model.load_state_dict(state)
-    model.eval().to(device)
-    calibration = [
-        split.x_calibration[i : i + calibration_batch_size].to(device)
-        for i in range(0, len(split.x_calibration), calibration_batch_size)
-    ]
+    model.eval().to(opts.device)
+    step = opts.calibration_batch_size
+    calibration = [split.x_calibration[i : i + step].to(opts.device) for i in range(0, len(split.x_calibration), step)]
     metric = _cache.accuracy_metric(split.x_test, split.y_test)
     float_metric = metric(model)
     info = {
@@ -94,7 +96,7 @@ def build(
         "n_train": len(split.x_train),
         "n_calibration": len(split.x_calibration),
         "n_test": len(split.x_test),
-        "seed": seed,
+        "seed": opts.seed,
         "config": config,
     }
     return Task(

@@ -10,16 +10,18 @@ deterministically, and cached (see :mod:`mpqcore.tasks._cache`).
 
 from __future__ import annotations
 
-import os
 import time
+from typing import Any
 
+import attrs
 import torch
 from torch import nn
 
 from mpqcore.errors import ConfigError
+from mpqcore.options import check_options, option
 from mpqcore.tasks import Task, _cache, digits
 
-__all__ = ["build", "make_model"]
+__all__ = ["OPTIONS", "DigitsResNet18Options", "build", "make_model"]
 
 #: Bump when the architecture or the training loop changes, so caches retrain.
 TRAIN_VERSION = 1
@@ -37,57 +39,58 @@ def make_model() -> nn.Module:
     return model
 
 
-def build(
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    progress: bool = False,
-    epochs: int = 8,
-    lr: float = 1e-3,
-    batch_size: int = 64,
-    weight_decay: float = 1e-4,
-    calibration_batch_size: int = 64,
-    threads: int = 1,
-    retrain: bool = False,
-) -> Task:
-    """ResNet-18 trained on scikit-learn's handwritten digits upsampled to 32x32; metric: test accuracy.
+@attrs.frozen
+class DigitsResNet18Options(digits.DigitsTrainingOptions):
+    """The options of ``digits-resnet18``.
 
     ``threads`` is the CPU thread count during training; it is part of the cache key,
     since results are bit-identical only for the same count.
     """
+
+    epochs: int = option(int, default=8, minimum=1, help="training epochs")
+    lr: float = option(float, default=1e-3, greater_than=0.0, help="Adam learning rate")
+    weight_decay: float = option(float, default=1e-4, minimum=0.0, help="Adam weight decay")
+    threads: int = option(int, default=1, minimum=1, help="CPU threads while training")
+
+
+OPTIONS = DigitsResNet18Options
+
+
+def build(**options: Any) -> Task:
+    """ResNet-18 trained on scikit-learn's handwritten digits upsampled to 32x32; metric: test accuracy.
+
+    ``options``: those of :class:`DigitsResNet18Options`.
+    """
+    check_options(DigitsResNet18Options, options)
+    opts = DigitsResNet18Options(**options)
     t0 = time.perf_counter()
     split = digits.load_split()
     x_train, x_cal, x_test = (digits.upsample(x, SIZE) for x in (split.x_train, split.x_calibration, split.x_test))
     config = {
         "task": "digits-resnet18",
         "version": TRAIN_VERSION,
-        "seed": seed,
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "weight_decay": weight_decay,
-        "threads": threads,
+        **opts.training_config(),
+        "weight_decay": opts.weight_decay,
+        "threads": opts.threads,
         "split_seed": digits.SPLIT_SEED,
         "n_train": digits.N_TRAIN,
         "size": SIZE,
     }
 
     def train() -> dict[str, torch.Tensor]:
-        with _cache.deterministic(seed, threads=threads):
+        with _cache.deterministic(opts.seed, threads=opts.threads):
             model = make_model()
             return digits.train_classifier(
-                model, x_train, split.y_train, epochs=epochs, lr=lr, batch_size=batch_size,
-                weight_decay=weight_decay, seed=seed, progress=progress, desc="digits-resnet18",
+                model, x_train, split.y_train, epochs=opts.epochs, lr=opts.lr, batch_size=opts.batch_size,
+                weight_decay=opts.weight_decay, seed=opts.seed, progress=opts.progress, desc="digits-resnet18",
             )  # fmt: skip
 
-    state, meta = _cache.load_or_train("digits-resnet18", config, train, cache_dir=cache_dir, retrain=retrain)
+    state, meta = _cache.load_or_train("digits-resnet18", config, train, cache_dir=opts.cache_dir, retrain=opts.retrain)
     model = make_model()
     model.load_state_dict(state)
-    model.eval().to(device)
-    calibration = [
-        x_cal[i : i + calibration_batch_size].to(device) for i in range(0, len(x_cal), calibration_batch_size)
-    ]
+    model.eval().to(opts.device)
+    step = opts.calibration_batch_size
+    calibration = [x_cal[i : i + step].to(opts.device) for i in range(0, len(x_cal), step)]
     metric = _cache.accuracy_metric(x_test, split.y_test, batch_size=200)
     float_metric = metric(model)
     info = {
@@ -98,7 +101,7 @@ def build(
         "n_train": len(x_train),
         "n_calibration": len(x_cal),
         "n_test": len(x_test),
-        "seed": seed,
+        "seed": opts.seed,
         "config": config,
     }
     return Task(

@@ -27,15 +27,26 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mpqcore.errors import ConfigError
-from mpqcore.tasks import Task
+from mpqcore.options import check_options, option
+from mpqcore.tasks import Task, TaskOptions
 from mpqcore.tasks._cache import model_device, preserve_modes
 
-__all__ = ["SentenceEncoder", "build", "load_texts", "model_dir", "neighbour_agreement_fn", "qkv_ties"]
+__all__ = [
+    "OPTIONS",
+    "MiniLMOptions",
+    "SentenceEncoder",
+    "build",
+    "load_texts",
+    "model_dir",
+    "neighbour_agreement_fn",
+    "qkv_ties",
+]
 
 #: Fixed shuffle seed of the text split (independent of ``build(seed=...)``).
 TEXT_SEED = 1234
@@ -135,7 +146,7 @@ def neighbour_agreement_fn(batches: list[dict[str, torch.Tensor]], reference: to
 
     def neighbour_agreement(model: nn.Module) -> float:
         got = _topk_neighbours(_embed(model, batches), k)
-        overlap = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(got, ref)]
+        overlap = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(got, ref, strict=True)]
         return sum(overlap) / (k * len(overlap))
 
     neighbour_agreement.__doc__ = (
@@ -144,24 +155,32 @@ def neighbour_agreement_fn(batches: list[dict[str, torch.Tensor]], reference: to
     return neighbour_agreement
 
 
-def build(
-    *,
-    cache_dir: Any = None,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    progress: bool = False,
-    n_calibration: int = 64,
-    n_eval: int = 256,
-    calibration_batch_size: int = 16,
-    eval_batch_size: int = 64,
-    max_length: int = 256,
-    pooler: bool = False,
-) -> Task:
-    """Pretrained all-MiniLM-L6-v2 sentence encoder; metric: cosine similarity to the float embeddings.
+@attrs.frozen
+class MiniLMOptions(TaskOptions):
+    """The options of ``minilm``.
 
     ``cache_dir``, ``seed`` and ``progress`` are accepted for a uniform interface; the model
     is pretrained and the text split is fixed, so they change nothing.
     """
+
+    n_calibration: int = option(int, default=64, minimum=1, help="calibration texts")
+    n_eval: int = option(int, default=256, minimum=1, help="texts the metric embeds")
+    calibration_batch_size: int = option(int, default=16, minimum=1, help="texts per calibration batch")
+    eval_batch_size: int = option(int, default=64, minimum=1, help="texts per metric batch")
+    max_length: int = option(int, default=256, minimum=1, help="tokens kept per text")
+    pooler: bool = option(bool, default=False, help="keep BERT's pooler (the sentence embedding does not use it)")
+
+
+OPTIONS = MiniLMOptions
+
+
+def build(**options: Any) -> Task:
+    """Pretrained all-MiniLM-L6-v2 sentence encoder; metric: cosine similarity to the float embeddings.
+
+    ``options``: those of :class:`MiniLMOptions`.
+    """
+    check_options(MiniLMOptions, options)
+    opts = MiniLMOptions(**options)
     t0 = time.perf_counter()
     path = model_dir()
     from transformers import AutoTokenizer, BertModel
@@ -174,33 +193,35 @@ def build(
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     finally:
         hf_logging.set_verbosity(verbosity)
-    if not pooler:
+    if not opts.pooler:
         bert.pooler = None
     model = SentenceEncoder(bert).eval()
 
     texts = load_texts()
-    if n_calibration + n_eval > len(texts):
+    if opts.n_calibration + opts.n_eval > len(texts):
         raise ConfigError(
-            f"minilm: n_calibration + n_eval = {n_calibration + n_eval} but only {len(texts)} texts are available"
+            f"n_calibration + n_eval = {opts.n_calibration + opts.n_eval} but only {len(texts)} texts are available"
         )
 
     # Batches group texts of similar token length, which saves a third of the padding.
     def n_tokens(text: str) -> int:
-        return len(tokenizer(text, truncation=True, max_length=max_length)["input_ids"])
+        return len(tokenizer(text, truncation=True, max_length=opts.max_length)["input_ids"])
 
-    cal_texts = sorted(texts[:n_calibration], key=n_tokens)
-    eval_texts = sorted(texts[n_calibration : n_calibration + n_eval], key=n_tokens)
+    cal_texts = sorted(texts[: opts.n_calibration], key=n_tokens)
+    eval_texts = sorted(texts[opts.n_calibration : opts.n_calibration + opts.n_eval], key=n_tokens)
 
     def tokenize(chunk: list[str]) -> dict[str, torch.Tensor]:
-        enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        enc = tokenizer(chunk, padding=True, truncation=True, max_length=opts.max_length, return_tensors="pt")
         return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
 
     calibration = [
-        {k: v.to(device) for k, v in tokenize(cal_texts[i : i + calibration_batch_size]).items()}
-        for i in range(0, len(cal_texts), calibration_batch_size)
+        {k: v.to(opts.device) for k, v in tokenize(cal_texts[i : i + opts.calibration_batch_size]).items()}
+        for i in range(0, len(cal_texts), opts.calibration_batch_size)
     ]
-    eval_batches = [tokenize(eval_texts[i : i + eval_batch_size]) for i in range(0, len(eval_texts), eval_batch_size)]
-    model.to(device)
+    eval_batches = [
+        tokenize(eval_texts[i : i + opts.eval_batch_size]) for i in range(0, len(eval_texts), opts.eval_batch_size)
+    ]
+    model.to(opts.device)
     t1 = time.perf_counter()
     reference = _embed(model, eval_batches)
     embed_time = time.perf_counter() - t1
@@ -219,7 +240,7 @@ def build(
         "qkv_ties": qkv_ties(),
         "n_params": sum(p.numel() for p in model.parameters()),
         "n_linear": len(layers),
-        "pooler": pooler,
+        "pooler": opts.pooler,
         "n_calibration": len(cal_texts),
         "n_eval": len(eval_texts),
         "calibration_texts": cal_texts,
