@@ -1,4 +1,4 @@
-"""The allocation problem: its JSON file, validation, and the reduced form solvers use.
+"""The allocation problem: its JSON file, the reduced form solvers use, and its checks.
 
 The problem file (one JSON object)::
 
@@ -14,22 +14,25 @@ The problem file (one JSON object)::
 key of ``budgets`` names a table in ``costs`` and bounds its sum; ``pins`` fixes layers
 (fnmatch patterns allowed); ``ties`` forces layers to one bit-width. Other keys are kept
 in ``extra`` on load and ignored by solvers.
+
+:class:`~mpqcore.types.Problem` validates itself when built; the rules for pins, ties
+and the budget tolerance live in :mod:`mpqcore.constraints`.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import itertools
 import json
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 import numpy as np
 
+from mpqcore.constraints import expand_pins, within_budget
 from mpqcore.errors import ConfigError, InfeasibleError
-from mpqcore.types import Objective, Problem
+from mpqcore.types import Objective, Problem, check_bits
 
 __all__ = [
     "ReducedProblem",
@@ -38,9 +41,11 @@ __all__ = [
     "cheapest_costs",
     "check_budgets_reachable",
     "dump_problem",
+    "expand_pins",
     "load_problem",
     "problem_from_dict",
     "problem_to_dict",
+    "raise_jointly_infeasible",
     "reduce_problem",
     "resolve_pins",
     "validate_problem",
@@ -87,9 +92,7 @@ def problem_from_dict(data: Mapping[str, Any]) -> Problem:
     layers = data["layers"]
     if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers) or not layers:
         raise ConfigError("'layers' must be a non-empty list of layer names")
-    from mpqcore.types import _check_bits
-
-    bits = list(_check_bits(data["bits"], what="'bits'"))
+    bits = list(check_bits(data["bits"], what="'bits'"))
     unary = _table(data["objective"], layers, bits, "'objective'")
     pairs = []
     for k, p in enumerate(data.get("pairs") or []):
@@ -156,7 +159,7 @@ def problem_to_dict(problem: Problem) -> dict[str, Any]:
     out["budgets"] = dict(problem.budgets)
     if problem.pins:
         out["pins"] = dict(problem.pins)
-    ties = list(problem.ties) + list(problem.objective.ties)
+    ties = problem.all_ties
     if ties:
         out["ties"] = [list(g) for g in ties]
     return out
@@ -167,66 +170,18 @@ def dump_problem(problem: Problem, path: str | Path) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Validation, pins and ties
+# Pins and ties
 # ---------------------------------------------------------------------------
 
 
 def validate_problem(problem: Problem) -> None:
-    layers, bits = problem.layers, problem.bits
-    shape = (len(layers), len(bits))
-    for name, arr in problem.costs.items():
-        if arr.shape != shape:
-            raise ConfigError(f"cost table {name!r} has shape {arr.shape}, expected {shape} (layers x bits)")
-        if not np.all(np.isfinite(arr)):
-            raise ConfigError(f"cost table {name!r} has non-finite entries")
-    for name, limit in problem.budgets.items():
-        if name not in problem.costs:
-            raise ConfigError(f"budget {name!r} names no cost table; tables: {sorted(problem.costs) or '(none)'}")
-        if not math.isfinite(limit):
-            raise ConfigError(f"budget {name!r} = {limit} is not finite")
-    resolve_pins(problem)
-    names = set(layers)
-    for group in problem.ties:
-        unknown = [g for g in group if g not in names]
-        if unknown:
-            raise ConfigError(f"tie {list(group)} names unknown layers {unknown}; layers: {list(layers)[:10]}...")
+    """Check ``problem`` again (a :class:`Problem` checks itself when it is built)."""
+    problem.validate()
 
 
 def resolve_pins(problem: Problem) -> dict[str, int]:
     """Expand the problem's pin patterns to ``{fqn: bits}``."""
-    return expand_pins(problem.pins, problem.layers, problem.bits)
-
-
-def expand_pins(
-    pins: Mapping[str, int], layers: Sequence[str], bits: Sequence[int], *, noun: str = "layer"
-) -> dict[str, int]:
-    """Expand pin patterns (fnmatch) to ``{fqn: bits}``; conflicting or empty patterns are errors."""
-    out: dict[str, int] = {}
-    source: dict[str, str] = {}
-    for pattern, b in pins.items():
-        try:
-            b = int(b)
-        except (TypeError, ValueError):
-            raise ConfigError(f"pin {pattern!r}: bits {b!r} is not an integer") from None
-        if b not in bits:
-            raise ConfigError(
-                f"pin {pattern!r}={b}: {b} is not a candidate bit-width; candidates: {list(bits)}; add it to bits"
-            )
-        matched = [name for name in layers if name == pattern or fnmatch.fnmatchcase(name, pattern)]
-        if not matched:
-            from mpqcore.registry import suggest
-
-            raise ConfigError(
-                f"pin {pattern!r} matches no {noun}{suggest(pattern, layers)}; layers: {list(layers)[:10]}"
-            )
-        for name in matched:
-            if name in out and out[name] != b:
-                raise ConfigError(
-                    f"layer {name!r} is pinned to {out[name]} by {source[name]!r} and to {b} by {pattern!r}"
-                )
-            out[name] = b
-            source[name] = pattern
-    return out
+    return problem.pinned()
 
 
 @attrs.define
@@ -287,11 +242,8 @@ def reduce_problem(problem: Problem) -> ReducedProblem:
             i = parent[i]
         return i
 
-    for group in list(problem.ties) + list(problem.objective.ties):
-        for name in group:
-            if name not in index:
-                raise ConfigError(f"tie names unknown layer {name!r}")
-        for a, b in zip(group, group[1:]):
+    for group in problem.all_ties:  # names checked when the problem was built
+        for a, b in itertools.pairwise(group):
             ra, rb = find(index[a]), find(index[b])
             if ra != rb:
                 parent[max(ra, rb)] = min(ra, rb)
@@ -307,7 +259,7 @@ def reduce_problem(problem: Problem) -> ReducedProblem:
         group_of[i] = roots[r]
 
     G, B = len(groups), len(bits)
-    pins = resolve_pins(problem)
+    pins = problem.pinned()
     allowed = np.ones((G, B), dtype=bool)
     for name, b in pins.items():
         g = group_of[index[name]]
@@ -353,8 +305,12 @@ def allocation_costs(problem: Problem, bits_of: Mapping[str, int]) -> dict[str, 
     return {name: float(arr[rows, cols].sum()) for name, arr in problem.costs.items()}
 
 
-def allocation_violations(problem: Problem, bits_of: Mapping[str, int], *, rtol: float = 1e-9) -> list[str]:
-    """Every budget, pin and tie the allocation breaks, as readable lines (empty when valid)."""
+def allocation_violations(problem: Problem, bits_of: Mapping[str, int]) -> list[str]:
+    """Every budget, pin and tie the allocation breaks, as readable lines (empty when valid).
+
+    A budget is met within :func:`mpqcore.constraints.within_budget`'s tolerance, the
+    one every built-in solver uses.
+    """
     out = []
     missing = [n for n in problem.layers if n not in bits_of]
     if missing:
@@ -365,12 +321,12 @@ def allocation_violations(problem: Problem, bits_of: Mapping[str, int], *, rtol:
         return out
     costs = allocation_costs(problem, bits_of)
     for name, limit in problem.budgets.items():
-        if costs[name] > limit + rtol * max(1.0, abs(limit)):
+        if not within_budget(costs[name], limit):
             out.append(f"budget {name!r}: cost {costs[name]:g} > limit {limit:g}")
-    for name, b in resolve_pins(problem).items():
+    for name, b in problem.pinned().items():
         if bits_of[name] != b:
             out.append(f"pin {name}={b} broken: got {bits_of[name]}")
-    for group in list(problem.ties) + list(problem.objective.ties):
+    for group in problem.all_ties:
         if len({bits_of[n] for n in group}) > 1:
             out.append(f"tie {list(group)} broken: {[bits_of[n] for n in group]}")
     return out
@@ -389,7 +345,7 @@ def check_budgets_reachable(reduced: ReducedProblem) -> None:
     """Raise :class:`InfeasibleError` when some budget is below its cheapest achievable cost."""
     budgets = dict(reduced.problem.budgets)
     cheapest = cheapest_costs(reduced)
-    short = {n: b for n, b in budgets.items() if cheapest[n] > b + 1e-9 * max(1.0, abs(b))}
+    short = {n: b for n, b in budgets.items() if not within_budget(cheapest[n], b)}
     if short:
         parts = [f"{n}: asked <= {b:g}, cheapest achievable {cheapest[n]:g}" for n, b in short.items()]
         raise InfeasibleError(

@@ -6,7 +6,7 @@ import csv
 import json
 import math
 import platform
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from mpqcore.frozen import freeze
 from mpqcore.problem import problem_to_dict
 from mpqcore.types import Allocation, Budget, ModelSpec, Problem
 
@@ -32,10 +33,15 @@ def versions() -> dict[str, str]:
 
 def jsonable(value: Any) -> Any:
     """``value`` as strict JSON data: numpy to Python, non-finite floats to ``None``."""
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # dicts and the frozen mappings of the value classes
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):  # a frozen set: its items in a stable order
+        try:
+            return [jsonable(v) for v in sorted(value)]
+        except TypeError:
+            return [jsonable(v) for v in sorted(value, key=repr)]
     if isinstance(value, np.ndarray):
         return jsonable(value.tolist())
     if isinstance(value, (np.floating, np.integer)):
@@ -55,7 +61,7 @@ class Report:
     ``predicted`` (the objective of the allocation), ``metric``/``float_metric`` when a
     metric was given, and ``uniform_bits`` with its ``uniform_metric``/``uniform_loss``:
     uniform precision at the highest bit-width that meets the budget. ``timings`` are
-    wall seconds per phase.
+    wall seconds per phase. Its mappings are read-only (:func:`mpqcore.frozen.freeze`).
     """
 
     allocation: Allocation
@@ -63,17 +69,17 @@ class Report:
     problem: Problem
     budgets: tuple[Budget, ...]
     method: str
-    method_options: dict
+    method_options: Mapping[str, Any] = attrs.field(converter=freeze)
     solver: str
     quantizer: str
     cost: str
-    results: dict[str, Any]
-    objective_info: dict[str, Any]
+    results: Mapping[str, Any] = attrs.field(converter=freeze)
+    objective_info: Mapping[str, Any] = attrs.field(converter=freeze)
     forward_passes: int
     evaluations: int
-    timings: dict[str, float]
+    timings: Mapping[str, float] = attrs.field(converter=freeze)
     seed: int
-    versions: dict[str, str]
+    versions: Mapping[str, str] = attrs.field(converter=freeze)
     model: Any = None
     #: Forward passes of the method's measurement alone (``forward_passes`` is the total).
     measure_forward_passes: int = 0
@@ -150,7 +156,7 @@ def plot_bits_per_layer(report: Report, path: str | Path) -> Path:
         f"{report.method}: {report.average_bits:.2f} average bits ({', '.join(b.describe() for b in report.budgets)})"
     )
     ax.set_yticks(sorted(set(report.problem.bits)))
-    for bar, b in zip(bars, bits):
+    for bar, b in zip(bars, bits, strict=True):
         ax.text(bar.get_x() + bar.get_width() / 2, b + 0.05, str(b), ha="center", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -171,7 +177,7 @@ def plot_pareto(
     for name in sorted({r[label] for r in rows}):
         pts = sorted((r[x], r[y]) for r in rows if r[label] == name and r.get(y) is not None)
         if pts:
-            ax.plot(*zip(*pts), marker="o", label=name)
+            ax.plot(*zip(*pts, strict=True), marker="o", label=name)
     ax.set_xlabel(x.replace("_", " "))
     ax.set_ylabel(y.replace("_", " "))
     ax.grid(alpha=0.3)

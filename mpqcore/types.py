@@ -1,26 +1,34 @@
 """The value classes every arrow of a search carries.
 
 All are frozen ``attrs`` classes: a layer's description, a model's description, a
-budget, a measured objective, an allocation problem, its solution, and a report.
-Numeric tables are stored as read-only numpy arrays indexed ``[layer, bits]`` in the
-order of ``layers`` and ``bits``; dictionaries keyed by fqn are views made on demand.
+budget, a measured objective, an allocation problem and its solution. They are
+immutable all the way down: numeric tables are read-only numpy arrays indexed
+``[layer, bits]`` in the order of ``layers`` and ``bits``, mappings are
+:class:`~mpqcore.frozen.FrozenDict` (item assignment raises ``TypeError``), sequences are
+tuples. Each class validates itself when it is built (``attrs.evolve`` builds anew), so a
+value that exists is a valid one. Change one with ``attrs.evolve``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 import numpy as np
 
+from mpqcore.constraints import Ties, check_ties, expand_pins, normalize_ties
 from mpqcore.errors import ConfigError
+from mpqcore.frozen import FrozenDict, freeze
+from mpqcore.naming import suggest
 
 __all__ = [
     "BITS_RANGE",
     "Allocation",
     "Budget",
+    "FrozenDict",
     "LayerInfo",
     "ModelSpec",
     "Objective",
@@ -35,13 +43,18 @@ BITS_RANGE = range(1, 17)
 PairKey = tuple[str, int, str, int]
 
 
-def _frozen_array(value: Any, *, dtype=float) -> np.ndarray:
+def _frozen_array(value: Any, *, dtype: type = float) -> np.ndarray:
     arr = np.array(value, dtype=dtype, copy=True)
     arr.flags.writeable = False
     return arr
 
 
-def _check_bits(bits: Sequence[int], *, what: str = "bits") -> tuple[int, ...]:
+def _optional_frozen_array(value: Any) -> np.ndarray | None:
+    return None if value is None else _frozen_array(value)
+
+
+def check_bits(bits: Iterable[Any], *, what: str = "bits") -> tuple[int, ...]:
+    """Candidate bit-widths as a sorted tuple, or a :class:`ConfigError` saying what is wrong."""
     try:
         out = tuple(int(b) for b in bits)
     except (TypeError, ValueError) as exc:
@@ -54,6 +67,10 @@ def _check_bits(bits: Sequence[int], *, what: str = "bits") -> tuple[int, ...]:
     if len(set(out)) != len(out):
         raise ConfigError(f"{what} {list(out)} contains duplicates")
     return tuple(sorted(out))
+
+
+#: The old private name, still imported by callers.
+_check_bits = check_bits
 
 
 # ---------------------------------------------------------------------------
@@ -75,8 +92,8 @@ class LayerInfo:
     kind: str = attrs.field(validator=attrs.validators.instance_of(str))
     params: int = attrs.field(converter=int)
     macs: int = attrs.field(converter=int, default=0)
-    weight_shape: tuple[int, ...] = attrs.field(converter=tuple, default=())
-    aliases: tuple[str, ...] = attrs.field(converter=tuple, default=())
+    weight_shape: tuple[int, ...] = attrs.field(converter=lambda s: tuple(int(n) for n in s), default=())
+    aliases: tuple[str, ...] = attrs.field(converter=lambda a: tuple(str(n) for n in a), default=())
 
     @params.validator
     def _check_params(self, _attr, value):
@@ -118,8 +135,6 @@ class ModelSpec:
         for layer in self.layers:
             if layer.fqn == fqn:
                 return layer
-        from mpqcore.registry import suggest
-
         raise ConfigError(f"no quantizable layer named {fqn!r}{suggest(fqn, self.fqns)}")
 
     def __len__(self) -> int:
@@ -210,11 +225,23 @@ class Budget:
             return cls.relative(name, number)
         return cls.absolute(name, number)
 
-    def resolve(self, table: np.ndarray, bits: Sequence[int], params: Sequence[int] | None = None) -> float:
-        """The limit in cost units, given the cost table ``[layer, bits]``.
+    def resolve(
+        self,
+        table: np.ndarray,
+        bits: Sequence[int],
+        params: Sequence[int] | None = None,
+        *,
+        cost_at: Callable[[int], float] | None = None,
+    ) -> float:
+        """The limit in cost units: the one rule that turns a budget into a number.
 
-        ``average_bits`` needs the layers' parameter counts; ``relative`` needs the
-        reference bit-width among ``bits`` or a cost table that lets it be read.
+        ``table[layer, j]`` is every layer's cost at ``bits[j]`` under this budget's
+        cost model. ``absolute`` is its value; ``average_bits`` is its value times the
+        layers' parameter count ``params`` (the ``size`` cost of a layer at ``b`` bits is
+        ``params * b``); ``relative`` is its value times the cost of every layer at
+        ``reference_bits``, read from the table when those bits are tabulated, else from
+        ``cost_at(reference_bits)`` (the cost model's total at that bit-width).
+        :meth:`mpqcore.Measurement.with_budgets` resolves through here.
         """
         if self.kind == "absolute":
             return self.value
@@ -222,14 +249,17 @@ class Budget:
             if params is None:
                 raise ConfigError("an average-bits budget needs the layers' parameter counts")
             return self.value * float(np.sum(params))
-        bits = list(bits)
-        if self.reference_bits not in bits:
+        bits = [int(b) for b in bits]
+        if self.reference_bits in bits:
+            reference = float(np.asarray(table)[:, bits.index(self.reference_bits)].sum())
+        elif cost_at is not None:
+            reference = float(cost_at(self.reference_bits))
+        else:
             raise ConfigError(
                 f"relative budget on {self.cost!r} refers to {self.reference_bits} bits, "
-                f"which is not among the tabulated bits {bits}"
+                f"which is not among the tabulated bits {bits}; tabulate them or give the cost model"
             )
-        ref = np.asarray(table)[:, bits.index(self.reference_bits)]
-        return self.value * float(ref.sum())
+        return self.value * reference
 
     def describe(self) -> str:
         if self.kind == "average_bits":
@@ -247,9 +277,9 @@ class Budget:
 # ---------------------------------------------------------------------------
 
 
-def _pairs_converter(pairs: Mapping[PairKey, float] | Sequence | None) -> dict:
+def _pairs_converter(pairs: Mapping[PairKey, float] | Sequence | None) -> FrozenDict[PairKey, float]:
     if pairs is None:
-        return {}
+        return FrozenDict()
     items = pairs.items() if isinstance(pairs, Mapping) else ((tuple(p[:4]), p[4]) for p in pairs)
     out: dict[PairKey, float] = {}
     for key, value in items:
@@ -258,7 +288,7 @@ def _pairs_converter(pairs: Mapping[PairKey, float] | Sequence | None) -> dict:
         if (key[2], key[3]) < (key[0], key[1]):  # canonical order, summing duplicates
             key = (key[2], key[3], key[0], key[1])
         out[key] = out.get(key, 0.0) + float(value)
-    return out
+    return FrozenDict(out)
 
 
 @attrs.frozen(eq=False)
@@ -271,16 +301,17 @@ class Objective:
     and ``a != c``. ``stderr`` (same shape as ``unary``) is the estimate's standard
     error where the method reports one. ``ties`` are groups of layers the method
     requires to share a bit-width (the ``uniform`` method ties all layers).
-    ``info`` carries method diagnostics (forward passes, spreads, ...).
+    ``info`` carries method diagnostics (forward passes, spreads, ...), frozen too
+    (dicts become read-only mappings, lists tuples).
     """
 
-    layers: tuple[str, ...] = attrs.field(converter=tuple)
+    layers: tuple[str, ...] = attrs.field(converter=lambda x: tuple(str(n) for n in x))
     bits: tuple[int, ...] = attrs.field(converter=tuple)
     unary: np.ndarray = attrs.field(converter=_frozen_array)
-    pairs: Mapping[PairKey, float] = attrs.field(factory=dict, converter=_pairs_converter)
-    stderr: np.ndarray | None = attrs.field(default=None, converter=attrs.converters.optional(_frozen_array))
-    ties: tuple[tuple[str, ...], ...] = attrs.field(default=(), converter=lambda t: tuple(tuple(g) for g in t))
-    info: Mapping[str, Any] = attrs.field(factory=dict)
+    pairs: Mapping[PairKey, float] = attrs.field(factory=FrozenDict, converter=_pairs_converter)
+    stderr: np.ndarray | None = attrs.field(default=None, converter=_optional_frozen_array)
+    ties: Ties = attrs.field(default=(), converter=normalize_ties)
+    info: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=freeze)
 
     def __attrs_post_init__(self):
         self.validate()
@@ -290,14 +321,14 @@ class Objective:
         bits = list(self.bits)
         if not bits or any(b not in BITS_RANGE for b in bits):
             raise ConfigError(f"{source}: bits {bits} must be non-empty and within 1..16")
-        if any(a >= b for a, b in zip(bits, bits[1:])):
+        if any(a >= b for a, b in itertools.pairwise(bits)):
             # value() and the solvers index columns by bit-width; a repeat would alias two columns.
             raise ConfigError(f"{source}: bits {bits} must be distinct and ascending (columns of unary follow bits)")
         shape = (len(self.layers), len(self.bits))
         if self.unary.shape != shape:
             raise ConfigError(f"{source}: unary has shape {self.unary.shape}, expected {shape} (layers x bits)")
         if not np.all(np.isfinite(self.unary)):
-            bad = [(self.layers[i], self.bits[j]) for i, j in zip(*np.nonzero(~np.isfinite(self.unary)))]
+            bad = [(self.layers[i], self.bits[j]) for i, j in zip(*np.nonzero(~np.isfinite(self.unary)), strict=True)]
             raise ConfigError(f"{source}: non-finite values (NaN or inf) at {bad[:5]}")
         if self.stderr is not None and self.stderr.shape != shape:
             raise ConfigError(f"{source}: stderr has shape {self.stderr.shape}, expected {shape}")
@@ -314,13 +345,10 @@ class Objective:
                 raise ConfigError(f"{source}: pair term ({a},{ba},{c},{bc}) pairs a layer with itself")
             if not math.isfinite(value):
                 raise ConfigError(f"{source}: pair term ({a},{ba},{c},{bc}) is not finite")
-        for group in self.ties:
-            unknown = [g for g in group if g not in names]
-            if unknown:
-                raise ConfigError(f"{source}: tie names unknown layers {unknown}")
+        check_ties(self.ties, self.layers, source=source)
 
     @classmethod
-    def from_dict(cls, table: Mapping[str, Mapping[Any, float]], pairs=None, **kwargs) -> Objective:
+    def from_dict(cls, table: Mapping[str, Mapping[Any, float]], pairs: Any = None, **kwargs: Any) -> Objective:
         """Build from ``{fqn: {bits: value}}``; every layer must list the same bits."""
         layers = list(table)
         if not layers:
@@ -358,7 +386,7 @@ class Objective:
 
     def without_pairs(self) -> Objective:
         """The separable (diagonal-only) ablation of this objective."""
-        return attrs.evolve(self, pairs={})
+        return attrs.evolve(self, pairs=FrozenDict())
 
 
 # ---------------------------------------------------------------------------
@@ -366,8 +394,16 @@ class Objective:
 # ---------------------------------------------------------------------------
 
 
-def _costs_converter(costs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    return {str(k): _frozen_array(v) for k, v in dict(costs).items()}
+def _costs_converter(costs: Mapping[str, Any] | None) -> FrozenDict[str, np.ndarray]:
+    return FrozenDict({str(k): _frozen_array(v) for k, v in dict(costs or {}).items()})
+
+
+def _budgets_converter(budgets: Mapping[str, Any] | None) -> FrozenDict[str, float]:
+    return FrozenDict({str(k): float(v) for k, v in dict(budgets or {}).items()})
+
+
+def _pins_converter(pins: Mapping[str, Any] | None) -> FrozenDict[str, int]:
+    return FrozenDict({str(k): int(v) for k, v in dict(pins or {}).items()})
 
 
 @attrs.frozen(eq=False)
@@ -380,20 +416,34 @@ class Problem:
     layers forced to the same bit-width. See :mod:`mpqcore.problem` for the JSON form.
     """
 
-    objective: Objective
-    costs: Mapping[str, np.ndarray] = attrs.field(factory=dict, converter=_costs_converter)
-    budgets: Mapping[str, float] = attrs.field(
-        factory=dict, converter=lambda b: {str(k): float(v) for k, v in dict(b).items()}
-    )
-    pins: Mapping[str, int] = attrs.field(
-        factory=dict, converter=lambda p: {str(k): int(v) for k, v in dict(p or {}).items()}
-    )
-    ties: tuple[tuple[str, ...], ...] = attrs.field(default=(), converter=lambda t: tuple(tuple(g) for g in (t or ())))
+    objective: Objective = attrs.field(validator=attrs.validators.instance_of(Objective))
+    costs: Mapping[str, np.ndarray] = attrs.field(factory=FrozenDict, converter=_costs_converter)
+    budgets: Mapping[str, float] = attrs.field(factory=FrozenDict, converter=_budgets_converter)
+    pins: Mapping[str, int] = attrs.field(factory=FrozenDict, converter=_pins_converter)
+    ties: Ties = attrs.field(default=(), converter=normalize_ties)
 
-    def __attrs_post_init__(self):
-        from mpqcore.problem import validate_problem
+    def __attrs_post_init__(self) -> None:
+        self.validate()
 
-        validate_problem(self)
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` when a table, budget, pin or tie does not fit the objective."""
+        layers, bits = self.layers, self.bits
+        shape = (len(layers), len(bits))
+        for name, arr in self.costs.items():
+            if arr.shape != shape:
+                raise ConfigError(f"cost table {name!r} has shape {arr.shape}, expected {shape} (layers x bits)")
+            if not np.all(np.isfinite(arr)):
+                raise ConfigError(f"cost table {name!r} has non-finite entries")
+        for name, limit in self.budgets.items():
+            if name not in self.costs:
+                raise ConfigError(
+                    f"budget {name!r} names no cost table{suggest(name, self.costs)}; "
+                    f"tables: {sorted(self.costs) or '(none)'}"
+                )
+            if not math.isfinite(limit):
+                raise ConfigError(f"budget {name!r} = {limit} is not finite")
+        self.pinned()
+        check_ties(self.ties, layers)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -402,6 +452,15 @@ class Problem:
     @property
     def bits(self) -> tuple[int, ...]:
         return self.objective.bits
+
+    @property
+    def all_ties(self) -> Ties:
+        """The problem's ties and the objective's (a method's), which solvers honour alike."""
+        return self.ties + self.objective.ties
+
+    def pinned(self) -> dict[str, int]:
+        """The pins expanded to ``{fqn: bits}`` (patterns matched against the layers)."""
+        return expand_pins(self.pins, self.layers, self.bits)
 
     def with_budgets(self, budgets: Mapping[str, float]) -> Problem:
         return attrs.evolve(self, budgets=budgets)
@@ -416,17 +475,15 @@ class Allocation:
     the best proven lower bound on the objective where the solver has one.
     """
 
-    bits: Mapping[str, int] = attrs.field(converter=lambda b: {str(k): int(v) for k, v in dict(b).items()})
+    bits: Mapping[str, int] = attrs.field(converter=lambda b: FrozenDict({str(k): int(v) for k, v in dict(b).items()}))
     objective: float = attrs.field(converter=float)
-    costs: Mapping[str, float] = attrs.field(
-        factory=dict, converter=lambda c: {str(k): float(v) for k, v in dict(c).items()}
-    )
+    costs: Mapping[str, float] = attrs.field(factory=FrozenDict, converter=_budgets_converter)
     status: str = "optimal"
     gap: float = attrs.field(default=0.0, converter=float)
     bound: float | None = None
     solver: str = ""
     solve_time: float = 0.0
-    info: Mapping[str, Any] = attrs.field(factory=dict)
+    info: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=freeze)
 
     def to_dict(self) -> dict:
         return {
