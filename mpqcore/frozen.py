@@ -30,7 +30,7 @@ class FrozenDict(dict[K, V]):
 
     __setitem__ = _immutable
     __delitem__ = _immutable
-    __ior__ = _immutable  # type: ignore[assignment]  # dict's in-place | must not mutate either
+    __ior__ = _immutable  # dict's in-place | must not mutate either
     clear = _immutable
     pop = _immutable
     popitem = _immutable
@@ -38,7 +38,7 @@ class FrozenDict(dict[K, V]):
     update = _immutable
 
     @classmethod
-    def fromkeys(cls, iterable: Any, value: Any = None) -> FrozenDict[Any, Any]:  # type: ignore[override]
+    def fromkeys(cls, iterable: Any, value: Any = None) -> FrozenDict[Any, Any]:
         return cls(dict.fromkeys(iterable, value))
 
     def __hash__(self) -> int:  # type: ignore[override]  # dict is unhashable; a frozen one need not be

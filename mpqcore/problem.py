@@ -243,8 +243,8 @@ def reduce_problem(problem: Problem) -> ReducedProblem:
         return i
 
     for group in problem.all_ties:  # names checked when the problem was built
-        for a, b in itertools.pairwise(group):
-            ra, rb = find(index[a]), find(index[b])
+        for first, second in itertools.pairwise(group):
+            ra, rb = find(index[first]), find(index[second])
             if ra != rb:
                 parent[max(ra, rb)] = min(ra, rb)
     roots: dict[int, int] = {}

@@ -110,16 +110,16 @@ class Measurement:
                 f"budgets on {missing} have no cost table in the measured problem; tables: {sorted(self.problem.costs)}. "
                 "Name the cost when measuring (cost=... or a budget on it)"
             )
-        params = [layer.params for layer in self.spec.layers]
+        layers = self.spec.layers
+        params = [layer.params for layer in layers]
         limits: dict[str, float] = {}
         for b in budgets:
-            model = models[b.cost]
-            value = b.resolve(
-                self.problem.costs[b.cost],
-                self.problem.bits,
-                params,
-                cost_at=lambda bits, model=model: sum(model.cost(layer, bits) for layer in self.spec.layers),
-            )
+
+            def total(bits: int, model: Any = models[b.cost]) -> float:
+                return float(sum(model.cost(layer, bits) for layer in layers))
+
+            # Budget.resolve is the one rule; the cost model covers reference bits not tabled.
+            value = b.resolve(self.problem.costs[b.cost], self.problem.bits, params, cost_at=total)
             limits[b.cost] = min(value, limits.get(b.cost, np.inf))
         return attrs.evolve(self.problem, budgets=limits)
 

@@ -44,9 +44,13 @@ PairKey = tuple[str, int, str, int]
 
 
 def _frozen_array(value: Any, *, dtype: type = float) -> np.ndarray:
-    arr = np.array(value, dtype=dtype, copy=True)
+    arr: np.ndarray = np.array(value, dtype=dtype, copy=True)
     arr.flags.writeable = False
     return arr
+
+
+def _as_tuple(values: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(values)
 
 
 def _optional_frozen_array(value: Any) -> np.ndarray | None:
@@ -110,7 +114,7 @@ class LayerInfo:
 class ModelSpec:
     """The quantizable layers of a model, in forward (registration) order."""
 
-    layers: tuple[LayerInfo, ...] = attrs.field(converter=tuple)
+    layers: tuple[LayerInfo, ...] = attrs.field(converter=_as_tuple)
 
     @layers.validator
     def _check(self, _attr, value):
@@ -306,7 +310,7 @@ class Objective:
     """
 
     layers: tuple[str, ...] = attrs.field(converter=lambda x: tuple(str(n) for n in x))
-    bits: tuple[int, ...] = attrs.field(converter=tuple)
+    bits: tuple[int, ...] = attrs.field(converter=_as_tuple)  # checked, not coerced: 2.5 is an error
     unary: np.ndarray = attrs.field(converter=_frozen_array)
     pairs: Mapping[PairKey, float] = attrs.field(factory=FrozenDict, converter=_pairs_converter)
     stderr: np.ndarray | None = attrs.field(default=None, converter=_optional_frozen_array)

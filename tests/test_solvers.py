@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mpqcore.constraints import BUDGET_RTOL, within_budget
 from mpqcore.errors import ConfigError, InfeasibleError, ProblemTooLargeError
 from mpqcore.plugins import get_plugins
 from mpqcore.problem import allocation_violations, reduce_problem
@@ -33,7 +36,9 @@ def problems(draw, *, max_layers=7, max_bits=5, pairs=False, max_pair_bits=5):
     costs = {"size": size}
     two = draw(st.booleans())
     if two:
-        costs["bops"] = np.array(draw(st.lists(st.integers(0, 30), min_size=L * B, max_size=L * B)), float).reshape(L, B)
+        costs["bops"] = np.array(draw(st.lists(st.integers(0, 30), min_size=L * B, max_size=L * B)), float).reshape(
+            L, B
+        )
     # Limits from a bit below the cheapest to the dearest total, so some are infeasible.
     budgets = {}
     for name, table in costs.items():
@@ -54,10 +59,14 @@ def problems(draw, *, max_layers=7, max_bits=5, pairs=False, max_pair_bits=5):
     pair_terms = []
     if pairs:
         for _ in range(draw(st.integers(0, 12))):
-            a, c = draw(st.lists(st.sampled_from(layers), min_size=2, max_size=2, unique=True)) if L >= 2 else (None, None)
+            a, c = (
+                draw(st.lists(st.sampled_from(layers), min_size=2, max_size=2, unique=True)) if L >= 2 else (None, None)
+            )
             if a is None:
                 break
-            pair_terms.append((a, draw(st.sampled_from(bits)), c, draw(st.sampled_from(bits)), draw(st.integers(-500, 500)) / 10))
+            pair_terms.append(
+                (a, draw(st.sampled_from(bits)), c, draw(st.sampled_from(bits)), draw(st.integers(-500, 500)) / 10)
+            )
     objective = Objective(layers=layers, bits=bits, unary=unary, pairs=pair_terms)
     return Problem(objective=objective, costs=costs, budgets=budgets, pins=pins, ties=ties)
 
@@ -118,7 +127,7 @@ def test_dp_on_a_coarse_grid_stays_within_budget_and_bounds_the_optimum(problem,
 
 def simple_problem(L=4, bits=(2, 4, 8), budget=None, pairs=(), costs=None, **kw) -> Problem:
     layers = [f"l{i}" for i in range(L)]
-    unary = np.array([[2.0 ** -b * (i + 1) for b in bits] for i in range(L)])
+    unary = np.array([[2.0**-b * (i + 1) for b in bits] for i in range(L)])
     size = np.array([[10.0 * b for b in bits] for _ in range(L)]) if costs is None else costs
     objective = Objective(layers=layers, bits=bits, unary=unary, pairs=list(pairs))
     budgets = {} if budget is None else {"size": budget}
@@ -183,9 +192,12 @@ def test_dp_table_too_large_is_refused_before_allocating():
 
 def test_dp_refuses_two_budgets():
     base = simple_problem(budget=100.0)
-    problem = Problem(objective=base.objective, costs={"size": base.costs["size"], "bops": base.costs["size"]},
-                      budgets={"size": 100.0, "bops": 100.0})
-    with pytest.raises(ConfigError, match="exactly one budget.*bops.*size"):
+    problem = Problem(
+        objective=base.objective,
+        costs={"size": base.costs["size"], "bops": base.costs["size"]},
+        budgets={"size": 100.0, "bops": 100.0},
+    )
+    with pytest.raises(ConfigError, match=r"exactly one budget.*bops.*size"):
         DPSolver().solve(problem)
 
 
@@ -219,12 +231,15 @@ def test_brute_force_too_large():
 def test_brute_force_ties_are_lexicographic():
     problem = Problem(
         objective=Objective(layers=["a", "b"], bits=(2, 4), unary=np.zeros((2, 2))),
-        costs={"size": np.zeros((2, 2))}, budgets={"size": 0.0},
+        costs={"size": np.zeros((2, 2))},
+        budgets={"size": 0.0},
     )
     assert BruteForceSolver().solve(problem).bits == {"a": 2, "b": 2}
 
 
-@pytest.mark.parametrize("options", [{"time_limit": 0}, {"mip_rel_gap": 1.5}, {"linearization": "mccormick"}, {"threads": 0}])
+@pytest.mark.parametrize(
+    "options", [{"time_limit": 0}, {"mip_rel_gap": 1.5}, {"linearization": "mccormick"}, {"threads": 0}]
+)
 def test_highs_bad_options(options):
     with pytest.raises(ConfigError):
         HighsSolver(**options)
@@ -250,9 +265,13 @@ def test_highs_non_integer_costs_meet_budget_exactly():
     params = rng.uniform(1e3, 1e6, L)
     costs = params[:, None] * np.array(bits) * (1 + 1e-7 * rng.standard_normal((L, len(bits))))
     problem = Problem(
-        objective=Objective(layers=[f"l{i}" for i in range(L)], bits=bits,
-                            unary=params[:, None] * 2.0 ** (-2 * np.array(bits)) * rng.uniform(0.5, 2, (L, len(bits)))),
-        costs={"size": costs}, budgets={"size": 4 * params.sum()},
+        objective=Objective(
+            layers=[f"l{i}" for i in range(L)],
+            bits=bits,
+            unary=params[:, None] * 2.0 ** (-2 * np.array(bits)) * rng.uniform(0.5, 2, (L, len(bits))),
+        ),
+        costs={"size": costs},
+        budgets={"size": 4 * params.sum()},
     )
     res = HighsSolver().solve(problem)
     assert allocation_violations(problem, res.bits) == [] and res.status == "optimal"
@@ -270,8 +289,11 @@ def test_pareto_sweep_is_monotone_and_matches_independent_solves():
     L, bits = 12, (2, 3, 4, 8)
     params = rng.integers(100, 1000, L)
     problem = Problem(
-        objective=Objective(layers=[f"l{i}" for i in range(L)], bits=bits,
-                            unary=params[:, None] * 2.0 ** (-np.array(bits)) * rng.uniform(0.5, 2, (L, 4))),
+        objective=Objective(
+            layers=[f"l{i}" for i in range(L)],
+            bits=bits,
+            unary=params[:, None] * 2.0 ** (-np.array(bits)) * rng.uniform(0.5, 2, (L, 4)),
+        ),
         costs={"size": params[:, None] * np.array(bits)},
     )
     limits = [float(a * params.sum()) for a in (1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)]
@@ -279,14 +301,109 @@ def test_pareto_sweep_is_monotone_and_matches_independent_solves():
     assert [a.info["limit"] for a in sweep] == limits[1:]  # 1.5 bits average is below the cheapest
     assert all(a.info["reused_model"] for a in sweep[1:])
     values = [a.objective for a in sweep]
-    assert all(b <= a + 1e-9 for a, b in zip(values, values[1:]))
-    for alloc, limit in zip(sweep, limits[1:]):
+    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(values))
+    for alloc, limit in zip(sweep, limits[1:], strict=True):
         alone = HighsSolver().solve(problem.with_budgets({"size": limit}))
         assert close(alloc.objective, alone.objective)
         assert allocation_violations(problem.with_budgets({"size": limit}), alloc.bits) == []
     looped = pareto_sweep(problem, "size", limits, solver="dp")
-    assert [close(a.objective, b.objective) for a, b in zip(looped, sweep)] == [True] * len(sweep)
+    assert [close(a.objective, b.objective) for a, b in zip(looped, sweep, strict=True)] == [True] * len(sweep)
     with pytest.raises(InfeasibleError):
         pareto_sweep(problem, "size", limits, on_infeasible="raise")
     with pytest.raises(ConfigError, match="names no cost table"):
         pareto_sweep(problem, "latency", limits)
+    assert not sweep[0].info["reused_model"]
+
+
+# ---------------------------------------------------------------------------
+# Re-solving under new budgets is a declared capability
+# ---------------------------------------------------------------------------
+
+
+class CountingSolver:
+    """Brute force, counting how it was called; with ``resolver`` it declares the capability."""
+
+    def __init__(self, resolver: bool):
+        self.inner = BruteForceSolver()
+        self.solves = 0
+        self.resolvers = 0
+        if resolver:
+            self.budget_resolver = self._budget_resolver
+
+    def solve(self, problem):
+        self.solves += 1
+        return self.inner.solve(problem)
+
+    def _budget_resolver(self, problem):
+        self.resolvers += 1
+        return lambda budgets: self.inner.solve(problem.with_budgets(budgets))
+
+
+def test_pareto_sweep_uses_a_declared_budget_resolver_whatever_the_solver_is_named():
+    # Bug fixed: pareto_sweep special-cased the solver *named* "highs" and wrote into its
+    # model; any other solver, however able to re-solve, was called from scratch.
+    problem = simple_problem(L=4)
+    limits = [100.0, 150.0, 200.0]
+    with_cap, without = CountingSolver(resolver=True), CountingSolver(resolver=False)
+    a = pareto_sweep(problem, "size", limits, solver=with_cap)
+    b = pareto_sweep(problem, "size", limits, solver=without)
+    assert (with_cap.resolvers, with_cap.solves) == (1, 0)
+    assert (without.resolvers, without.solves) == (0, 3)
+    assert [x.bits for x in a] == [x.bits for x in b] and [x.info["limit"] for x in a] == limits
+    with pytest.raises(ConfigError, match="already built"):
+        pareto_sweep(problem, "size", limits, solver=without, time_limit=3)
+
+
+def test_highs_budget_resolver_matches_fresh_solves_and_reuses_its_model():
+    problem = simple_problem(L=5)
+    resolve = HighsSolver().budget_resolver(problem)
+    seen = []
+    for limit in (120.0, 260.0, 180.0, 400.0):
+        alloc = resolve({"size": limit})
+        fresh = HighsSolver().solve(problem.with_budgets({"size": limit}))
+        assert alloc.bits == fresh.bits and close(alloc.objective, fresh.objective)
+        seen.append(alloc.info["reused_model"])
+    assert seen == [False, True, True, True]
+    with pytest.raises(InfeasibleError):
+        resolve({"size": 1.0})
+    assert resolve({}).info["linearization"] is None  # no budget: nothing to model
+
+
+# ---------------------------------------------------------------------------
+# One budget tolerance, the same at the boundary everywhere
+# ---------------------------------------------------------------------------
+
+#: One layer's size at 8 bits; at 2 bits it costs 1.
+BIG = 1_000_000.0
+
+
+def boundary_problem(limit: float, **kw) -> Problem:
+    obj = Objective(layers=["a"], bits=(2, 8), unary=[[1.0, 0.0]])  # 8 bits preferred
+    return Problem(objective=obj, costs={"size": [[1.0, BIG]]}, budgets={"size": limit}, **kw)
+
+
+@pytest.mark.parametrize(
+    "factor, accepted",
+    [(1 + BUDGET_RTOL / 2, True), (1.0, True), (1 - BUDGET_RTOL, True), (1 + 10 * BUDGET_RTOL, False)],
+)
+def test_the_budget_tolerance_at_the_boundary(factor, accepted):
+    # The cost of 8 bits is exactly limit * factor: within the tolerance the checker and
+    # every solver take it, beyond it all of them refuse it.
+    from mpqcore.problem import check_budgets_reachable
+    from mpqcore.search import _uniform_reference
+
+    limit = BIG / factor
+    assert within_budget(BIG, limit) is accepted
+    problem = boundary_problem(limit)
+    assert (allocation_violations(problem, {"a": 8}) == []) is accepted
+    expected = 8 if accepted else 2
+    for name, cls in SOLVERS.items():
+        assert cls().solve(problem).bits == {"a": expected}, name
+    assert [a.bits["a"] for a in pareto_sweep(problem, "size", [limit])] == [expected]
+    assert _uniform_reference(problem, problem.bits, {})[0] == expected
+    pinned = reduce_problem(boundary_problem(limit, pins={"a": 8}))
+    if accepted:
+        check_budgets_reachable(pinned)
+    else:
+        with pytest.raises(InfeasibleError):
+            check_budgets_reachable(pinned)

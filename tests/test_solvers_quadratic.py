@@ -20,7 +20,9 @@ from mpqcore.types import Objective, Problem
 # The random-problem strategy and the agreement check live in test_solvers.py; pytest
 # may import test files without putting their folder on sys.path.
 sys.path.insert(0, str(Path(__file__).parent))
-from test_solvers import check_agree, close, outcome, problems  # noqa: E402
+import itertools
+
+from test_solvers import check_agree, close, outcome, problems
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -42,11 +44,15 @@ def dense_problem(L: int, bits=(2, 4, 8), seed=0, avg=4.5) -> Problem:
     scale = math.exp(np.log(unary).mean())
     pairs = [
         (f"l{i}", x, f"l{k}", y, scale * rng.uniform(0.1, 0.5) * rng.choice([-1, 1]))
-        for i in range(L) for k in range(i + 1, L) for x in bits for y in bits
+        for i in range(L)
+        for k in range(i + 1, L)
+        for x in bits
+        for y in bits
     ]
     return Problem(
         objective=Objective(layers=[f"l{i}" for i in range(L)], bits=bits, unary=unary, pairs=pairs),
-        costs={"size": params[:, None] * b}, budgets={"size": avg * params.sum()},
+        costs={"size": params[:, None] * b},
+        budgets={"size": avg * params.sum()},
     )
 
 
@@ -104,8 +110,8 @@ def test_pareto_sweep_with_pairs():
     limits = [problem.costs["size"][:, 0].sum() * f for f in (1.0, 1.5, 2.5, 4.0)]
     sweep = pareto_sweep(problem, "size", limits, linearization="onehot")
     values = [a.objective for a in sweep]
-    assert all(b <= a + 1e-9 for a, b in zip(values, values[1:]))
-    for alloc, limit in zip(sweep, limits):
+    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(values))
+    for alloc, limit in zip(sweep, limits, strict=True):
         assert close(alloc.objective, BruteForceSolver().solve(problem.with_budgets({"size": limit})).objective)
 
 

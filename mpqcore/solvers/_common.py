@@ -1,5 +1,6 @@
 """Pieces every built-in solver shares: preparing the reduced problem, the trivial
-cases, the budget check with the tolerance the rest of mpq uses, and the Allocation.
+cases, the budget check (with :mod:`mpqcore.constraints`' tolerance, the one the checker
+uses), and the Allocation.
 
 Kept private: the public surface is the solver classes and :mod:`.pareto`.
 """
@@ -13,12 +14,21 @@ from typing import Any
 
 import numpy as np
 
+from mpqcore.constraints import BUDGET_RTOL, budget_slack, within_budget
 from mpqcore.problem import ReducedProblem, check_budgets_reachable, reduce_problem
 from mpqcore.types import Allocation, Problem
 
-#: Relative slack on a budget; the same as ``allocation_violations`` and
-#: ``check_budgets_reachable`` use, so a solver never returns what the checker rejects.
-BUDGET_RTOL = 1e-9
+__all__ = [
+    "BUDGET_RTOL",
+    "argmin_choice",
+    "budget_slack",
+    "effective_terms",
+    "local_search",
+    "make_allocation",
+    "over_budget",
+    "prepare",
+    "relative_gap",
+]
 
 
 def prepare(problem: Problem) -> ReducedProblem:
@@ -28,18 +38,13 @@ def prepare(problem: Problem) -> ReducedProblem:
     return reduced
 
 
-def budget_slack(limit: float) -> float:
-    return BUDGET_RTOL * max(1.0, abs(limit))
-
-
 def over_budget(reduced: ReducedProblem, costs: Mapping[str, float]) -> dict[str, float]:
-    """``{budget: overshoot}`` for every budget the costs exceed beyond the tolerance."""
-    out = {}
-    for name, limit in reduced.problem.budgets.items():
-        excess = costs[name] - limit
-        if excess > budget_slack(limit):
-            out[name] = excess
-    return out
+    """``{budget: overshoot above the limit}`` for every budget the costs do not meet."""
+    return {
+        name: costs[name] - limit
+        for name, limit in reduced.problem.budgets.items()
+        if not within_budget(costs[name], limit)
+    }
 
 
 def argmin_choice(reduced: ReducedProblem, unary: np.ndarray | None = None) -> np.ndarray:
@@ -144,7 +149,7 @@ def local_search(reduced: ReducedProblem, choice: np.ndarray, *, max_moves: int 
         for name, limit in budgets.items():
             table = tables[name]
             used = table[rows, choice].sum()
-            ok &= used + (table - table[rows, choice][:, None]) <= limit + budget_slack(limit)
+            ok &= within_budget(used + (table - table[rows, choice][:, None]), limit)
         delta = np.where(ok, delta, np.inf)
         g, j = np.unravel_index(np.argmin(delta), delta.shape)
         if not delta[g, j] < -1e-12 * max(1.0, abs(local[g, choice[g]])):

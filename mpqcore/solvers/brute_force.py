@@ -13,10 +13,11 @@ import time
 import attrs
 import numpy as np
 
+from mpqcore.constraints import within_budget
 from mpqcore.errors import ProblemTooLargeError
 from mpqcore.options import option
 from mpqcore.problem import raise_jointly_infeasible
-from mpqcore.solvers._common import budget_slack, make_allocation, prepare
+from mpqcore.solvers._common import make_allocation, prepare
 from mpqcore.types import Allocation, Problem
 
 __all__ = ["BruteForceSolver"]
@@ -63,7 +64,7 @@ class BruteForceSolver:
             rows = np.arange(G)
             feasible = np.ones(len(idx), dtype=bool)
             for name, limit in budgets:
-                feasible &= reduced.costs[name][rows, choice].sum(axis=1) <= limit + budget_slack(limit)
+                feasible &= within_budget(reduced.costs[name][rows, choice].sum(axis=1), limit)
             value = reduced.unary[rows, choice].sum(axis=1)
             for (g, j, h, k), v in pairs:
                 value += v * ((choice[:, g] == j) & (choice[:, h] == k))

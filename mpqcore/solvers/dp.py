@@ -4,7 +4,7 @@ The classic pseudo-polynomial multiple-choice knapsack recursion: ``f_g[s]`` is 
 least objective of the first ``g`` groups using at most ``s`` grid units of the
 budget. Its table has ``groups x states`` cells, so it needs costs on an integer grid
 and a capacity that is not too many grid steps: fine for hundreds of layers on a
-coarse grid, impractical at thousands on a fine one (see ``/work/shared/SOLVERS.md``).
+coarse grid, impractical at thousands on a fine one (see ``benchmarks/results/solvers.md``).
 
 Each group's cheapest allowed cost is subtracted first (from its weights and from the
 capacity): that leaves every weight >= 0 and the table only as wide as the budget's
@@ -20,6 +20,7 @@ from functools import reduce
 import attrs
 import numpy as np
 
+from mpqcore.constraints import budget_slack
 from mpqcore.errors import ConfigError, InfeasibleError, ProblemTooLargeError
 from mpqcore.options import option
 from mpqcore.solvers._common import argmin_choice, make_allocation, prepare, relative_gap
@@ -30,9 +31,13 @@ __all__ = ["DPSolver"]
 #: Largest integer a float64 holds exactly; integer costs above it are not "on a grid".
 _EXACT_INT = 2**53
 
+#: How close (relatively) a cost in grid steps must be to an integer to count as one: a
+#: rounding allowance on the grid, not the budget tolerance (that is ``budget_slack``).
+_GRID_RTOL = 1e-9
 
-def _is_integral(arr: np.ndarray, *, rtol: float = 1e-9) -> bool:
-    return bool(np.all(np.abs(arr - np.round(arr)) <= rtol * np.maximum(1.0, np.abs(arr))))
+
+def _is_integral(arr: np.ndarray) -> bool:
+    return bool(np.all(np.abs(arr - np.round(arr)) <= _GRID_RTOL * np.maximum(1.0, np.abs(arr))))
 
 
 @attrs.frozen
@@ -76,9 +81,9 @@ class DPSolver:
 
         scaled = extra / grid
         exact = _is_integral(scaled[allowed])
-        up = np.where(allowed, np.ceil(scaled - 1e-9 * np.maximum(1.0, scaled)), 0).astype(np.int64)
-        x = (limit - base.sum()) / grid
-        capacity = math.floor(x + 1e-9 * max(1.0, abs(x)))
+        up = np.where(allowed, np.ceil(scaled - _GRID_RTOL * np.maximum(1.0, scaled)), 0).astype(np.int64)
+        # The budget's own slack widens the capacity, as it widens every solver's limit.
+        capacity = math.floor((limit + budget_slack(limit) - base.sum()) / grid)
         if capacity < 0:  # only after rounding up costs: prepare() proved the budget reachable
             raise InfeasibleError(
                 f"solver 'dp': on grid {grid:g} the budget {name!r} <= {limit:g} is below the cheapest "
@@ -96,15 +101,15 @@ class DPSolver:
                 f"(> max_cells={self.max_cells:,}) for budget {name!r} on grid {grid:g}; pass a coarser "
                 f"grid (grid={need:g} fits), raise max_cells, or use the 'highs' solver"
             )
-        choice, value = self._run(reduced.unary, allowed, up, states, keep_choices=True)
+        table = np.zeros((G, states), dtype=np.int8)
+        _forward(reduced.unary, allowed, up, states, table)
+        choice = _backtrack(table, up)
         info = {"grid": grid, "states": states, "cells": cells, "rounded": not exact}
         if exact:
             return make_allocation(reduced, choice, solver=self.name, started=started, info=info)
         # Rounded-down weights relax the budget: their optimum is a proven lower bound.
-        down = np.where(allowed, np.floor(scaled + 1e-9 * np.maximum(1.0, scaled)), 0).astype(np.int64)
-        _, bound = self._run(
-            reduced.unary, allowed, down, min(capacity, int(down.max(axis=1).sum())) + 1, keep_choices=False
-        )
+        down = np.where(allowed, np.floor(scaled + _GRID_RTOL * np.maximum(1.0, scaled)), 0).astype(np.int64)
+        bound = _forward(reduced.unary, allowed, down, min(capacity, int(down.max(axis=1).sum())) + 1)
         objective = reduced.objective_of(choice)
         return make_allocation(
             reduced,
@@ -127,33 +132,40 @@ class DPSolver:
         steps = [int(v) for v in np.unique(np.round(extra[allowed]).astype(np.int64)) if v != 0]
         return float(reduce(math.gcd, steps, 0) or 1)
 
-    @staticmethod
-    def _run(unary, allowed, weights, states: int, *, keep_choices: bool):
-        """Forward pass over groups; with ``keep_choices`` also the argmin table and the
-        backtracked choice (one int8 per cell). Strict ``<`` keeps the lowest bit index on ties."""
-        G, B = allowed.shape
-        f = np.zeros(states)  # no groups yet: objective 0 at any capacity
-        table = np.zeros((G, states), dtype=np.int8) if keep_choices else None
-        for g in range(G):
-            new = np.full(states, np.inf)
-            best = np.zeros(states, dtype=np.int8) if keep_choices else None
-            for j in np.nonzero(allowed[g])[0]:
-                w = int(weights[g, j])
-                if w >= states:
-                    continue
-                cand = f[: states - w] + unary[g, j]
-                better = cand < new[w:]
-                new[w:][better] = cand[better]
-                if keep_choices:
-                    best[w:][better] = j
-            f = new
-            if keep_choices:
-                table[g] = best
-        if not keep_choices:
-            return None, float(f[-1])
-        choice = np.zeros(G, dtype=int)
-        s = states - 1
-        for g in range(G - 1, -1, -1):
-            choice[g] = table[g, s]
-            s -= int(weights[g, choice[g]])
-        return choice, float(f[-1])
+
+def _forward(
+    unary: np.ndarray, allowed: np.ndarray, weights: np.ndarray, states: int, table: np.ndarray | None = None
+) -> float:
+    """The recursion over groups; the least objective within the capacity ``states - 1``.
+
+    With ``table`` (``groups x states``, int8) also records each cell's best bit index
+    for :func:`_backtrack`. Strict ``<`` keeps the lowest bit index on ties.
+    """
+    G = allowed.shape[0]
+    f = np.zeros(states)  # no groups yet: objective 0 at any capacity
+    for g in range(G):
+        new = np.full(states, np.inf)
+        best = np.zeros(states, dtype=np.int8)
+        for j in np.nonzero(allowed[g])[0]:
+            w = int(weights[g, j])
+            if w >= states:
+                continue
+            cand = f[: states - w] + unary[g, j]
+            better = cand < new[w:]
+            new[w:][better] = cand[better]
+            best[w:][better] = j
+        f = new
+        if table is not None:
+            table[g] = best
+    return float(f[-1])
+
+
+def _backtrack(table: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The choice per group that :func:`_forward` found best at full capacity."""
+    G, states = table.shape
+    choice = np.zeros(G, dtype=int)
+    s = states - 1
+    for g in range(G - 1, -1, -1):
+        choice[g] = table[g, s]
+        s -= int(weights[g, choice[g]])
+    return choice

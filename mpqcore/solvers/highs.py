@@ -6,14 +6,19 @@ per group and bit-width, one one-hot row per group, one row per budget. Pair ter
 
 * ``onehot`` (the reformulation-linearization technique, RLT): for every coupled pair
   of groups a full ``y[j, k]`` block with ``sum_k y[j, k] = x[g, j]`` and
-  ``sum_j y[j, k] = x[h, k]``. Its LP relaxation is far tighter (see
-  ``/work/shared/SOLVERS.md``: 52 dense layers proven in ~20 s), or
+  ``sum_j y[j, k] = x[h, k]``. Its LP relaxation is far tighter (see the 52-layer
+  dense instances in ``benchmarks/results/solvers.md``), or
 * ``generic`` (McCormick): one ``y`` per nonzero term with ``y <= x_i``, ``y <= x_j``,
   ``y >= x_i + x_j - 1``, ``y >= 0``; fewer columns when pair terms are sparse, three
   rows per term and a weak bound (below zero at the root on dense problems).
 
 The model is built as one ``HighsLp`` in row-wise sparse form and passed whole:
 adding variables one by one from Python is the slow part at thousands of layers.
+
+A budget row's upper bound is the limit plus :func:`mpqcore.constraints.budget_slack`,
+the tolerance the checker allows, so HiGHS and the other solvers accept the same
+allocations. :meth:`HighsSolver.budget_resolver` keeps one built model across budget
+changes (the capability :func:`mpqcore.solvers.pareto.pareto_sweep` looks for).
 """
 
 from __future__ import annotations
@@ -22,17 +27,18 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 import numpy as np
 
-from mpqcore.errors import MpqError
+from mpqcore.constraints import budget_slack
+from mpqcore.errors import ConfigError, MpqError
 from mpqcore.options import option
-from mpqcore.problem import ReducedProblem, raise_jointly_infeasible
+from mpqcore.problem import ReducedProblem, check_budgets_reachable, raise_jointly_infeasible, reduce_problem
 from mpqcore.solvers._common import (
     argmin_choice,
-    budget_slack,
     effective_terms,
     local_search,
     make_allocation,
@@ -51,7 +57,7 @@ LINEARIZATIONS = ("onehot", "generic")
 _TIGHTEN_RETRIES = 3
 
 
-def _quiet_highs():
+def _quiet_highs() -> Any:
     """``highspy.Highs()`` without the banner HiGHS >= 1.16 prints to stdout on its first
     construction (before any option can turn output off): ``mpq solve`` prints JSON on
     stdout, and a banner there breaks every consumer. The C library writes to file
@@ -76,8 +82,8 @@ def _quiet_highs():
 class HighsModel:
     """One built HiGHS model of a reduced problem, reusable across budget changes.
 
-    :func:`mpqcore.solvers.pareto.pareto_sweep` builds one and only moves a budget
-    row's upper bound between solves.
+    :meth:`rebudget` moves the budget rows' upper bounds; the next :meth:`optimize`
+    solves under them (what :meth:`HighsSolver.budget_resolver` does between solves).
     """
 
     def __init__(
@@ -130,7 +136,7 @@ class HighsModel:
             cols.append(x_col[keep])
             vals.append(coef[keep])
         row_lo.append(np.full(len(self.budget_names), -inf))
-        row_hi.append(np.array([self.limits[n] for n in self.budget_names], dtype=float))
+        row_hi.append(np.array([_row_bound(self.limits[n]) for n in self.budget_names], dtype=float))
         n_row = G + len(self.budget_names)
         n_col = n_x
 
@@ -145,7 +151,7 @@ class HighsModel:
                 nj, nk = len(Aj), len(Ak)
                 block = n_col + np.arange(nj * nk).reshape(nj, nk)
                 cost = np.zeros((nj, nk))
-                pj, pk = {b: a for a, b in enumerate(Aj)}, {b: a for a, b in enumerate(Ak)}
+                pj, pk = {int(b): a for a, b in enumerate(Aj)}, {int(b): a for a, b in enumerate(Ak)}
                 for (j, k), v in terms.items():
                     cost[pj[j], pk[k]] = v
                 col_cost.append(cost.ravel())
@@ -192,9 +198,9 @@ class HighsModel:
 
         r = np.concatenate(rows).astype(np.int64)
         c = np.concatenate(cols).astype(np.int64)
-        v = np.concatenate(vals).astype(float)
+        values = np.concatenate(vals).astype(float)
         order = np.lexsort((c, r))
-        r, c, v = r[order], c[order], v[order]
+        r, c, values = r[order], c[order], values[order]
         lp = highspy.HighsLp()
         lp.num_col_ = n_col
         lp.num_row_ = n_row
@@ -206,7 +212,7 @@ class HighsModel:
         lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
         lp.a_matrix_.start_ = np.searchsorted(r, np.arange(n_row + 1)).astype(np.int32)
         lp.a_matrix_.index_ = c.astype(np.int32)
-        lp.a_matrix_.value_ = v
+        lp.a_matrix_.value_ = values
         lp.integrality_ = [highspy.HighsVarType.kInteger] * n_x + [highspy.HighsVarType.kContinuous] * (n_col - n_x)
         self.n_col, self.n_row = n_col, n_row
 
@@ -222,7 +228,7 @@ class HighsModel:
         h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
         if mip_rel_gap == 0:
             h.setOptionValue("mip_abs_gap", 0.0)
-        # With the default 1e-6 HiGHS stopped ~1e-6 above the true optimum (SOLVERS.md).
+        # With the default 1e-6 HiGHS stopped ~1e-6 above the true optimum.
         h.setOptionValue("mip_feasibility_tolerance", 1e-9)
         h.passModel(lp)
         self.highs = h
@@ -230,7 +236,23 @@ class HighsModel:
     def set_limit(self, name: str, limit: float) -> None:
         """Move budget ``name``'s row bound; the next :meth:`optimize` uses it."""
         self.limits[name] = float(limit)
-        self.highs.changeRowBounds(self.budget_rows[name], -self._highspy.kHighsInf, float(limit))
+        self.highs.changeRowBounds(self.budget_rows[name], -self._highspy.kHighsInf, _row_bound(limit))
+
+    def rebudget(self, reduced: ReducedProblem) -> None:
+        """Solve ``reduced`` next: the problem this model was built for, under its own budgets.
+
+        Only the limits may differ (the same budget names, tables, pins and ties);
+        anything else needs a new model.
+        """
+        if list(reduced.problem.budgets) != self.budget_names or reduced.n_groups != self.G:
+            raise ConfigError(
+                f"highs: a built model bounds budgets {self.budget_names}; "
+                f"cannot re-solve it under {list(reduced.problem.budgets)}"
+            )
+        for name, limit in reduced.problem.budgets.items():
+            self.limits[name] = float(limit)
+            self.highs.changeRowBounds(self.budget_rows[name], -self._highspy.kHighsInf, _row_bound(limit))
+        self.reduced = reduced
 
     def start_vector(self, choice: np.ndarray) -> list[float]:
         """Full column values (x and y) of an allocation, for a MIP start."""
@@ -282,16 +304,16 @@ class HighsModel:
                 if not over:
                     break
                 for name, excess in over.items():
-                    row_limit = tightened.get(name, self.limits[name]) - excess - budget_slack(self.limits[name])
-                    tightened[name] = row_limit
-                    h.changeRowBounds(self.budget_rows[name], -hs.kHighsInf, row_limit)
+                    row = tightened.get(name, _row_bound(self.limits[name]))
+                    tightened[name] = row - excess - budget_slack(self.limits[name])
+                    h.changeRowBounds(self.budget_rows[name], -hs.kHighsInf, tightened[name])
             else:
                 raise MpqError(f"solver 'highs' kept returning allocations over the budgets {sorted(over)} by {over}")
         finally:
             for name in tightened:  # leave the model as the caller set it
-                h.changeRowBounds(self.budget_rows[name], -hs.kHighsInf, self.limits[name])
-        bound = float(info.mip_dual_bound)
-        bound = bound if math.isfinite(bound) else None  # stopped before the root LP: no bound yet
+                h.changeRowBounds(self.budget_rows[name], -hs.kHighsInf, _row_bound(self.limits[name]))
+        dual_bound = float(info.mip_dual_bound)
+        bound = dual_bound if math.isfinite(dual_bound) else None  # stopped before the root LP: no bound yet
         gap = float(info.mip_gap)
         if status == hs.HighsModelStatus.kOptimal:
             return {
@@ -308,8 +330,13 @@ class HighsModel:
         }
 
 
-def _with_budgets(reduced: ReducedProblem, limits: dict[str, float]) -> ReducedProblem:
-    if limits == dict(reduced.problem.budgets):
+def _row_bound(limit: float) -> float:
+    """A budget row's upper bound: the limit and the slack every budget check allows."""
+    return float(limit) + budget_slack(limit)
+
+
+def _with_budgets(reduced: ReducedProblem, limits: Mapping[str, float]) -> ReducedProblem:
+    if dict(limits) == dict(reduced.problem.budgets):
         return reduced
     return ReducedProblem(
         reduced.problem.with_budgets(limits),
@@ -330,6 +357,11 @@ class HighsSolver:
     (parallel tree search), ``linearization`` of pair terms (``onehot`` or
     ``generic``), ``warm_start`` (for pair objectives, start from the diagonal-only
     optimum improved by 1-swaps).
+
+    Capability: :meth:`budget_resolver` re-solves one problem under new budgets,
+    building the HiGHS model once and moving only the budget rows' bounds between
+    solves. :func:`mpqcore.solvers.pareto.pareto_sweep` uses it on any solver that has a
+    ``budget_resolver`` method; a solver without one is called once per budget.
     """
 
     name = "highs"
@@ -346,18 +378,51 @@ class HighsSolver:
     def solve(self, problem: Problem) -> Allocation:
         started = time.perf_counter()
         reduced = prepare(problem)
-        if reduced.n_groups == 0 or (not reduced.pairs and not problem.budgets):
-            # Separable and unconstrained: each group's cheapest allowed choice is optimal.
-            return make_allocation(
-                reduced,
-                argmin_choice(reduced),
-                solver=self.name,
-                started=started,
-                info={"linearization": None, "columns": 0, "rows": 0},
-            )
-        return self.solve_model(self.build(reduced), started=started)
+        trivial = self._solve_trivial(reduced, started)
+        return trivial if trivial is not None else self.solve_model(self.build(reduced), started=started)
 
-    def solve_model(self, model: HighsModel, *, started: float, info: dict | None = None) -> Allocation:
+    def _solve_trivial(self, reduced: ReducedProblem, started: float) -> Allocation | None:
+        """Nothing to model, or separable and unconstrained: each group's cheapest allowed choice."""
+        if reduced.n_groups and (reduced.pairs or reduced.problem.budgets):
+            return None
+        return make_allocation(
+            reduced,
+            argmin_choice(reduced),
+            solver=self.name,
+            started=started,
+            info={"linearization": None, "columns": 0, "rows": 0},
+        )
+
+    def budget_resolver(self, problem: Problem) -> Callable[[Mapping[str, float]], Allocation]:
+        """A function solving ``problem`` under other budgets, with the model built once.
+
+        ``resolve(budgets)`` returns what ``solve(problem.with_budgets(budgets))`` would
+        and raises :class:`~mpqcore.errors.InfeasibleError` the same way. The problem is
+        reduced once; the HiGHS model is built at the first solve that needs one, and
+        later solves with the same budget names only move its budget rows
+        (``info["reused_model"]`` says which did). Other budget names build a new model.
+        """
+        base = reduce_problem(problem)
+        model: HighsModel | None = None
+
+        def resolve(budgets: Mapping[str, float]) -> Allocation:
+            nonlocal model
+            started = time.perf_counter()
+            reduced = _with_budgets(base, budgets)
+            check_budgets_reachable(reduced)
+            trivial = self._solve_trivial(reduced, started)
+            if trivial is not None:
+                return trivial
+            reused = model is not None and model.budget_names == list(reduced.problem.budgets)
+            if model is not None and reused:
+                model.rebudget(reduced)
+            else:
+                model = self.build(reduced)
+            return self.solve_model(model, started=started, info={"reused_model": reused})
+
+        return resolve
+
+    def solve_model(self, model: HighsModel, *, started: float, info: Mapping[str, Any] | None = None) -> Allocation:
         """Optimize an already built model (its current budget bounds) into an Allocation."""
         reduced = model.reduced
         start = None

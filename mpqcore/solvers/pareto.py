@@ -1,8 +1,11 @@
 """Sweeping one budget: the objective-vs-cost trade-off curve.
 
-With the ``highs`` solver the model is built once and only the swept budget's row
-bound moves between solves (``changeRowBounds``); building is a large share of a
-solve at thousands of layers. Other solvers are simply called once per limit.
+A solver that can re-solve one problem under new budgets cheaper than from scratch
+declares it with a ``budget_resolver(problem)`` method (:class:`BudgetResolving`):
+it returns a function ``resolve(budgets) -> Allocation``, and the sweep calls that once
+per limit. The built-in ``highs`` solver has one (its model is built once and only the
+swept budget's row bound moves between solves; building is a large share of a solve at
+thousands of layers). Any other solver is simply called once per limit.
 
 Limits below the cheapest achievable cost (or jointly infeasible with the other
 budgets) are **skipped** by default: a sweep usually starts at an aggressive limit,
@@ -14,80 +17,75 @@ see which limits were skipped; pass ``on_infeasible="raise"`` to get the
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
 from mpqcore.errors import ConfigError, InfeasibleError
-from mpqcore.problem import check_budgets_reachable, reduce_problem
+from mpqcore.plugins import get_plugins
+from mpqcore.protocols import Solver
 from mpqcore.types import Allocation, Problem
 
-__all__ = ["pareto_sweep"]
+__all__ = ["BudgetResolving", "pareto_sweep", "resolver_for"]
+
+
+@runtime_checkable
+class BudgetResolving(Protocol):
+    """The optional capability of a solver that re-solves one problem under new budgets.
+
+    ``budget_resolver(problem)`` returns ``resolve(budgets)``, which must give what
+    ``solve(problem.with_budgets(budgets))`` gives (raising
+    :class:`~mpqcore.errors.InfeasibleError` alike) while reusing work between calls.
+    """
+
+    def budget_resolver(self, problem: Problem) -> Callable[[Mapping[str, float]], Allocation]: ...
+
+
+def resolver_for(solver: Solver, problem: Problem) -> Callable[[Mapping[str, float]], Allocation]:
+    """``resolve(budgets)`` for ``problem``: the solver's own when it declares one, else a fresh solve each time."""
+    own = getattr(solver, "budget_resolver", None)
+    if callable(own):
+        return own(problem)
+    return lambda budgets: solver.solve(problem.with_budgets(budgets))
 
 
 def pareto_sweep(
     problem: Problem,
     budget_name: str,
     limits: Iterable[float],
-    solver: str = "highs",
+    solver: str | Solver = "highs",
     *,
     on_infeasible: str = "skip",
-    **solver_options,
+    **solver_options: Any,
 ) -> list[Allocation]:
     """Solve ``problem`` once per limit on budget ``budget_name``, in the order given.
 
     ``budget_name`` must name a cost table; it replaces (or adds) that budget, the
-    problem's other budgets stay. ``solver`` is a registered solver name;
-    ``solver_options`` go to its constructor. ``on_infeasible`` is ``"skip"`` (leave
-    the limit out of the result) or ``"raise"``.
+    problem's other budgets stay. ``solver`` is a registered solver name (built with
+    ``solver_options``) or a solver instance. ``on_infeasible`` is ``"skip"`` (leave the
+    limit out of the result) or ``"raise"``.
     """
     if on_infeasible not in ("skip", "raise"):
         raise ConfigError(f"pareto_sweep: on_infeasible must be 'skip' or 'raise', got {on_infeasible!r}")
     if budget_name not in problem.costs:
         raise ConfigError(f"pareto_sweep: budget {budget_name!r} names no cost table; tables: {sorted(problem.costs)}")
-    limits = [float(v) for v in limits]
-    if solver == "highs":
-        return _sweep_highs(problem, budget_name, limits, on_infeasible, solver_options)
-    from mpqcore.plugins import get_plugins
-
-    impl = get_plugins().solvers.create(solver, **solver_options)
+    if isinstance(solver, str):
+        impl: Solver = get_plugins().solvers.create(solver, **solver_options)
+    elif solver_options:
+        raise ConfigError(
+            f"pareto_sweep: options {sorted(solver_options)} go with a solver name; this solver is already built"
+        )
+    else:
+        impl = solver
+    resolve = resolver_for(impl, problem)
     out = []
-    for limit in limits:
+    for limit in (float(v) for v in limits):
         try:
-            alloc = impl.solve(problem.with_budgets({**problem.budgets, budget_name: limit}))
+            alloc = resolve({**problem.budgets, budget_name: limit})
         except InfeasibleError:
             if on_infeasible == "raise":
                 raise
             continue
         out.append(attrs.evolve(alloc, info={**alloc.info, "limit": limit}))
-    return out
-
-
-def _sweep_highs(problem, budget_name, limits, on_infeasible, options) -> list[Allocation]:
-    from mpqcore.solvers.highs import HighsSolver
-
-    solver = HighsSolver(**options)
-    out: list[Allocation] = []
-    model = None
-    for limit in limits:
-        started = time.perf_counter()
-        reduced = reduce_problem(problem.with_budgets({**problem.budgets, budget_name: limit}))
-        try:
-            check_budgets_reachable(reduced)
-            if reduced.n_groups == 0:  # nothing to model
-                alloc = solver.solve(reduced.problem)
-                out.append(attrs.evolve(alloc, info={**alloc.info, "limit": limit}))
-                continue
-            if model is None:
-                model = solver.build(reduced)
-                info = {"limit": limit, "reused_model": False}
-            else:
-                model.reduced = reduced  # same tables, new budgets: only the row bound moves
-                model.set_limit(budget_name, limit)
-                info = {"limit": limit, "reused_model": True}
-            out.append(solver.solve_model(model, started=started, info=info))
-        except InfeasibleError:
-            if on_infeasible == "raise":
-                raise
     return out
