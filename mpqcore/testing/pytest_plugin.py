@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 
+import pytest
 
-def pytest_configure(config) -> None:
+
+def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("MPQ_TEST_THREADS", "1")))
 
 
-def pytest_report_header(config) -> str:
+def pytest_report_header(config: pytest.Config) -> str:
     import torch
 
     return f"mpq: torch {torch.__version__}, {torch.get_num_threads()} thread(s) (MPQ_TEST_THREADS)"
