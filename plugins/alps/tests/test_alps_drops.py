@@ -108,14 +108,14 @@ def test_use_metric_without_a_metric_is_an_error():
 @pytest.mark.parametrize(
     "options, text",
     [
-        ({"base_bits": 0}, "base_bits=0"),
-        ({"base_bits": 17}, "base_bits=17"),
-        ({"finetune_steps": -1}, "finetune_steps=-1"),
-        ({"lr": 0.0}, "lr=0.0"),
-        ({"use_metric": "yes"}, "use_metric='yes'"),
-        ({"tie_break": "metric"}, "tie_break='metric'.*'loss', 'none'"),
+        ({"base_bits": 0}, "base_bits must be an integer from 1 to 16 or None, got 0"),
+        ({"base_bits": 17}, "base_bits must be an integer from 1 to 16 or None, got 17"),
+        ({"finetune_steps": -1}, "finetune_steps must be an integer >= 0, got -1"),
+        ({"lr": 0.0}, "lr must be a finite number > 0, got 0.0"),
+        ({"use_metric": "maybe"}, "use_metric must be true or false or None, got 'maybe'"),
+        ({"tie_break": "metric"}, "tie_break must be one of 'loss', 'none', got 'metric'"),
     ],
 )
 def test_bad_options_name_the_option_and_valid_values(options, text):
-    with pytest.raises(mpqcore.ConfigError, match=f"alps.*{text}"):
+    with pytest.raises(mpqcore.ConfigError, match=rf"method 'alps' \(plugin .*\): {text}"):
         mpqcore.get_plugins().methods.create("alps", **options)

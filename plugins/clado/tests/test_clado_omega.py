@@ -236,11 +236,17 @@ def test_blocks_by_fqn():
         ({"window": 0}, "window"),
         ({"window": 1.5}, "window"),
         ({"batch_size": 0}, "batch_size"),
-        ({"psd": "yes"}, "psd"),
-        ({"symmetrize": 1}, "symmetrize"),
+        ({"psd": "maybe"}, "psd"),
+        ({"symmetrize": 2}, "symmetrize"),
         ({"reuse_prefix": None}, "reuse_prefix"),
     ],
 )
 def test_bad_options_raise_config_error(options, option):
-    with pytest.raises(mpqcore.ConfigError, match=rf"clado: option {option}=.*valid"):
+    with pytest.raises(mpqcore.ConfigError, match=rf"method 'clado' \(plugin .*\): {option} must be .*, got"):
         mpqcore.get_plugins().methods.create("clado", **options)
+
+
+def test_command_line_booleans_are_accepted():
+    assert mpqcore.get_plugins().methods.create("clado", psd="yes", symmetrize=0, reuse_prefix="off") == Clado(
+        psd=True, symmetrize=False, reuse_prefix=False
+    )

@@ -13,6 +13,7 @@ import numpy as np
 
 from mpqcore.context import MeasureContext
 from mpqcore.errors import ConfigError
+from mpqcore.options import option
 from mpqcore.types import BITS_RANGE, Objective
 from mpqcore_alps.drops import Scorer, drop_table
 from mpqcore_alps.tiebreak import is_lattice, smallest_gap, tie_break_weight, tie_broken
@@ -20,45 +21,6 @@ from mpqcore_alps.tiebreak import is_lattice, smallest_gap, tie_break_weight, ti
 __all__ = ["TIE_BREAKS", "AccuracyAwareSelection"]
 
 TIE_BREAKS = ("loss", "none")
-_WHERE = "method 'alps' (plugin mpqcore-alps)"
-
-
-def _bad(option: str, value, valid: str) -> ConfigError:
-    return ConfigError(f"{_WHERE}: option {option}={value!r} is not valid; valid: {valid}")
-
-
-def _check_base(_inst, _attr, value):
-    if value is not None and value not in BITS_RANGE:
-        raise _bad("base_bits", value, "None (the highest candidate) or an integer 1..16")
-
-
-def _check_steps(_inst, _attr, value):
-    if value < 0:
-        raise _bad("finetune_steps", value, "an integer >= 0 (0 = no fine-tuning)")
-
-
-def _check_lr(_inst, _attr, value):
-    if not (value > 0 and np.isfinite(value)):
-        raise _bad("lr", value, "a positive finite float")
-
-
-def _check_use_metric(_inst, _attr, value):
-    if value not in (None, True, False):
-        raise _bad("use_metric", value, "None (metric when one is given), True or False")
-
-
-def _check_tie_break(_inst, _attr, value):
-    if value not in TIE_BREAKS:
-        raise _bad("tie_break", value, ", ".join(map(repr, TIE_BREAKS)))
-
-
-def _int(value):
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ConfigError(f"{_WHERE}: expected an integer, got {value!r}")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{_WHERE}: expected an integer, got {value!r}") from None
 
 
 @attrs.frozen
@@ -77,11 +39,13 @@ class AccuracyAwareSelection:
         Only used when scoring with the metric.
     """
 
-    base_bits: int | None = attrs.field(default=None, converter=attrs.converters.optional(_int), validator=_check_base)
-    finetune_steps: int = attrs.field(default=0, converter=_int, validator=_check_steps)
-    lr: float = attrs.field(default=1e-4, converter=float, validator=_check_lr)
-    use_metric: bool | None = attrs.field(default=None, validator=_check_use_metric)
-    tie_break: str = attrs.field(default="loss", validator=_check_tie_break)
+    base_bits: int | None = option(
+        int, default=None, minimum=BITS_RANGE.start, maximum=BITS_RANGE.stop - 1, optional=True, help="base precision"
+    )
+    finetune_steps: int = option(int, default=0, minimum=0, help="straight-through fine-tuning steps before each score")
+    lr: float = option(float, default=1e-4, greater_than=0.0, help="Adam learning rate of the fine-tuning")
+    use_metric: bool | None = option(bool, default=None, optional=True, help="score with the metric (None: if given)")
+    tie_break: str = option(str, default="loss", choices=TIE_BREAKS, help="break the metric's ties by the loss")
 
     def measure(self, ctx: MeasureContext) -> Objective:
         ev = ctx.evaluator

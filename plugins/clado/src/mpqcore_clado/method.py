@@ -3,41 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import attrs
 import numpy as np
 
 from mpqcore.context import MeasureContext
-from mpqcore.errors import ConfigError
+from mpqcore.options import option
 from mpqcore.types import Objective
 from mpqcore_clado.omega import objective_terms, omega_from_losses, project_psd
 from mpqcore_clado.pairs import PAIR_MODES, expected_evaluations, layer_pairs
 
 __all__ = ["Clado"]
-
-
-def _one_of(values: tuple) -> Callable:
-    def check(_inst, attr, value):
-        if value not in values:
-            raise ConfigError(
-                f"clado: option {attr.name}={value!r} is not valid; valid: {', '.join(map(repr, values))}"
-            )
-
-    return check
-
-
-def _at_least(low: int) -> Callable:
-    def check(_inst, attr, value):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"clado: option {attr.name}={value!r} is not valid; valid: an integer >= {low}")
-
-    return check
-
-
-def _boolean(_inst, attr, value):
-    if not isinstance(value, bool):
-        raise ConfigError(f"clado: option {attr.name}={value!r} is not valid; valid: True or False")
 
 
 @attrs.frozen
@@ -60,12 +36,12 @@ class Clado:
         evaluation already computed (the evaluator's :mod:`mpqcore.prefix`).
     """
 
-    pairs: str = attrs.field(default="all", validator=_one_of(PAIR_MODES))
-    window: int = attrs.field(default=1, validator=_at_least(1))
-    symmetrize: bool = attrs.field(default=True, validator=_boolean)
-    psd: bool = attrs.field(default=False, validator=_boolean)
-    batch_size: int = attrs.field(default=16, validator=_at_least(1))
-    reuse_prefix: bool = attrs.field(default=True, validator=_boolean)
+    pairs: str = option(str, default="all", choices=PAIR_MODES, help="which layer pairs are measured")
+    window: int = option(int, default=1, minimum=1, help="largest layer distance with pairs='window'")
+    symmetrize: bool = option(bool, default=True, help="store Ω symmetric rather than upper-triangular")
+    psd: bool = option(bool, default=False, help="project Ω onto the PSD cone")
+    batch_size: int = option(int, default=16, minimum=1, help="assignments per evaluator call without prefix reuse")
+    reuse_prefix: bool = option(bool, default=True, help="skip forward-pass prefixes computed already")
 
     def measure(self, ctx: MeasureContext) -> Objective:
         ev = ctx.evaluator

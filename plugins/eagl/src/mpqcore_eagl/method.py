@@ -22,7 +22,7 @@ import attrs
 import numpy as np
 
 from mpqcore.context import MeasureContext
-from mpqcore.errors import ConfigError
+from mpqcore.options import option
 from mpqcore.types import Objective
 from mpqcore_eagl.entropy import code_entropy
 
@@ -30,13 +30,6 @@ __all__ = ["SCALES", "EntropyGuided", "entropy_table"]
 
 #: How the per-layer entropy loss is scaled: by the parameter count, or not at all.
 SCALES = ("params", "per-weight")
-
-
-def _check_scale(_instance, _attr, value):
-    if value not in SCALES:
-        raise ConfigError(
-            f"method 'eagl' (plugin mpqcore-eagl): option scale={value!r} is not valid; valid: {', '.join(map(repr, SCALES))}"
-        )
 
 
 def entropy_table(ctx: MeasureContext) -> np.ndarray:
@@ -60,7 +53,7 @@ class EntropyGuided:
         keeps the loss per weight, as the paper's per-layer entropy value.
     """
 
-    scale: str = attrs.field(default="params", validator=_check_scale)
+    scale: str = option(str, default="params", choices=SCALES, help="scale the entropy loss by the parameter count")
 
     def measure(self, ctx: MeasureContext) -> Objective:
         entropy = entropy_table(ctx)

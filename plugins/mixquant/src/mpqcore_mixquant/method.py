@@ -17,20 +17,13 @@ from __future__ import annotations
 import attrs
 
 from mpqcore.context import MeasureContext
-from mpqcore.errors import ConfigError
+from mpqcore.options import option
 from mpqcore.types import Objective
 from mpqcore_mixquant.error import error_table
 
 __all__ = ["SCALES", "QuantizationErrorMethod"]
 
 SCALES = ("params", "per-weight")
-
-
-def _check_scale(_inst, _attr, value):
-    if value not in SCALES:
-        raise ConfigError(
-            f"method 'mixquant' (plugin mpqcore-mixquant): option scale={value!r} is not valid; valid: {', '.join(map(repr, SCALES))}"
-        )
 
 
 @attrs.frozen
@@ -43,7 +36,7 @@ class QuantizationErrorMethod:
         ``"per-weight"`` the MSE itself.
     """
 
-    scale: str = attrs.field(default="params", validator=_check_scale)
+    scale: str = option(str, default="params", choices=SCALES, help="the layer's total squared error, or its MSE")
 
     def measure(self, ctx: MeasureContext) -> Objective:
         mse = error_table(ctx)

@@ -24,19 +24,22 @@ from __future__ import annotations
 import math
 import time
 
+import attrs
 import numpy as np
 
 from mpqcore.errors import ConfigError, InfeasibleError
+from mpqcore.options import option
 from mpqcore.problem import ReducedProblem, allocation_costs, check_budgets_reachable, reduce_problem
 from mpqcore.types import BITS_RANGE, Allocation, Problem
 from mpqcore_mixquant.rule import group_choice, rule_choice, thresholds
 
 __all__ = ["QEMSolver"]
 
-_WHERE = "solver 'mixquant-qem' (plugin mpqcore-mixquant)"
+_WHERE = "solver 'mixquant-qem'"  # in errors raised while solving (the registry names the plugin at creation)
 _RTOL = 1e-9  # budget slack, the one mpqcore.problem uses
 
 
+@attrs.frozen
 class QEMSolver:
     """MixQuant's rule: each layer gets the smallest b with QE_b <= QEM x QE_ref.
 
@@ -50,24 +53,10 @@ class QEMSolver:
 
     name = "mixquant-qem"
 
-    def __init__(self, qem: float | None = None, reference_bits: int = 8):
-        if qem is not None:
-            try:
-                qem = float(qem)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{_WHERE}: option qem={qem!r} is not valid; valid: None or a number >= 1") from None
-            if not (qem >= 1.0 and math.isfinite(qem)):
-                raise ConfigError(f"{_WHERE}: option qem={qem!r} is not valid; valid: None or a finite number >= 1")
-        if (
-            isinstance(reference_bits, bool)
-            or not isinstance(reference_bits, (int, np.integer))
-            or reference_bits not in BITS_RANGE
-        ):
-            raise ConfigError(
-                f"{_WHERE}: option reference_bits={reference_bits!r} is not valid; valid: an integer 1..16 among the candidate bits"
-            )
-        self.qem = qem
-        self.reference_bits = int(reference_bits)
+    qem: float | None = option(float, default=None, minimum=1.0, optional=True, help="the multiplier (None: searched)")
+    reference_bits: int = option(
+        int, default=8, minimum=BITS_RANGE.start, maximum=BITS_RANGE.stop - 1, help="bits of the reference error"
+    )
 
     # -- the rule on a reduced problem -------------------------------------------------
 

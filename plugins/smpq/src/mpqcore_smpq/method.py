@@ -7,7 +7,6 @@ how values become a per-(layer, bits) objective.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -15,6 +14,7 @@ import attrs
 import numpy as np
 
 from mpqcore import ConfigError, MeasureContext, Objective
+from mpqcore.options import option
 from mpqcore_smpq.game import bitwidth_score, layer_game, upgrade_game, upgrade_players
 from mpqcore_smpq.objective import CONVERSIONS, layer_objective, neighbour_upgrade_pairs, upgrade_objective
 from mpqcore_smpq.shapley import (
@@ -36,63 +36,6 @@ PLAYER_MODES = ("upgrade", "layer")
 #: ``ctx.rng`` salts, so permutations and interaction draws are independent streams.
 SALT_PERMUTATIONS = 0x5A9
 SALT_INTERACTIONS = 0x1A7
-
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0")
-
-
-def _flag(name: str):
-    def convert(value: Any) -> bool:
-        if isinstance(value, (bool, np.bool_)):
-            return bool(value)
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ConfigError(f"smpq: option {name} must be true or false, got {value!r}")
-
-    return convert
-
-
-def _exact(value: Any) -> bool | str:
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    try:
-        return _flag("exact")(value)
-    except ConfigError:
-        raise ConfigError(f"smpq: option exact must be 'auto', true or false, got {value!r}") from None
-
-
-def _number(name: str, kind: type, minimum: float, *, optional: bool = False):
-    def convert(value: Any):
-        if value is None and optional:
-            return None
-        try:
-            out = kind(value)
-            if kind is int and float(value) != out:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"smpq: option {name} must be {'an integer' if kind is int else 'a number'} >= {minimum:g}"
-                f"{' or None' if optional else ''}, got {value!r}"
-            ) from None
-        if not (math.isfinite(out) and out >= minimum):
-            raise ConfigError(f"smpq: option {name} must be a finite number >= {minimum:g}, got {value!r}")
-        return out
-
-    return convert
-
-
-def _conversion(value: Any) -> str:
-    if value not in CONVERSIONS:
-        raise ConfigError(f"smpq: option conversion must be one of {list(CONVERSIONS)}, got {value!r}")
-    return value
-
-
-def _players(value: Any) -> str:
-    if value not in PLAYER_MODES:
-        raise ConfigError(f"smpq: option players must be one of {list(PLAYER_MODES)}, got {value!r}")
-    return value
 
 
 @attrs.frozen(eq=False)
@@ -143,23 +86,23 @@ class ShapleyBitWidth:
     - ``interaction_samples``: antithetic coalition pairs per interaction when sampling.
     """
 
-    players: str = attrs.field(default="upgrade", converter=_players)
-    use_metric: bool = attrs.field(default=False, converter=_flag("use_metric"))
-    exact: bool | str = attrs.field(default="auto", converter=_exact)
-    tolerance: float = attrs.field(default=0.01, converter=_number("tolerance", float, 0.0))
-    truncation: float = attrs.field(default=0.001, converter=_number("truncation", float, 0.0))
-    relative: bool = attrs.field(default=True, converter=_flag("relative"))
-    min_permutations: int = attrs.field(default=20, converter=_number("min_permutations", int, 4))
-    max_permutations: int = attrs.field(default=2000, converter=_number("max_permutations", int, 4))
-    max_evaluations: int | None = attrs.field(default=2000, converter=_number("max_evaluations", int, 3, optional=True))
-    conversion: str = attrs.field(default="steps", converter=_conversion)
-    interactions: bool = attrs.field(default=False, converter=_flag("interactions"))
-    interaction_samples: int = attrs.field(default=16, converter=_number("interaction_samples", int, 2))
+    players: str = option(str, default="upgrade", choices=PLAYER_MODES, help="who plays: bit-width upgrades or layers")
+    use_metric: bool = option(bool, default=False, help="score coalitions by the metric instead of the loss")
+    exact: bool | str = option(bool, default="auto", also=("auto",), help="enumerate every coalition")
+    tolerance: float = option(float, default=0.01, minimum=0.0, help="stop sampling at this standard error")
+    truncation: float = option(float, default=0.001, minimum=0.0, help="stop a permutation this close to v(all)")
+    relative: bool = option(bool, default=True, help="tolerance and truncation relative to |v(all) - v(none)|")
+    min_permutations: int = option(int, default=20, minimum=4, help="fewest permutations per game")
+    max_permutations: int = option(int, default=2000, minimum=4, help="most permutations per game")
+    max_evaluations: int | None = option(int, default=2000, minimum=3, optional=True, help="model evaluations at most")
+    conversion: str = option(str, default="steps", choices=CONVERSIONS, help="how upgrade values become terms")
+    interactions: bool = option(bool, default=False, help="estimate neighbour interactions as pair terms")
+    interaction_samples: int = option(int, default=16, minimum=2, help="antithetic coalition pairs per interaction")
 
     def __attrs_post_init__(self):
         if self.max_permutations < self.min_permutations:
             raise ConfigError(
-                f"smpq: option max_permutations ({self.max_permutations}) must be >= min_permutations ({self.min_permutations})"
+                f"max_permutations ({self.max_permutations}) must be >= min_permutations ({self.min_permutations})"
             )
 
     # -- the method ---------------------------------------------------------------------
