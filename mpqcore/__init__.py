@@ -4,6 +4,8 @@ report = mpqcore.search(model, calibration, method="hawq", bits=(2, 4, 8),
                         budget=mpqcore.Budget.average_bits(4.0))
 """
 
+from typing import Any
+
 from mpqcore.context import MeasureContext
 from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError, PluginError, ProblemTooLargeError
 from mpqcore.evaluate import Evaluator
@@ -11,6 +13,7 @@ from mpqcore.hookspecs import hookimpl
 from mpqcore.introspect import introspect
 from mpqcore.plugins import PluginSet, get_plugins
 from mpqcore.problem import dump_problem, load_problem, problem_from_dict, problem_to_dict
+from mpqcore.protocols import Solver, TaskLike
 from mpqcore.quantizers import QuantizedTensor
 from mpqcore.report import Report
 from mpqcore.search import Measurement, SweepPoint, apply, measure, search, search_problem, sweep
@@ -18,12 +21,15 @@ from mpqcore.tasks import Task
 from mpqcore.types import Allocation, Budget, LayerInfo, ModelSpec, Objective, Problem
 
 
-def solve(problem: Problem, solver: str = "highs", *, plugins: PluginSet | None = None, **options) -> Allocation:
-    """Solve an allocation problem with the named solver (from ``plugins``, default the installed set)."""
-    return (plugins or get_plugins()).solvers.create(solver, **options).solve(problem)
+def solve(
+    problem: Problem, solver: str | Solver = "highs", *, plugins: PluginSet | None = None, **options: Any
+) -> Allocation:
+    """Solve an allocation problem with the named solver or a solver instance (names from ``plugins``)."""
+    _, impl = (plugins or get_plugins()).solvers.resolve(solver, options)
+    return impl.solve(problem)
 
 
-def load_task(name: str, *, plugins: PluginSet | None = None, **options) -> Task:
+def load_task(name: str, *, plugins: PluginSet | None = None, **options: Any) -> TaskLike:
     """Build a registered task (``digits-cnn``, ...) by name (from ``plugins``, default the installed set)."""
     return (plugins or get_plugins()).tasks.create(name, **options)
 

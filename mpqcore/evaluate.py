@@ -95,7 +95,7 @@ class Evaluator:
     def __init__(
         self,
         model: nn.Module,
-        calibration: Sequence[Any],
+        calibration: Iterable[Any],
         spec: ModelSpec | None,
         quantizer: Any,
         *,

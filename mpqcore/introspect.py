@@ -42,12 +42,15 @@ def _macs_hook(counts: dict[str, int], name: str):
     def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
         if not isinstance(output, torch.Tensor):
             return
+        per_output: int
         if isinstance(module, (nn.Conv1d, nn.Conv2d)):
             per_output = module.in_channels // module.groups
             for k in module.kernel_size:
-                per_output *= k
-        else:
+                per_output *= int(k)
+        elif isinstance(module, nn.Linear):
             per_output = module.in_features
+        else:  # QUANTIZABLE has no other kind
+            return
         counts[name] = counts.get(name, 0) + output.numel() * per_output
 
     return hook
@@ -85,15 +88,18 @@ def introspect(model: nn.Module, example_batch: Any | None = None) -> ModelSpec:
                 h.remove()
         n = max(batch_size(example_batch), 1)
         counts = {k: v // n for k, v in counts.items()}
-    layers = [
-        LayerInfo(
-            fqn=name,
-            kind=type(module).__name__,
-            params=module.weight.numel(),
-            macs=counts.get(name, 0),
-            weight_shape=tuple(module.weight.shape),
-            aliases=tuple(aliases),
+    layers = []
+    for name, (module, aliases) in modules.items():
+        weight = module.weight
+        assert isinstance(weight, torch.Tensor)  # quantizable_modules keeps only modules with a weight tensor
+        layers.append(
+            LayerInfo(
+                fqn=name,
+                kind=type(module).__name__,
+                params=weight.numel(),
+                macs=counts.get(name, 0),
+                weight_shape=tuple(weight.shape),
+                aliases=tuple(aliases),
+            )
         )
-        for name, (module, aliases) in modules.items()
-    ]
-    return ModelSpec(layers)
+    return ModelSpec(tuple(layers))

@@ -59,9 +59,16 @@ class CostModel(Protocol):
 
 @runtime_checkable
 class TaskLike(Protocol):
-    """A model, its calibration batches and a metric (higher is better); :class:`mpqcore.Task` is one."""
+    """A model, its calibration batches and a metric (higher is better); :class:`mpqcore.Task` is one.
+
+    ``loss`` (``None`` for the evaluator's default) and ``metric_name`` are read by the
+    command line, so a task has them too; building a :class:`mpqcore.Task` gives all.
+    """
 
     name: str
     model: Any
     calibration: Any
     metric: Callable[[Any], float]
+    metric_name: str
+    description: str
+    loss: Callable[[Any, Any], Any] | None

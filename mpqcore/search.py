@@ -199,7 +199,7 @@ def measure(
         given = {"method": method, "bits": bits, "budget": budget}
         explicit = {k for k, v in given.items() if v is not _MEASURE_DEFAULTS[k]}
         mapped = _legacy("measure", legacy, _LEGACY_MEASURE, {k: given[k] for k in explicit})
-        method, bits, budget = (mapped.get(k, given[k]) for k in _LEGACY_MEASURE)
+        method, bits, budget = mapped.get("method", method), mapped.get("bits", bits), mapped.get("budget", budget)
     plugins = plugins or get_plugins()
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -371,9 +371,10 @@ def apply(
     target_modules = quantizable_modules(target)
     with torch.no_grad():
         for fqn, b in bits_of.items():
-            module = target_modules[aliases.get(fqn, fqn)][0]
-            q = impl.quantize(module.weight.detach(), int(b)).dequantize()
-            module.weight.copy_(q.reshape(module.weight.shape).to(module.weight.dtype))
+            weight = target_modules[aliases.get(fqn, fqn)][0].weight
+            assert isinstance(weight, torch.Tensor)  # quantizable_modules keeps only modules with a weight tensor
+            q = impl.quantize(weight.detach(), int(b)).dequantize()
+            weight.copy_(q.reshape(weight.shape).to(weight.dtype))
     return target
 
 
@@ -597,8 +598,9 @@ def sweep(
     if legacy:
         given = {"method": method, "bits": bits, "budgets": budgets, "metric": metric}
         explicit = {k: v for k, v in given.items() if v is not _SWEEP_DEFAULTS[k]}
-        given.update(_legacy("sweep", legacy, _LEGACY_SWEEP, explicit))
-        method, bits, budgets, metric = (given[k] for k in _LEGACY_SWEEP)
+        mapped = _legacy("sweep", legacy, _LEGACY_SWEEP, explicit)
+        method, bits = mapped.get("method", method), mapped.get("bits", bits)
+        budgets, metric = mapped.get("budgets", budgets), mapped.get("metric", metric)
     plugins = plugins or get_plugins()
     budget_list = _budgets(list(budgets))
     if not budget_list:

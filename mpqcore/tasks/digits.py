@@ -114,12 +114,12 @@ def train_classifier(
     steps = epochs * ((len(x) + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     model.train()
-    epoch_iter = range(epochs)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        epoch_iter = tqdm(epoch_iter, desc=desc, unit="epoch")
-    for _ in epoch_iter:
+        bar = tqdm(range(epochs), desc=desc, unit="epoch")
+    for _ in bar if bar is not None else range(epochs):
         perm = torch.randperm(len(x), generator=gen)
         total = 0.0
         for i in range(0, len(x), batch_size):
@@ -133,7 +133,7 @@ def train_classifier(
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
-        if progress:
-            epoch_iter.set_postfix(loss=f"{total / len(x):.4f}")
+        if bar is not None:
+            bar.set_postfix(loss=f"{total / len(x):.4f}")
     model.eval()
     return model.state_dict()
