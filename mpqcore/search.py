@@ -24,12 +24,14 @@ from mpqcore.context import MeasureContext
 from mpqcore.costs import cost_table
 from mpqcore.errors import ConfigError, MethodError, MpqError
 from mpqcore.evaluate import Evaluator
+from mpqcore.frozen import FrozenDict, freeze
 from mpqcore.introspect import quantizable_modules
+from mpqcore.naming import suggest
 from mpqcore.plugins import PluginSet, get_plugins
 from mpqcore.problem import allocation_costs
 from mpqcore.protocols import CostModel, Quantizer, SensitivityMethod, Solver
 from mpqcore.report import Report, versions
-from mpqcore.types import Allocation, Budget, ModelSpec, Objective, Problem, _check_bits
+from mpqcore.types import Allocation, Budget, ModelSpec, Objective, Problem, check_bits
 
 __all__ = ["Measurement", "apply", "measure", "search", "search_problem", "sweep"]
 
@@ -70,6 +72,10 @@ def _check_ties(ties: Sequence[Sequence[str]] | None, spec: ModelSpec) -> tuple[
     return check_ties(ties, spec.fqns)
 
 
+def _budget_tuple(budgets: Iterable[Budget]) -> tuple[Budget, ...]:
+    return tuple(budgets)
+
+
 @attrs.frozen(eq=False)
 class Measurement:
     """A measured allocation problem and what produced it."""
@@ -78,17 +84,17 @@ class Measurement:
     spec: ModelSpec
     objective: Objective
     evaluator: Evaluator
-    budgets: tuple[Budget, ...]
-    pins: dict[str, int]
+    budgets: tuple[Budget, ...] = attrs.field(converter=_budget_tuple)
+    pins: Mapping[str, int] = attrs.field(converter=freeze)
     method: str
-    method_options: dict
+    method_options: Mapping[str, Any] = attrs.field(converter=freeze)
     quantizer: str
-    quantizer_options: dict
+    quantizer_options: Mapping[str, Any] = attrs.field(converter=freeze)
     cost: str
     seed: int
-    timings: dict[str, float]
+    timings: Mapping[str, float] = attrs.field(converter=freeze)
     #: The cost model instances (with their options) that built the problem's tables.
-    cost_models: Mapping[str, Any] = attrs.field(factory=dict)
+    cost_models: Mapping[str, Any] = attrs.field(factory=dict, converter=FrozenDict)
     #: Forward passes the method itself made (the evaluator's total also counts the
     #: core's reference pass over the calibration data and, later, evaluations).
     measure_forward_passes: int = 0
@@ -203,7 +209,7 @@ def measure(
     plugins = plugins or get_plugins()
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     budgets = _budgets(budget)
     method_name, method_impl = plugins.methods.resolve(method, method_options)
     quantizer_name, quantizer_impl = plugins.quantizers.resolve(quantizer, quantizer_options)
@@ -362,8 +368,6 @@ def apply(
     aliases = {alias: name for name, (_, al) in modules.items() for alias in al}
     unknown = [f for f in bits_of if f not in modules and f not in aliases]
     if unknown:
-        from mpqcore.registry import suggest
-
         raise ConfigError(
             f"allocation names layers the model does not have: {unknown[:5]}{suggest(unknown[0], modules)}"
         )
@@ -555,7 +559,7 @@ def _check_reuse(meas: Measurement, given: Mapping[str, Any]) -> None:
         if value is _SEARCH_DEFAULTS[name] or value is None:
             continue
         if name == "bits":
-            value = _check_bits(value)
+            value = check_bits(value)
         if name in ("method", "quantizer") and not isinstance(value, str):
             value = type(value).__name__ if value is not getattr(meas, f"{name}_impl", None) else measured[name]
         if name in ("method_options", "quantizer_options") and not value:
@@ -571,9 +575,11 @@ def _check_reuse(meas: Measurement, given: Mapping[str, Any]) -> None:
 
 @attrs.frozen(eq=False)
 class SweepPoint:
+    """One budget of a sweep: its allocation and the measured results."""
+
     budget: Budget
     allocation: Allocation
-    results: dict[str, Any]
+    results: Mapping[str, Any] = attrs.field(converter=freeze)
 
 
 def sweep(

@@ -45,9 +45,9 @@ def thresholds(qe: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """``t[l, j]``: the least QEM at which column ``j`` becomes admissible for row ``l``."""
     qe = np.asarray(qe, dtype=float)
     out = np.empty_like(qe)
-    for l in range(qe.shape[0]):
+    for i in range(qe.shape[0]):
         for j in range(qe.shape[1]):
-            out[l, j] = _threshold(float(qe[l, j]), float(ref[l]))
+            out[i, j] = _threshold(float(qe[i, j]), float(ref[i]))
     return out
 
 

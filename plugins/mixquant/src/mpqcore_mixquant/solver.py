@@ -27,6 +27,7 @@ import time
 import attrs
 import numpy as np
 
+from mpqcore.constraints import within_budget
 from mpqcore.errors import ConfigError, InfeasibleError
 from mpqcore.options import option
 from mpqcore.problem import ReducedProblem, allocation_costs, check_budgets_reachable, reduce_problem
@@ -36,7 +37,6 @@ from mpqcore_mixquant.rule import group_choice, rule_choice, thresholds
 __all__ = ["QEMSolver"]
 
 _WHERE = "solver 'mixquant-qem'"  # in errors raised while solving (the registry names the plugin at creation)
-_RTOL = 1e-9  # budget slack, the one mpqcore.problem uses
 
 
 @attrs.frozen
@@ -79,7 +79,7 @@ class QEMSolver:
     @staticmethod
     def _fits(reduced: ReducedProblem, choice: np.ndarray) -> bool:
         costs = reduced.costs_of(choice)
-        return all(costs[n] <= lim + _RTOL * max(1.0, abs(lim)) for n, lim in reduced.problem.budgets.items())
+        return all(within_budget(costs[n], lim) for n, lim in reduced.problem.budgets.items())
 
     @staticmethod
     def _costs_grow_with_bits(reduced: ReducedProblem) -> bool:
@@ -101,7 +101,7 @@ class QEMSolver:
                 parts = [
                     f"{n}: {costs[n]:g} > {lim:g}"
                     for n, lim in problem.budgets.items()
-                    if costs[n] > lim + _RTOL * max(1.0, abs(lim))
+                    if not within_budget(costs[n], lim)
                 ]
                 raise InfeasibleError(
                     f"{_WHERE}: the allocation of qem={qem:g} breaks the budget ({'; '.join(parts)}); "
