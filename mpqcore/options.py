@@ -39,7 +39,7 @@ import numpy as np
 from mpqcore.errors import ConfigError
 from mpqcore.naming import suggest
 
-__all__ = ["REQUIRED", "OptionSpec", "check_options", "describe_options", "format_options", "option"]
+__all__ = ["REQUIRED", "OptionSpec", "check_options", "describe_options", "format_options", "option", "options_class"]
 
 #: The default of an option the user must give.
 REQUIRED: Any = attrs.NOTHING
@@ -347,8 +347,11 @@ class OptionSpec:
         return f"{self.name} ({self.type}, {default})"
 
 
-def _options_class(factory: Any) -> type | None:
-    """The attrs class whose fields are ``factory``'s options: itself, or ``factory.options_class``."""
+def options_class(factory: Any) -> type | None:
+    """The attrs class whose fields are ``factory``'s options: itself, or ``factory.options_class``.
+
+    ``None`` for a plain callable: its options are its signature's keywords.
+    """
     if isinstance(factory, type) and attrs.has(factory):
         return factory
     cls = getattr(factory, "options_class", None)
@@ -384,7 +387,7 @@ def _signature(factory: Callable[..., Any]) -> inspect.Signature | None:
 
 def describe_options(factory: Callable[..., Any]) -> tuple[OptionSpec, ...]:
     """The options ``factory`` takes: an attrs class's init fields, else its signature's keywords."""
-    cls = _options_class(factory)
+    cls = options_class(factory)
     if cls is not None:
         return tuple(_field_spec(f) for f in attrs.fields(cls) if f.init)
     sig = _signature(factory)
@@ -399,7 +402,7 @@ def describe_options(factory: Callable[..., Any]) -> tuple[OptionSpec, ...]:
 
 
 def _takes_any_keyword(factory: Callable[..., Any]) -> bool:
-    if _options_class(factory) is not None:
+    if options_class(factory) is not None:
         return False
     sig = _signature(factory)
     return sig is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
