@@ -4,7 +4,7 @@ The classic pseudo-polynomial multiple-choice knapsack recursion: ``f_g[s]`` is 
 least objective of the first ``g`` groups using at most ``s`` grid units of the
 budget. Its table has ``groups x states`` cells, so it needs costs on an integer grid
 and a capacity that is not too many grid steps: fine for hundreds of layers on a
-coarse grid, impractical at thousands on a fine one (see ``benchmarks/results/solvers.md``).
+coarse grid, impractical at thousands on a fine one (measured in ``docs/solvers.md``).
 
 Each group's cheapest allowed cost is subtracted first (from its weights and from the
 capacity): that leaves every weight >= 0 and the table only as wide as the budget's
