@@ -462,6 +462,9 @@ def test_shipped_docstrings_point_inside_the_repository():
         for i, line in enumerate(path.read_text().splitlines(), 1):
             if re.search(r"/work/|\.\./shared|\bshared/[A-Z]+\.md|\bSOLVERS\.md", line):
                 outside.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+            for cited in re.findall(r"\b((?:docs|benchmarks)/[\w./-]+\.(?:md|json|py))", line):
+                if not (ROOT / cited).exists():
+                    outside.append(f"{path.relative_to(ROOT)}:{i}: cites {cited}, which does not exist")
     assert not outside, "\n".join(outside)
 
 
