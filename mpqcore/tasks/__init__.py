@@ -7,6 +7,7 @@ time: trained models are cached in the user cache directory after the first run.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from pathlib import Path
@@ -16,9 +17,9 @@ import attrs
 import torch
 
 from mpqcore.hookspecs import hookimpl
-from mpqcore.options import option
+from mpqcore.options import check_options, option
 
-__all__ = ["Task", "TaskOptions", "mpq_register_tasks"]
+__all__ = ["LazyTask", "Task", "TaskBuilder", "TaskOptions", "mpq_register_tasks"]
 
 
 @attrs.frozen(eq=False)
@@ -52,11 +53,31 @@ class TaskOptions:
     progress: bool = option(bool, default=False, help="show training progress")
 
 
+class TaskBuilder:
+    """A task's ``build(**options)``: the options are checked and converted, then ``build(opts)`` runs.
+
+    Use as ``@TaskBuilder.taking(MyOptions)`` over ``def build(opts: MyOptions) -> Task``.
+    """
+
+    def __init__(self, options_class: type, build: Callable[[Any], Task]):
+        self.options_class = options_class
+        self._build = build
+        functools.update_wrapper(self, build)
+
+    @classmethod
+    def taking(cls, options_class: type) -> Callable[[Callable[[Any], Task]], TaskBuilder]:
+        return lambda build: cls(options_class, build)
+
+    def __call__(self, **options: Any) -> Task:
+        check_options(self.options_class, options)
+        return self._build(self.options_class(**options))
+
+
 class LazyTask:
     """A task factory that imports ``mpqcore.tasks.<module>`` only when the task is built.
 
-    Listing its options (``options_class``, the module's ``OPTIONS``) imports the module
-    too, but registering does not, so ``mpq plugins`` stays fast.
+    Listing its options (``options_class``, that of the module's ``build``) imports the
+    module too, but registering does not, so ``mpq plugins`` stays fast.
     """
 
     def __init__(self, module: str, description: str):
@@ -69,14 +90,14 @@ class LazyTask:
 
     @property
     def options_class(self) -> type:
-        return self._load().OPTIONS
+        return self._load().build.options_class
 
     def __call__(self, **options: Any) -> Task:
         return self._load().build(**options)
 
 
 #: name -> (module, description). Every factory takes the :class:`TaskOptions` plus
-#: task-specific ones (each module's ``OPTIONS`` class).
+#: task-specific ones (each module's ``build.options_class``).
 BUILTIN_TASKS = {
     "digits-cnn": (
         "digits_cnn",

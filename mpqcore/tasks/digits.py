@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from mpqcore.options import option
-from mpqcore.tasks import TaskOptions
+from mpqcore.tasks import TaskOptions, _cache
 
 __all__ = [
     "N_CALIBRATION",
@@ -26,7 +26,9 @@ __all__ = [
     "SPLIT_SEED",
     "DigitsSplit",
     "DigitsTrainingOptions",
+    "calibration_batches",
     "load_split",
+    "load_trained",
     "train_classifier",
     "upsample",
 ]
@@ -51,6 +53,27 @@ class DigitsTrainingOptions(TaskOptions):
     def training_config(self) -> dict[str, Any]:
         """The options that decide the trained weights (part of the cache key)."""
         return {"seed": self.seed, "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size}
+
+
+def load_trained(
+    name: str,
+    make_model: Callable[[], torch.nn.Module],
+    config: dict[str, Any],
+    train: Callable[[], dict[str, torch.Tensor]],
+    opts: DigitsTrainingOptions,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model trained by ``train`` (or its cached weights), in eval mode on ``opts.device``, and the cache's metadata."""
+    state, meta = _cache.load_or_train(name, config, train, cache_dir=opts.cache_dir, retrain=opts.retrain)
+    model = make_model()
+    model.load_state_dict(state)
+    model.eval().to(opts.device)
+    return model, meta
+
+
+def calibration_batches(x: torch.Tensor, opts: DigitsTrainingOptions) -> list[torch.Tensor]:
+    """``x`` in batches of ``opts.calibration_batch_size``, on ``opts.device``."""
+    step = opts.calibration_batch_size
+    return [x[i : i + step].to(opts.device) for i in range(0, len(x), step)]
 
 
 @attrs.frozen(eq=False)

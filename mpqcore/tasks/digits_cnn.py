@@ -8,16 +8,15 @@ and cached (see :mod:`mpqcore.tasks._cache`).
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import attrs
 import torch
 from torch import nn
 
-from mpqcore.options import check_options, option
-from mpqcore.tasks import Task, _cache, digits
+from mpqcore.options import option
+from mpqcore.tasks import Task, TaskBuilder, _cache, digits
 
-__all__ = ["OPTIONS", "DigitsCNN", "DigitsCNNOptions", "build"]
+__all__ = ["DigitsCNN", "DigitsCNNOptions", "build"]
 
 #: Bump when the architecture or the training loop changes, so caches retrain.
 TRAIN_VERSION = 1
@@ -52,16 +51,9 @@ class DigitsCNNOptions(digits.DigitsTrainingOptions):
     lr: float = option(float, default=3e-3, greater_than=0.0, help="Adam learning rate")
 
 
-OPTIONS = DigitsCNNOptions
-
-
-def build(**options: Any) -> Task:
-    """Small CNN trained on scikit-learn's handwritten digits (8x8); metric: test accuracy.
-
-    ``options``: those of :class:`DigitsCNNOptions`.
-    """
-    check_options(DigitsCNNOptions, options)
-    opts = DigitsCNNOptions(**options)
+@TaskBuilder.taking(DigitsCNNOptions)
+def build(opts: DigitsCNNOptions) -> Task:
+    """Small CNN trained on scikit-learn's handwritten digits (8x8); metric: test accuracy."""
     t0 = time.perf_counter()
     split = digits.load_split()
     config = {
@@ -80,12 +72,8 @@ def build(**options: Any) -> Task:
                 seed=opts.seed, progress=opts.progress, desc="digits-cnn",
             )  # fmt: skip
 
-    state, meta = _cache.load_or_train("digits-cnn", config, train, cache_dir=opts.cache_dir, retrain=opts.retrain)
-    model = DigitsCNN()
-    model.load_state_dict(state)
-    model.eval().to(opts.device)
-    step = opts.calibration_batch_size
-    calibration = [split.x_calibration[i : i + step].to(opts.device) for i in range(0, len(split.x_calibration), step)]
+    model, meta = digits.load_trained("digits-cnn", DigitsCNN, config, train, opts)
+    calibration = digits.calibration_batches(split.x_calibration, opts)
     metric = _cache.accuracy_metric(split.x_test, split.y_test)
     float_metric = metric(model)
     info = {

@@ -11,17 +11,16 @@ deterministically, and cached (see :mod:`mpqcore.tasks._cache`).
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import attrs
 import torch
 from torch import nn
 
 from mpqcore.errors import ConfigError
-from mpqcore.options import check_options, option
-from mpqcore.tasks import Task, _cache, digits
+from mpqcore.options import option
+from mpqcore.tasks import Task, TaskBuilder, _cache, digits
 
-__all__ = ["OPTIONS", "DigitsResNet18Options", "build", "make_model"]
+__all__ = ["DigitsResNet18Options", "build", "make_model"]
 
 #: Bump when the architecture or the training loop changes, so caches retrain.
 TRAIN_VERSION = 1
@@ -53,16 +52,9 @@ class DigitsResNet18Options(digits.DigitsTrainingOptions):
     threads: int = option(int, default=1, minimum=1, help="CPU threads while training")
 
 
-OPTIONS = DigitsResNet18Options
-
-
-def build(**options: Any) -> Task:
-    """ResNet-18 trained on scikit-learn's handwritten digits upsampled to 32x32; metric: test accuracy.
-
-    ``options``: those of :class:`DigitsResNet18Options`.
-    """
-    check_options(DigitsResNet18Options, options)
-    opts = DigitsResNet18Options(**options)
+@TaskBuilder.taking(DigitsResNet18Options)
+def build(opts: DigitsResNet18Options) -> Task:
+    """ResNet-18 trained on scikit-learn's handwritten digits upsampled to 32x32; metric: test accuracy."""
     t0 = time.perf_counter()
     split = digits.load_split()
     x_train, x_cal, x_test = (digits.upsample(x, SIZE) for x in (split.x_train, split.x_calibration, split.x_test))
@@ -85,12 +77,8 @@ def build(**options: Any) -> Task:
                 weight_decay=opts.weight_decay, seed=opts.seed, progress=opts.progress, desc="digits-resnet18",
             )  # fmt: skip
 
-    state, meta = _cache.load_or_train("digits-resnet18", config, train, cache_dir=opts.cache_dir, retrain=opts.retrain)
-    model = make_model()
-    model.load_state_dict(state)
-    model.eval().to(opts.device)
-    step = opts.calibration_batch_size
-    calibration = [x_cal[i : i + step].to(opts.device) for i in range(0, len(x_cal), step)]
+    model, meta = digits.load_trained("digits-resnet18", make_model, config, train, opts)
+    calibration = digits.calibration_batches(x_cal, opts)
     metric = _cache.accuracy_metric(x_test, split.y_test, batch_size=200)
     float_metric = metric(model)
     info = {

@@ -25,7 +25,6 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import attrs
 import torch
@@ -33,12 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mpqcore.errors import ConfigError
-from mpqcore.options import check_options, option
-from mpqcore.tasks import Task, TaskOptions
+from mpqcore.options import option
+from mpqcore.tasks import Task, TaskBuilder, TaskOptions
 from mpqcore.tasks._cache import model_device, preserve_modes
 
 __all__ = [
-    "OPTIONS",
     "MiniLMOptions",
     "SentenceEncoder",
     "build",
@@ -171,16 +169,9 @@ class MiniLMOptions(TaskOptions):
     pooler: bool = option(bool, default=False, help="keep BERT's pooler (the sentence embedding does not use it)")
 
 
-OPTIONS = MiniLMOptions
-
-
-def build(**options: Any) -> Task:
-    """Pretrained all-MiniLM-L6-v2 sentence encoder; metric: cosine similarity to the float embeddings.
-
-    ``options``: those of :class:`MiniLMOptions`.
-    """
-    check_options(MiniLMOptions, options)
-    opts = MiniLMOptions(**options)
+@TaskBuilder.taking(MiniLMOptions)
+def build(opts: MiniLMOptions) -> Task:
+    """Pretrained all-MiniLM-L6-v2 sentence encoder; metric: cosine similarity to the float embeddings."""
     t0 = time.perf_counter()
     path = model_dir()
     from transformers import AutoTokenizer, BertModel
