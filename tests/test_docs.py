@@ -9,10 +9,11 @@
   reader pasting them into one session would, in a temporary working directory (real
   searches on ``digits-cnn`` with one torch thread: about 10 s for all pages; set
   ``MPQ_DOCS_SKIP_SNIPPETS=1`` to skip them);
-- ``docs/writing-a-plugin.md`` followed literally: its files are written out, the
-  package is pip-installed (into a temporary folder, offline), and its shell blocks run
-  in fresh interpreters: ``mpq plugins`` lists it, ``mpq search`` searches with it and
-  its conformance tests pass;
+- ``docs/writing-a-plugin.md`` followed literally (about 20-30 s, marked slow): its
+  files are written out, the package is pip-installed (into a temporary folder,
+  offline, never into this environment), and its shell blocks run in fresh
+  interpreters: ``mpq plugins`` lists it, ``mpq search`` searches with it and its
+  conformance tests pass;
 - every hook in :mod:`mpqcore.hookspecs` has ``docs/hooks/<hook>.md`` showing its exact
   signature, every page there belongs to a hook, and every hook is exercised by some
   other test file; the example plugin on each hook page is executed as a fresh module,
@@ -123,8 +124,9 @@ class Block:
         return "other"
 
 
-def blocks(page: Path) -> list[Block]:
-    text = page.read_text()
+def blocks(page: Path, text: str | None = None) -> list[Block]:
+    """The fenced blocks of ``page`` (or of ``text``, read as that page), in order."""
+    text = page.read_text() if text is None else text
     out = []
     for m in FENCE.finditer(text):
         mark = MARK.search(text[: m.start()].rstrip() + "\n")
@@ -183,11 +185,7 @@ def test_the_collector_reads_marks():
         "<!-- file: pkg/a.py -->\n```python\nc = 3\n```\n<!-- not-run -->\n```python\n```\n"
         "````py\nd = 4\n````\n"
     )
-    found = []
-    for m in FENCE.finditer(text):
-        mark = MARK.search(text[: m.start()].rstrip() + "\n")
-        kind, value = (mark["kind"], (mark["value"] or "").strip()) if mark else ("", "")
-        found.append(Block(page, 1, m["info"].strip(), m["body"], kind, value))
+    found = blocks(page, text)
     assert [b.role for b in found[:3]] == ["run", "not-run", "file"]
     assert found[1].value == "needs a GPU" and found[2].value == "pkg/a.py"
     assert "needs a reason" in found[3].role and "use ```python" in found[4].role
@@ -560,7 +558,7 @@ class GuideReader:
         elif argv[0] == "mpq":
             cmd = [*python, "-m", "mpqcore.cli", *argv[1:]]
         elif argv[:3] == ["python", "-m", "pytest"]:
-            cmd = [*python, "-m", "pytest", "-p", "no:cacheprovider", *argv[3:]]
+            cmd = [*python, "-m", "pytest", *argv[3:]]
         else:
             raise AssertionError(f"the test does not know how to run `{line}` from {PLUGIN_GUIDE.name}")
         done = subprocess.run(cmd, cwd=self.cwd, env=self.env(), capture_output=True, text=True, timeout=600)
