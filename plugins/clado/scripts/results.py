@@ -27,6 +27,7 @@ import torch
 from scipy.stats import spearmanr
 
 import mpqcore
+from mpqcore.result_tables import add_render_flag, allocation_row, layer_params, markdown_table, rerender, write_results
 from mpqcore.types import Budget
 
 HERE = Path(__file__).resolve().parent
@@ -41,18 +42,15 @@ def _cpu() -> float:
 
 def measure(task, method, options=None):
     w, c = time.perf_counter(), _cpu()
-    meas = mpqcore.measure(task.model, task.calibration, method, BITS, None, metric=task.metric, method_options=options or {})
+    meas = mpqcore.measure(
+        task.model, task.calibration, method, BITS, None, metric=task.metric, method_options=options or {}
+    )
     return meas, {"wall_s": time.perf_counter() - w, "cpu_s": _cpu() - c}
 
 
 def evaluate(meas, allocation):
-    ev = meas.evaluator
-    params = {layer.fqn: layer.params for layer in meas.spec.layers}
     return {
-        "accuracy": ev.metric(allocation.bits),
-        "loss": ev.loss(allocation.bits),
-        "average_bits": allocation.average_bits(params),
-        "bits": dict(allocation.bits),
+        **allocation_row(meas, allocation),
         "objective": allocation.objective,
         "status": allocation.status,
         "gap": allocation.gap,
@@ -63,11 +61,11 @@ def evaluate(meas, allocation):
 
 
 def uniform(meas, budget):
-    params = {layer.fqn: layer.params for layer in meas.spec.layers}
+    params = layer_params(meas.spec)
     total = sum(params.values())
     fits = [b for b in BITS if b * total <= budget * total + 1e-9]
     b = max(fits) if fits else min(BITS)
-    alloc = {f: b for f in params}
+    alloc = dict.fromkeys(params, b)
     return {"bits": b, "accuracy": meas.evaluator.metric(alloc), "loss": meas.evaluator.loss(alloc)}
 
 
@@ -87,16 +85,20 @@ def interaction_by_distance(objective) -> dict:
     u = np.asarray(objective.unary, dtype=float)
     by_d: dict[int, list[tuple[float, float]]] = {}
     for (a, ba, c, bc), v in objective.pairs.items():
-        l, m = sorted((pos[a], pos[c]))
+        near, far = sorted((pos[a], pos[c]))
         ua, uc = u[pos[a], bpos[ba]], u[pos[c], bpos[bc]]
         if ua > 0 and uc > 0:
-            by_d.setdefault(m - l, []).append((v, float(np.sqrt(ua * uc))))
+            by_d.setdefault(far - near, []).append((v, float(np.sqrt(ua * uc))))
     out = {}
     for d in sorted(by_d):
         v, g = np.array(by_d[d]).T
-        out[d] = {"terms": len(v), "aggregate_ratio": float(np.abs(v).sum() / g.sum()),
-                  "median_ratio": float(np.median(np.abs(v) / g)), "negative_fraction": float((v < 0).mean()),
-                  "log_ratio_std": float(np.log(np.abs(v[v != 0]) / g[v != 0]).std()) if (v != 0).any() else 0.0}
+        out[d] = {
+            "terms": len(v),
+            "aggregate_ratio": float(np.abs(v).sum() / g.sum()),
+            "median_ratio": float(np.median(np.abs(v) / g)),
+            "negative_fraction": float((v < 0).mean()),
+            "log_ratio_std": float(np.log(np.abs(v[v != 0]) / g[v != 0]).std()) if (v != 0).any() else 0.0,
+        }
     return out
 
 
@@ -160,7 +162,13 @@ def prediction(task, time_limit: float, n_random: int = 200, seed: int = 0) -> d
     randoms = []
     for _ in range(n_random):
         alloc = {f: int(rng.choice(BITS)) for f in obj.layers}
-        randoms.append({"predicted": obj.value(alloc), "diagonal_predicted": diagonal.value(alloc), "measured": ev.loss(alloc) - base})
+        randoms.append(
+            {
+                "predicted": obj.value(alloc),
+                "diagonal_predicted": diagonal.value(alloc),
+                "measured": ev.loss(alloc) - base,
+            }
+        )
 
     def rho(rows, key):
         return float(spearmanr([r[key] for r in rows], [r["measured"] for r in rows]).statistic)
@@ -173,8 +181,12 @@ def prediction(task, time_limit: float, n_random: int = 200, seed: int = 0) -> d
         "random_allocations": len(randoms),
         "spearman_random": rho(randoms, "predicted"),
         "spearman_random_diagonal": rho(randoms, "diagonal_predicted"),
-        "median_relative_error_random": float(np.median([abs(r["predicted"] - r["measured"]) / max(abs(r["measured"]), 1e-12) for r in randoms])),
-        "median_relative_error_random_diagonal": float(np.median([abs(r["diagonal_predicted"] - r["measured"]) / max(abs(r["measured"]), 1e-12) for r in randoms])),
+        "median_relative_error_random": float(
+            np.median([abs(r["predicted"] - r["measured"]) / max(abs(r["measured"]), 1e-12) for r in randoms])
+        ),
+        "median_relative_error_random_diagonal": float(
+            np.median([abs(r["diagonal_predicted"] - r["measured"]) / max(abs(r["measured"]), 1e-12) for r in randoms])
+        ),
     }
 
 
@@ -201,23 +213,30 @@ def speed(task, options: dict) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = [f"load average at start of the last run: {results['load_average']} (2 cores shared with other work: wall times are inflated; CPU times are steadier)", ""]
+    lines = [
+        f"load average at start of the last run: {results['load_average']} (2 cores shared with other work: wall times are inflated; CPU times are steadier)",
+        "",
+    ]
     for name, res in results["tasks"].items():
         cmp_ = res["compare"]
         m = cmp_["measurement"]["clado"]
         lines += [
             f"## {name} ({cmp_['layers']} layers, float accuracy {cmp_['float_accuracy']:.4f}, bits {{2,4,8}}, "
             f"torch threads {res.get('threads', results['threads'])})", "",
-            "| avg bits | CLADO | CLADO diagonal-only | hawq | uniform | CLADO solve s | CLADO gap | diag. solve s |",
-            "|---|---|---|---|---|---|---|---|",
         ]  # fmt: skip
-        for avg, row in cmp_["budgets"].items():
-            c, d, h, u = row["clado"], row["clado_diagonal"], row["hawq"], row["uniform"]
-            lines.append(
-                f"| {avg} | {c['accuracy']:.4f} ({c['average_bits']:.2f}) | {d['accuracy']:.4f} ({d['average_bits']:.2f}) | "
-                f"{h['accuracy']:.4f} ({h['average_bits']:.2f}) | {u['accuracy']:.4f} ({u['bits']}-bit) | "
-                f"{c['solve_s']:.3f} | {c['gap']:.2g} ({c['status']}) | {d['solve_s']:.3f} |"
-            )
+        lines += markdown_table(
+            [
+                "avg bits",
+                "CLADO",
+                "CLADO diagonal-only",
+                "hawq",
+                "uniform",
+                "CLADO solve s",
+                "CLADO gap",
+                "diag. solve s",
+            ],
+            (_compare_cells(avg, row) for avg, row in cmp_["budgets"].items()),
+        )
         lines += [
             "",
             f"CLADO measurement: {m['evaluations']} loss evaluations (formula {m['evaluations_formula']}), "
@@ -232,12 +251,12 @@ def markdown(results: dict) -> str:
             lines += [
                 "Interaction by layer distance d (|pair term| / sqrt(u_l u_m), terms with both single terms > 0):",
                 "",
-                "| d | terms | aggregate ratio | median ratio | negative fraction | std of log ratio |",
-                "|---|---|---|---|---|---|",
             ]
-            for d, r in m["interaction_by_distance"].items():
-                lines.append(f"| {d} | {r['terms']} | {r['aggregate_ratio']:.3f} | {r['median_ratio']:.3f} | {r['negative_fraction']:.2f} | "
-                             + (f"{r['log_ratio_std']:.2f} |" if "log_ratio_std" in r else "- |"))
+            lines += markdown_table(
+                ["d", "terms", "aggregate ratio", "median ratio", "negative fraction", "std of log ratio"],
+                ([d, r["terms"], f"{r['aggregate_ratio']:.3f}", f"{r['median_ratio']:.3f}", f"{r['negative_fraction']:.2f}",
+                  f"{r['log_ratio_std']:.2f}" if "log_ratio_std" in r else "-"] for d, r in m["interaction_by_distance"].items()),
+            )  # fmt: skip
             lines.append("")
         if "speed" in res:
             s = res["speed"]
@@ -257,16 +276,23 @@ def markdown(results: dict) -> str:
                 f"(diagonal-only {p['spearman_random_diagonal']:.3f}); median relative error {p['median_relative_error_random']:.2f} "
                 f"(diagonal-only {p['median_relative_error_random_diagonal']:.2f}).",
                 "",
-                "| budget | predicted αᵀΩα | diagonal only | measured | accuracy | gap | solve s |",
-                "|---|---|---|---|---|---|---|",
             ]
-            for r in p["sweep"]:
-                lines.append(
-                    f"| {r['budget']} | {r['predicted']:.4g} | {r['diagonal_predicted']:.4g} | {r['measured']:.4g} | "
-                    f"{r['accuracy']:.4f} | {r['gap']:.2g} | {r['solve_s']:.3f} |"
-                )
+            lines += markdown_table(
+                ["budget", "predicted αᵀΩα", "diagonal only", "measured", "accuracy", "gap", "solve s"],
+                ([r["budget"], f"{r['predicted']:.4g}", f"{r['diagonal_predicted']:.4g}", f"{r['measured']:.4g}",
+                  f"{r['accuracy']:.4f}", f"{r['gap']:.2g}", f"{r['solve_s']:.3f}"] for r in p["sweep"]),
+            )  # fmt: skip
             lines.append("")
     return "\n".join(lines)
+
+
+def _compare_cells(avg: str, row: dict) -> list[str]:
+    c, d, h, u = row["clado"], row["clado_diagonal"], row["hawq"], row["uniform"]
+    return [
+        avg, f"{c['accuracy']:.4f} ({c['average_bits']:.2f})", f"{d['accuracy']:.4f} ({d['average_bits']:.2f})",
+        f"{h['accuracy']:.4f} ({h['average_bits']:.2f})", f"{u['accuracy']:.4f} ({u['bits']}-bit)",
+        f"{c['solve_s']:.3f}", f"{c['gap']:.2g} ({c['status']})", f"{d['solve_s']:.3f}",
+    ]  # fmt: skip
 
 
 def main() -> None:
@@ -274,12 +300,21 @@ def main() -> None:
     parser.add_argument("--tasks", default="digits-cnn,digits-resnet18")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--time-limit", type=float, default=120.0)
-    parser.add_argument("--speed-options", default='{"pairs": "window", "window": 1}',
-                        help="CLADO options for the speed comparison on tasks other than digits-cnn")
-    parser.add_argument("--pairs", default="all", help="CLADO pair mode for the accuracy comparison: all or window (window=2)")
+    parser.add_argument(
+        "--speed-options",
+        default='{"pairs": "window", "window": 1}',
+        help="CLADO options for the speed comparison on tasks other than digits-cnn",
+    )
+    parser.add_argument(
+        "--pairs", default="all", help="CLADO pair mode for the accuracy comparison: all or window (window=2)"
+    )
     parser.add_argument("--out", default=str(HERE))
     parser.add_argument("--merge", action="store_true", help="keep the other tasks already in results.json")
+    add_render_flag(parser)
     args = parser.parse_args()
+    if args.render:
+        print(rerender(args.out, markdown))
+        return
     torch.set_num_threads(args.threads)
     available = set(mpqcore.get_plugins().tasks)
     previous = Path(args.out) / "results.json"
@@ -307,9 +342,7 @@ def main() -> None:
         else:
             res["speed"] = speed(task, json.loads(args.speed_options))
         results["tasks"][name] = res
-        out = Path(args.out)
-        (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
-        (out / "results.md").write_text(markdown(results))
+        write_results(args.out, results, markdown)
         print(markdown({**results, "tasks": {name: res}}), flush=True)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import platform
 import time
 from importlib import metadata
@@ -30,6 +29,7 @@ import torch
 
 import mpqcore
 from mpqcore import Budget, MeasureContext
+from mpqcore.result_tables import add_render_flag, allocation_row, markdown_row, markdown_table, rerender, write_results
 
 HERE = Path(__file__).resolve().parent
 PLUGIN = HERE.parent
@@ -69,14 +69,7 @@ def run_method(plugins, task, method: str, options: dict, seed: int = 0) -> dict
             row[key] = info[key]
     for avg in BUDGETS:
         problem = meas.with_budgets([Budget.average_bits(avg)])
-        allocation = plugins.solvers.create("highs").solve(problem)
-        params = {layer.fqn: layer.params for layer in meas.spec.layers}
-        row["budgets"][str(avg)] = {
-            "bits": dict(allocation.bits),
-            "average_bits": allocation.average_bits(params),
-            "accuracy": ev.metric(allocation.bits),
-            "loss": ev.loss(allocation.bits),
-        }
+        row["budgets"][str(avg)] = allocation_row(meas, plugins.solvers.create("highs").solve(problem))
     return row
 
 
@@ -91,8 +84,13 @@ def oracle(plugins, task, table: dict, layers, params) -> dict:
                 loss = -table[combo]
                 if best is None or loss < best[0]:
                     best = (loss, combo)
-        bits = dict(zip(layers, best[1]))
-        out[str(avg)] = {"bits": bits, "loss": best[0], "accuracy": ev.metric(bits), "average_bits": float(np.dot(params, best[1]) / params.sum())}
+        bits = dict(zip(layers, best[1], strict=True))
+        out[str(avg)] = {
+            "bits": bits,
+            "loss": best[0],
+            "accuracy": ev.metric(bits),
+            "average_bits": float(np.dot(params, best[1]) / params.sum()),
+        }
     return out
 
 
@@ -143,9 +141,10 @@ def markdown(data: dict) -> str:
         f"torch threads 2, {data['platform']}. Accuracy on the 400 held-out test images; "
         "loss = calibration KL divergence from the float model.",
         "",
-        "| method | options | avg 3: acc | avg 3: loss | avg 4: acc | avg 4: loss | forward passes | game evaluations | permutations | measure s | max stderr |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        *markdown_table(
+            ["method", "options", "avg 3: acc", "avg 3: loss", "avg 4: acc", "avg 4: loss", "forward passes",
+             "game evaluations", "permutations", "measure s", "max stderr"], []),
+    ]  # fmt: skip
 
     def fmt(row, name, options):
         cells = [name, options]
@@ -153,9 +152,13 @@ def markdown(data: dict) -> str:
             b = row["budgets"][avg]
             cells += [f"{b['accuracy']:.4f}", f"{b['loss']:.4f}"]
         se = row.get("max_stderr")
-        cells += [str(row.get("forward_passes", "")), str(row.get("game_evaluations", "")), str(row.get("permutations", ""))]
+        cells += [
+            str(row.get("forward_passes", "")),
+            str(row.get("game_evaluations", "")),
+            str(row.get("permutations", "")),
+        ]
         cells += [f"{row['measure_s']:.2f}" if "measure_s" in row else "", "" if se is None else f"{se:.4f}"]
-        return "| " + " | ".join(cells) + " |"
+        return markdown_row(cells)
 
     for row in data["rows"]:
         opts = ", ".join(f"{k}={v}" for k, v in row["options"].items()) or "defaults"
@@ -168,22 +171,35 @@ def markdown(data: dict) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in row["options"].items()) or "defaults"
         allocs = "; ".join(f"avg {avg}: {tuple(row['budgets'][avg]['bits'].values())}" for avg in map(str, BUDGETS))
         lines.append(f"- {row['method']} ({opts}{', seed=' + str(row['seed']) if row.get('seed') else ''}): {allocs}")
-    lines.append(f"- oracle: " + "; ".join(f"avg {avg}: {tuple(data['oracle'][avg]['bits'].values())}" for avg in map(str, BUDGETS)))
+    lines.append(
+        "- oracle: "
+        + "; ".join(f"avg {avg}: {tuple(data['oracle'][avg]['bits'].values())}" for avg in map(str, BUDGETS))
+    )
     if data["missing"]:
         lines += ["", "Missing or broken methods: " + ", ".join(f"{k} ({v})" for k, v in data["missing"].items())]
     lines += ["", "Exact vs Monte Carlo Shapley values (upgrade players, -loss; "
-              f"{data['convergence']['permutations']} permutations, {data['convergence']['evaluations']} evaluations):", "",
-              "| player | exact | Monte Carlo | stderr | |MC - exact| / stderr |", "|---|---|---|---|---|"]  # fmt: skip
-    for p in data["convergence"]["players"]:
-        z = abs(p["mc"] - p["exact"]) / p["stderr"] if p["stderr"] > 0 else float("nan")
-        lines.append(f"| {p['player']} | {p['exact']:.5f} | {p['mc']:.5f} | {p['stderr']:.5f} | {z:.2f} |")
+              f"{data['convergence']['permutations']} permutations, {data['convergence']['evaluations']} evaluations):", ""]  # fmt: skip
+    players = data["convergence"]["players"]
+    lines += markdown_table(
+        ["player", "exact", "Monte Carlo", "stderr", "|MC - exact| / stderr"],
+        ([p["player"], f"{p['exact']:.5f}", f"{p['mc']:.5f}", f"{p['stderr']:.5f}", f"{_z(p):.2f}"] for p in players),
+    )
     return "\n".join(lines) + "\n"
+
+
+def _z(player: dict) -> float:
+    """How many standard errors the Monte Carlo estimate is from the exact value."""
+    return abs(player["mc"] - player["exact"]) / player["stderr"] if player["stderr"] > 0 else float("nan")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer seeds and permutations (smoke test)")
+    add_render_flag(parser)
     args = parser.parse_args()
+    if args.render:
+        print(rerender(HERE, markdown))
+        return
     torch.set_num_threads(2)
     plugins, broken = load_plugins()
     task = plugins.tasks.create("digits-cnn")
@@ -215,7 +231,13 @@ def main() -> None:
         except Exception as exc:  # another plugin failing at run time: report it
             missing[method] = f"raised {type(exc).__name__}: {exc}"
             continue
-        print(method, options, seed, {k: (v["accuracy"], round(v["loss"], 4)) for k, v in rows[-1]["budgets"].items()}, flush=True)
+        print(
+            method,
+            options,
+            seed,
+            {k: (v["accuracy"], round(v["loss"], 4)) for k, v in rows[-1]["budgets"].items()},
+            flush=True,
+        )
 
     conv = convergence(plugins, task, 100 if args.quick else 1000)
     est, exact = conv["mc"].shapley["upgrade"], conv["exact"].shapley["upgrade"]
@@ -238,16 +260,19 @@ def main() -> None:
             "evaluations": conv["mc"].evaluations,
             "forward_passes": conv["mc"].forward_passes,
             "players": [
-                {"player": f"{p[0]}:{p[1]}", "exact": float(exact.values[exact.index(p)]), "mc": float(v), "stderr": float(s)}
-                for p, v, s in zip(est.players, est.values, est.stderr)
+                {
+                    "player": f"{p[0]}:{p[1]}",
+                    "exact": float(exact.values[exact.index(p)]),
+                    "mc": float(v),
+                    "stderr": float(s),
+                }
+                for p, v, s in zip(est.players, est.values, est.stderr, strict=True)
             ],
         },
         "wall_s": time.perf_counter() - t0,
         "load_average_at_end": list(__import__("os").getloadavg()),
     }
-    (HERE / "results.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
-    (HERE / "results.md").write_text(markdown(data))
-    print(markdown(data))
+    print(write_results(HERE, data, markdown))
 
 
 if __name__ == "__main__":
