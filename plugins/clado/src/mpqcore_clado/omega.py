@@ -21,15 +21,7 @@ import numpy as np
 
 from mpqcore.types import Objective
 
-__all__ = [
-    "interaction",
-    "objective_terms",
-    "omega_from_losses",
-    "omega_matrix",
-    "one_hot",
-    "project_psd",
-    "quadratic_value",
-]
+# No __all__: every function here is public, and the package's __all__ lists them once.
 
 
 def interaction(pair: float, single_i: float, single_j: float, base: float) -> float:

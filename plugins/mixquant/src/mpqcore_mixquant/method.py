@@ -30,10 +30,8 @@ SCALES = ("params", "per-weight")
 class QuantizationErrorMethod:
     """MixQuant: the weight quantization error (MSE) of each layer at each bit-width.
 
-    Options
-    -------
-    scale: ``"params"`` (default) the layer's total squared error, ``n_l * MSE``;
-        ``"per-weight"`` the MSE itself.
+    Its one option, ``scale``, is ``"params"`` (the default: the layer's total squared
+    error ``n_l * MSE``) or ``"per-weight"`` (the MSE itself).
     """
 
     scale: str = option(str, default="params", choices=SCALES, help="the layer's total squared error, or its MSE")
