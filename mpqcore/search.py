@@ -433,7 +433,7 @@ def _evaluate(meas: Measurement, allocation: Allocation, uniform_reference: bool
 
 
 def search(
-    model: nn.Module | None,
+    model: nn.Module | None = None,
     calibration: Iterable[Any] | None = None,
     *legacy: Any,
     method: str | SensitivityMethod = "hawq",
@@ -555,8 +555,13 @@ def _check_reuse(meas: Measurement, given: Mapping[str, Any]) -> None:
         "seed": meas.seed, "method_options": meas.method_options, "quantizer_options": meas.quantizer_options,
     }  # fmt: skip
     clash = []
+    own = {"metric": meas.evaluator.user_metric, "loss": meas.evaluator.user_loss}
     for name, value in given.items():
         if value is _SEARCH_DEFAULTS[name] or value is None:
+            continue
+        if name in own:
+            if value is not own[name]:
+                clash.append(f"{name}={value!r} (the measurement has {own[name]!r})")
             continue
         if name == "bits":
             value = check_bits(value)
@@ -583,7 +588,7 @@ class SweepPoint:
 
 
 def sweep(
-    model: nn.Module | None,
+    model: nn.Module | None = None,
     calibration: Iterable[Any] | None = None,
     *legacy: Any,
     method: str | SensitivityMethod = "hawq",

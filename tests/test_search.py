@@ -386,3 +386,16 @@ def test_search_reuses_a_measurement_without_measuring_again(task):
     assert_same(before, task.model)
     with pytest.raises(ConfigError, match=r"bits=\(2, 8\) \(measured with \(2, 4, 8\)\)"):
         mpqcore.search(task.model, measurement=meas, bits=(2, 8), plugins=BUILTINS)
+
+
+def test_search_on_a_measurement_alone_and_with_its_own_metric(task):
+    meas = mpqcore.measure(task.model, task.calibration, method="uniform", bits=(2, 4, 8), metric=task.metric,
+                           plugins=BUILTINS)
+    alone = mpqcore.search(measurement=meas, budget=Budget.average_bits(4), plugins=BUILTINS)
+    same = mpqcore.search(task.model, measurement=meas, metric=task.metric, budget=Budget.average_bits(4),
+                          plugins=BUILTINS)
+    assert alone.results["metric"] == same.results["metric"]
+    with pytest.raises(ConfigError, match="metric=.*the measurement has"):
+        mpqcore.search(measurement=meas, metric=lambda m: 0.0, plugins=BUILTINS)
+    with pytest.raises(ConfigError, match="inplace=True needs the model"):
+        mpqcore.search(measurement=meas, inplace=True, plugins=BUILTINS)

@@ -228,7 +228,8 @@ class HighsModel:
         h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
         if mip_rel_gap == 0:
             h.setOptionValue("mip_abs_gap", 0.0)
-        # With the default 1e-6 HiGHS stopped ~1e-6 above the true optimum.
+        # Budget rows are checked at mpq's own tolerance (mpqcore.constraints.BUDGET_RTOL);
+        # a looser MIP feasibility tolerance could accept an allocation the checker refuses.
         h.setOptionValue("mip_feasibility_tolerance", 1e-9)
         h.passModel(lp)
         self.highs = h
