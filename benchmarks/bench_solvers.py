@@ -287,7 +287,7 @@ def measure_deep_mlp(path: Path, seed: int = 0) -> None:
         model = DeepMLP()
         digits.train_classifier(model, split.x_train, split.y_train, epochs=30, lr=2e-3, batch_size=64, seed=seed)
     calibration = [split.x_calibration[i : i + 64] for i in range(0, 128, 64)]
-    meas = mpqcore.measure(model, calibration, "clado", PAIR_BITS, None)
+    meas = mpqcore.measure(model, calibration, method="clado", bits=PAIR_BITS)
     dump_problem(meas.with_budgets([Budget.average_bits(4.0)]), path)
 
 

@@ -273,7 +273,7 @@ def measure_and_solve(task, calibration, scorer, method, plan, seed, config, pin
     t0, c0 = time.perf_counter(), time.process_time()
     with attention_kernel(method, task.name, plan["options"]):
         meas = mpqcore.measure(
-            task.model, calibration, method, plan["bits"], None, pins=pins, ties=ties, seed=seed,
+            task.model, calibration, method=method, bits=plan["bits"], pins=pins, ties=ties, seed=seed,
             metric=task.metric, method_options=plan["options"], device=device,
         )  # fmt: skip
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0

@@ -112,6 +112,28 @@ def _task_and_common(args):
     return task
 
 
+def _search_options(args, task) -> dict:
+    """The keyword options ``mpq search`` and ``mpq sweep`` share, from the command line and the task."""
+    return {
+        "method": args.method,
+        "bits": args.bits,
+        "metric": task.metric,
+        "loss": task.loss,
+        "quantizer": args.quantizer,
+        "cost": args.cost,
+        "solver": args.solver,
+        "pins": _pins(args.pin),
+        "ties": [t.split(",") for t in args.tie or []],
+        "seed": args.seed,
+        "method_options": _options(args.method_option),
+        "solver_options": _options(args.solver_option),
+        "quantizer_options": _options(args.quantizer_option),
+        "cost_options": {args.cost: _options(args.cost_option)},
+        "act_bits": args.act_bits,
+        "progress": _progress_wanted(args),
+    }
+
+
 def cmd_search(args) -> int:
     import mpqcore
     from mpqcore.types import Budget
@@ -121,27 +143,7 @@ def cmd_search(args) -> int:
     else:
         budgets = [Budget.parse(b) for b in args.budget] or [Budget.average_bits(4.0)]
     task = _task_and_common(args)
-    report = mpqcore.search(
-        task.model,
-        task.calibration,
-        method=args.method,
-        bits=args.bits,
-        budget=budgets,
-        metric=task.metric,
-        quantizer=args.quantizer,
-        cost=args.cost,
-        solver=args.solver,
-        pins=_pins(args.pin),
-        ties=[t.split(",") for t in args.tie or []],
-        seed=args.seed,
-        loss=task.loss,
-        method_options=_options(args.method_option),
-        solver_options=_options(args.solver_option),
-        quantizer_options=_options(args.quantizer_option),
-        cost_options={args.cost: _options(args.cost_option)},
-        act_bits=args.act_bits,
-        progress=_progress_wanted(args),
-    )
+    report = mpqcore.search(task.model, task.calibration, budget=budgets, **_search_options(args, task))
     paths = report.write(args.out) if args.out else {}
     print(_summary(report, task))
     for name, path in paths.items():
@@ -158,27 +160,7 @@ def cmd_sweep(args) -> int:
     if not budgets:
         raise MpqError("mpq sweep needs budgets: --budget avg-bits=2.5 --budget avg-bits=3 ...")
     task = _task_and_common(args)
-    meas, points = mpqcore.sweep(
-        task.model,
-        task.calibration,
-        method=args.method,
-        bits=args.bits,
-        budgets=budgets,
-        metric=task.metric,
-        solver=args.solver,
-        quantizer=args.quantizer,
-        cost=args.cost,
-        pins=_pins(args.pin),
-        seed=args.seed,
-        loss=task.loss,
-        ties=[t.split(",") for t in args.tie or []],
-        solver_options=_options(args.solver_option),
-        method_options=_options(args.method_option),
-        quantizer_options=_options(args.quantizer_option),
-        cost_options={args.cost: _options(args.cost_option)},
-        act_bits=args.act_bits,
-        progress=_progress_wanted(args),
-    )
+    meas, points = mpqcore.sweep(task.model, task.calibration, budgets=budgets, **_search_options(args, task))
     params = {layer.fqn: layer.params for layer in meas.spec.layers}
     rows = []
     for p in points:

@@ -130,7 +130,7 @@ def test_user_model_unchanged_and_inplace(task):
 
 def test_pins_and_ties_are_honoured(task):
     report = mpqcore.search(
-        task.model, task.calibration, "hawq", (2, 4, 8), Budget.average_bits(3.0), pins={"conv1": 8, "fc2": 8},
+        task.model, task.calibration, method="hawq", bits=(2, 4, 8), budget=Budget.average_bits(3.0), pins={"conv1": 8, "fc2": 8},
         ties=[["conv2", "conv3"]], method_options={"samples": 4}, plugins=BUILTINS,
     )
     bits = report.allocation.bits
@@ -143,7 +143,7 @@ def test_several_budgets_at_once(task):
     spec = mpqcore.introspect(task.model, task.calibration[0])
     bops8 = sum(layer.macs * 8 * 8 for layer in spec.layers)
     report = mpqcore.search(
-        task.model, task.calibration, "hawq", (2, 4, 8), [Budget.average_bits(5.0), Budget.relative("bops", 0.4)],
+        task.model, task.calibration, method="hawq", bits=(2, 4, 8), budget=[Budget.average_bits(5.0), Budget.relative("bops", 0.4)],
         method_options={"samples": 4}, plugins=BUILTINS,
     )
     assert report.average_bits <= 5.0 + 1e-9
@@ -255,8 +255,8 @@ def test_malformed_method_output_names_the_plugin(task, method, match):
 
 def test_sweep_is_monotone(task):
     meas, points = mpqcore.sweep(
-        task.model, task.calibration, "hawq", (2, 4, 8), [Budget.average_bits(b) for b in (2.5, 3.5, 5.0, 7.0)],
-        task.metric, plugins=BUILTINS, method_options={"samples": 4},
+        task.model, task.calibration, method="hawq", bits=(2, 4, 8), budgets=[Budget.average_bits(b) for b in (2.5, 3.5, 5.0, 7.0)],
+        metric=task.metric, plugins=BUILTINS, method_options={"samples": 4},
     )
     predicted = [p.results["predicted"] for p in points]
     assert predicted == sorted(predicted, reverse=True)

@@ -37,7 +37,7 @@ def squared_miss(outputs, batch):  # a user loss: (y - 1)^2
 
 def _measure(model=None, **kw):
     options = kw.pop("options", {})
-    return mpqcore.measure(model or _model(), [X], "alps", bits=(1, 2), method_options=options, **kw)
+    return mpqcore.measure(model or _model(), [X], method="alps", bits=(1, 2), method_options=options, **kw)
 
 
 def test_metric_drop_by_hand():

@@ -43,7 +43,7 @@ def _cpu() -> float:
 def measure(task, method, options=None):
     w, c = time.perf_counter(), _cpu()
     meas = mpqcore.measure(
-        task.model, task.calibration, method, BITS, None, metric=task.metric, method_options=options or {}
+        task.model, task.calibration, method=method, bits=BITS, metric=task.metric, method_options=options or {}
     )
     return meas, {"wall_s": time.perf_counter() - w, "cpu_s": _cpu() - c}
 

@@ -179,7 +179,7 @@ def test_psd_on_digits_gives_a_psd_omega(digits):
 
 def test_highs_solves_the_pair_objective_and_the_ablation(digits):
     meas = mpqcore.measure(
-        digits.model, digits.calibration, "clado", (2, 4, 8), mpqcore.Budget.average_bits(3.0), metric=digits.metric
+        digits.model, digits.calibration, method="clado", bits=(2, 4, 8), budget=mpqcore.Budget.average_bits(3.0), metric=digits.metric
     )
     problem = meas.problem
     assert problem.objective.has_pairs

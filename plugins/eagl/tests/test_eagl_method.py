@@ -26,10 +26,10 @@ def test_hand_worked_objective_both_scales():
     # Layer "1": a single weight: one code, H = 0 at every width.
     model = _model([0.0, 1.0, 2.0, 3.0], [0.5])
     calib = [torch.zeros(2, 4)]
-    per_weight = mpqcore.measure(model, calib, "eagl", bits=(1, 2, 3), method_options={"scale": "per-weight"}).objective
+    per_weight = mpqcore.measure(model, calib, method="eagl", bits=(1, 2, 3), method_options={"scale": "per-weight"}).objective
     np.testing.assert_allclose(per_weight.unary, [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], atol=1e-12)
     assert per_weight.info["entropy"]["0"] == pytest.approx({1: 1.0, 2: 2.0, 3: 2.0})
-    params = mpqcore.measure(model, calib, "eagl", bits=(1, 2, 3)).objective
+    params = mpqcore.measure(model, calib, method="eagl", bits=(1, 2, 3)).objective
     np.testing.assert_allclose(params.unary, [[4.0, 0.0, 0.0], [0.0, 0.0, 0.0]], atol=1e-12)
     assert params.info["scale"] == "params"
 
@@ -38,13 +38,13 @@ def test_scaling_is_the_parameter_count_and_zero_at_the_top():
     from mpqcore.testing import digits_task
 
     task = digits_task()
-    a = mpqcore.measure(task.model, task.calibration, "eagl", bits=(2, 4, 8), method_options={"scale": "params"})
-    b = mpqcore.measure(task.model, task.calibration, "eagl", bits=(2, 4, 8), method_options={"scale": "per-weight"})
+    a = mpqcore.measure(task.model, task.calibration, method="eagl", bits=(2, 4, 8), method_options={"scale": "params"})
+    b = mpqcore.measure(task.model, task.calibration, method="eagl", bits=(2, 4, 8), method_options={"scale": "per-weight"})
     params = np.array([layer.params for layer in a.spec.layers], dtype=float)
     np.testing.assert_allclose(a.objective.unary, b.objective.unary * params[:, None])
     np.testing.assert_array_equal(b.objective.unary[:, -1], 0.0)
     # Data-free: no forward pass beyond those the core makes itself (uniform measures nothing).
-    baseline = mpqcore.measure(task.model, task.calibration, "uniform", bits=(2, 4, 8)).evaluator.forward_passes
+    baseline = mpqcore.measure(task.model, task.calibration, method="uniform", bits=(2, 4, 8)).evaluator.forward_passes
     assert a.evaluator.forward_passes == b.evaluator.forward_passes == baseline
 
 

@@ -25,8 +25,8 @@ BITS = (2, 3, 4, 5, 6, 8)
 
 def test_scaling_and_mse_match_the_fake_quantized_weights():
     task = digits_task()
-    a = mpqcore.measure(task.model, task.calibration, "mixquant", bits=BITS)
-    b = mpqcore.measure(task.model, task.calibration, "mixquant", bits=BITS, method_options={"scale": "per-weight"})
+    a = mpqcore.measure(task.model, task.calibration, method="mixquant", bits=BITS)
+    b = mpqcore.measure(task.model, task.calibration, method="mixquant", bits=BITS, method_options={"scale": "per-weight"})
     params = np.array([layer.params for layer in a.spec.layers], dtype=float)
     np.testing.assert_allclose(a.objective.unary, b.objective.unary * params[:, None])
     ev = b.evaluator
@@ -36,7 +36,7 @@ def test_scaling_and_mse_match_the_fake_quantized_weights():
             expected = float(((ev.fake_quantized(fqn, bits) - w).double() ** 2).mean())
             assert b.objective.unary[i, j] == pytest.approx(expected, rel=1e-9)
     # Data-free: no forward pass beyond those the core makes itself (uniform measures nothing).
-    baseline = mpqcore.measure(task.model, task.calibration, "uniform", bits=BITS).evaluator.forward_passes
+    baseline = mpqcore.measure(task.model, task.calibration, method="uniform", bits=BITS).evaluator.forward_passes
     assert a.evaluator.forward_passes == b.evaluator.forward_passes == baseline
 
 
@@ -44,7 +44,7 @@ def test_scaling_and_mse_match_the_fake_quantized_weights():
 def test_qem_solver_in_a_search_meets_the_budget(avg_bits):
     task = digits_task()
     rep = mpqcore.search(
-        task.model, task.calibration, "mixquant", BITS, mpqcore.Budget.average_bits(avg_bits),
+        task.model, task.calibration, method="mixquant", bits=BITS, budget=mpqcore.Budget.average_bits(avg_bits),
         solver="mixquant-qem", pins={"conv1": 8},
     )  # fmt: skip
     assert allocation_violations(rep.problem, rep.allocation.bits) == []

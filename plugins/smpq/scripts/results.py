@@ -51,7 +51,7 @@ def load_plugins() -> tuple[mpqcore.PluginSet, dict[str, str]]:
 
 def run_method(plugins, task, method: str, options: dict, seed: int = 0) -> dict:
     meas = mpqcore.measure(
-        task.model, task.calibration, method, BITS, None, metric=task.metric, method_options=options, seed=seed, plugins=plugins,
+        task.model, task.calibration, method=method, bits=BITS, metric=task.metric, method_options=options, seed=seed, plugins=plugins,
     )  # fmt: skip
     ev = meas.evaluator
     row = {

@@ -226,7 +226,7 @@ def test_digits_monte_carlo_covers_the_exact_values(digits_exact):
 def test_digits_search_with_an_evaluation_budget():
     task = digits_task()
     report = mpqcore.search(
-        task.model, task.calibration, "smpq", (2, 4, 8), Budget.average_bits(4.0), metric=task.metric,
+        task.model, task.calibration, method="smpq", bits=(2, 4, 8), budget=Budget.average_bits(4.0), metric=task.metric,
         method_options={"max_evaluations": 60},
     )  # fmt: skip
     info = report.objective_info

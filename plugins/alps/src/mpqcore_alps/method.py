@@ -55,16 +55,16 @@ class AccuracyAwareSelection:
         base = max(ctx.bits) if self.base_bits is None else self.base_bits
         score = Scorer(ctx, use_metric=use_metric, steps=self.finetune_steps, lr=self.lr)
         drops, reference = drop_table(ctx, base, score, desc="alps: " + ("metric" if use_metric else "loss") + " drops")
-        info = dict(
-            method="alps",
-            base_bits=base,
-            score="metric" if use_metric else "loss",
-            finetune_steps=self.finetune_steps,
-            lr=self.lr,
-            reference_score=reference,
-            drop=_as_dict(ctx, drops),
-            tie_break="none",
-        )
+        info = {
+            "method": "alps",
+            "base_bits": base,
+            "score": "metric" if use_metric else "loss",
+            "finetune_steps": self.finetune_steps,
+            "lr": self.lr,
+            "reference_score": reference,
+            "drop": _as_dict(ctx, drops),
+            "tie_break": "none",
+        }
         unary = drops
         if use_metric and self.tie_break == "loss":
             loss_score = Scorer(ctx, use_metric=False, steps=self.finetune_steps, lr=self.lr)

@@ -7,6 +7,7 @@ how values become a per-(layer, bits) objective.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -200,7 +201,7 @@ class ShapleyBitWidth:
         b0, ups = ctx.bits[0], ctx.bits[1:]
         shapley: dict[int, ShapleyEstimate] = {}
         inter: dict[int, InteractionEstimate] = {}
-        pairs = list(zip(ctx.layers, ctx.layers[1:]))
+        pairs = list(itertools.pairwise(ctx.layers))
         for k, b in enumerate(ups):
             game = layer_game(score, ctx.layers, b0, b, store)
             if exact:
@@ -232,7 +233,7 @@ class ShapleyBitWidth:
     def _info(self, ctx, shapley, inter, exact, evaluations, passes, wall, pair_se) -> dict[str, Any]:
         values, errors, games = {}, {}, {}
         for game, est in shapley.items():
-            for player, v, se in zip(est.players, est.values, est.stderr):
+            for player, v, se in zip(est.players, est.values, est.stderr, strict=True):
                 name = f"{player[0]}:{player[1]}" if isinstance(player, tuple) else f"{player}:{game}"
                 values[name], errors[name] = float(v), float(se)
             games[str(game)] = describe(est)

@@ -37,6 +37,7 @@ variances are added to it.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -54,7 +55,7 @@ Tables = tuple[np.ndarray, np.ndarray, dict, dict]
 def neighbour_upgrade_pairs(layers: Sequence[str], bits: Sequence[int]) -> list[tuple]:
     """Pairs of upgrade players of consecutive layers ``(l, l+1)`` in forward order."""
     ups = sorted(bits)[1:]
-    return [((a, ba), (c, bc)) for a, c in zip(layers, layers[1:]) for ba in ups for bc in ups]
+    return [((a, ba), (c, bc)) for a, c in itertools.pairwise(layers) for ba in ups for bc in ups]
 
 
 def step_matrix(k: int, conversion: str = "steps") -> np.ndarray:
@@ -87,7 +88,7 @@ def upgrade_objective(
     T = step_matrix(len(ups), conversion)
     unary = np.zeros((len(layers), len(bits)))
     stderr = np.zeros_like(unary)
-    for l, fqn in enumerate(layers):
+    for i, fqn in enumerate(layers):
         cols = [index[(fqn, b)] for b in ups]
         for j in range(len(ups)):
             weights = np.zeros(len(phi.players))
@@ -95,15 +96,15 @@ def upgrade_objective(
             variance = phi.stderr_of_combination(weights) ** 2
             for (p, q), (_v, se_pq) in inter.items():  # d c / d I_pq = +1/2 (weights[p] + weights[q])
                 variance += (0.5 * (weights[index[p]] + weights[index[q]]) * se_pq) ** 2
-            unary[l, j + 1] = -float(weights @ adjusted)
-            stderr[l, j + 1] = math.sqrt(variance)
+            unary[i, j + 1] = -float(weights @ adjusted)
+            stderr[i, j + 1] = math.sqrt(variance)
     pairs: dict = {}
     pair_stderr: dict = {}
-    for a, c in zip(layers, layers[1:]):
+    for a, c in itertools.pairwise(layers):
         for ja, ba in enumerate(ups):
             for jc, bc in enumerate(ups):
-                terms = [inter.get(((a, x), (c, y))) for x in ups[: ja + 1] for y in ups[: jc + 1]]
-                terms = [t for t in terms if t is not None]
+                looked_up = [inter.get(((a, x), (c, y))) for x in ups[: ja + 1] for y in ups[: jc + 1]]
+                terms = [t for t in looked_up if t is not None]
                 if terms:
                     pairs[(a, ba, c, bc)] = -sum(t[0] for t in terms)
                     pair_stderr[(a, ba, c, bc)] = math.sqrt(sum(t[1] ** 2 for t in terms))
@@ -125,7 +126,7 @@ def layer_objective(
     for j, b in enumerate(bits[1:], start=1):
         phi = phis[b]
         inter = _interaction_lookup((interactions or {}).get(b))
-        for l, fqn in enumerate(layers):
+        for i, fqn in enumerate(layers):
             k = phi.index(fqn)
             value = float(phi.values[k])
             variance = float(phi.stderr[k]) ** 2
@@ -133,8 +134,8 @@ def layer_objective(
                 if fqn in (p, q):
                     value -= 0.5 * v_pq
                     variance += (0.5 * se_pq) ** 2
-            unary[l, j] = -value
-            stderr[l, j] = math.sqrt(variance)
+            unary[i, j] = -value
+            stderr[i, j] = math.sqrt(variance)
         for (p, q), (v_pq, se_pq) in inter.items():
             pairs[(p, b, q, b)] = -v_pq
             pair_stderr[(p, b, q, b)] = se_pq
@@ -146,7 +147,7 @@ def _interaction_lookup(estimate: InteractionEstimate | None) -> dict[tuple, tup
     if estimate is None:
         return {}
     out = {}
-    for pair, value, se, n in zip(estimate.pairs, estimate.values, estimate.stderr, estimate.samples):
+    for pair, value, se, n in zip(estimate.pairs, estimate.values, estimate.stderr, estimate.samples, strict=True):
         if estimate.stopped == "exact" or n >= 2:
             out[tuple(pair)] = (float(value), float(se))
     return out

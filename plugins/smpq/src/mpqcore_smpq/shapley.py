@@ -182,7 +182,7 @@ class ShapleyEstimate:
     def index(self, player: Player) -> int:
         return self.players.index(player)
 
-    def stderr_of_combination(self, weights: Sequence[float]) -> float:
+    def stderr_of_combination(self, weights: Sequence[float] | np.ndarray) -> float:
         """The standard error of ``weights @ values``, covariances included.
 
         The players' estimates come from the same permutations, so they are
@@ -367,7 +367,7 @@ class InteractionEstimate:
     stopped: str
 
     def as_dict(self) -> dict[tuple, float]:
-        return {p: float(v) for p, v in zip(self.pairs, self.values)}
+        return {p: float(v) for p, v in zip(self.pairs, self.values, strict=True)}
 
 
 def _delta(game: CachedGame, coalition: frozenset, i: Player, j: Player) -> float:
