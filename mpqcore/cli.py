@@ -164,6 +164,11 @@ def cmd_sweep(args) -> int:
     params = {layer.fqn: layer.params for layer in meas.spec.layers}
     rows = []
     for p in points:
+        if p.allocation is None:
+            rows.append(
+                {"method": args.method, "budget": p.budget.describe(), "status": "infeasible", "error": p.error}
+            )
+            continue
         rows.append(
             {
                 "method": args.method,
@@ -180,6 +185,9 @@ def cmd_sweep(args) -> int:
         )
     print(f"{'budget':<34} {'avg bits':>8} {'loss':>10} {task.metric_name:>10}")
     for r in rows:
+        if r["status"] == "infeasible":
+            print(f"{r['budget']:<34} infeasible: {r['error']}")
+            continue
         metric = "" if r["metric"] is None else f"{r['metric']:.4f}"
         print(f"{r['budget']:<34} {r['average_bits']:>8.3f} {r['loss']:>10.5f} {metric:>10}")
     if args.out:

@@ -111,7 +111,14 @@ class Evaluator:
         self.user_loss = loss
         self.user_metric = metric
         self.act_bits = act_bits
-        self.model = copy.deepcopy(model).eval()
+        try:  # a working copy, so the user's model is never touched
+            self.model = copy.deepcopy(model).eval()
+        except Exception as exc:
+            raise ConfigError(
+                f"mpq works on a copy of the model so that yours stays unchanged, but copy.deepcopy failed: "
+                f"{type(exc).__name__}: {exc}. Make the model deep-copyable (no open files, locks, generators "
+                "or lambdas held as attributes), or hold those outside the model"
+            ) from exc
         if device is None:
             first = next(iter(self.model.parameters()), None)
             device = first.device if first is not None else torch.device("cpu")
@@ -263,14 +270,24 @@ class Evaluator:
             outs = []
             with torch.no_grad():
                 for i in range(len(self.calibration)):
+                    if batch_size(self.calibration[i]) == 0:
+                        raise ConfigError(f"calibration batch {i} is empty (batch size 0); every batch needs examples")
                     try:
-                        outs.append(primary_output(self._run(i)).detach())
+                        out = primary_output(self._run(i)).detach()
                     except ConfigError:
                         raise
                     except Exception as exc:
                         raise ConfigError(
                             f"the model failed on calibration batch {i}: {type(exc).__name__}: {exc}"
                         ) from exc
+                    if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+                        bad = int((~torch.isfinite(out)).sum())
+                        raise ConfigError(
+                            f"the float model's output on calibration batch {i} has {bad} non-finite values "
+                            "(NaN or inf); mpq measures quantization against finite float outputs: check the "
+                            "model and the batch (e.g. uninitialized weights, a log of zero)"
+                        )
+                    outs.append(out)
             self._float_outputs = outs
         return self._float_outputs
 

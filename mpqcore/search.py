@@ -22,13 +22,14 @@ from torch import nn
 from mpqcore.constraints import check_ties, expand_pins, within_budget
 from mpqcore.context import MeasureContext
 from mpqcore.costs import cost_table
-from mpqcore.errors import ConfigError, MethodError, MpqError
+from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError
 from mpqcore.evaluate import Evaluator
 from mpqcore.frozen import FrozenDict, freeze
 from mpqcore.introspect import quantizable_modules
 from mpqcore.naming import suggest
 from mpqcore.plugins import PluginSet, get_plugins
-from mpqcore.problem import allocation_costs
+from mpqcore.preflight import check_act_bits, check_callable, check_device, check_model, check_seed, checked_metric
+from mpqcore.problem import allocation_costs, check_budgets_reachable, reduce_problem
 from mpqcore.protocols import CostModel, Quantizer, SensitivityMethod, Solver
 from mpqcore.report import Report, versions
 from mpqcore.types import Allocation, Budget, ModelSpec, Objective, Problem, check_bits
@@ -70,6 +71,53 @@ def _resolve_pins(pins: Mapping[str, int] | None, spec: ModelSpec, bits: tuple[i
 
 def _check_ties(ties: Sequence[Sequence[str]] | None, spec: ModelSpec) -> tuple[tuple[str, ...], ...]:
     return check_ties(ties, spec.fqns)
+
+
+def _budget_limits(
+    budgets: Sequence[Budget], spec: ModelSpec, problem: Problem, models: Mapping[str, Any]
+) -> dict[str, float]:
+    """Each budgeted cost's limit (the tightest of its budgets) in the cost model's unit."""
+    layers = spec.layers
+    params = [layer.params for layer in layers]
+    limits: dict[str, float] = {}
+    for b in budgets:
+
+        def total(bits: int, model: Any = models[b.cost]) -> float:
+            return float(sum(model.cost(layer, bits) for layer in layers))
+
+        # Budget.resolve is the one rule; the cost model covers reference bits not tabled.
+        value = b.resolve(problem.costs[b.cost], problem.bits, params, cost_at=total)
+        limits[b.cost] = min(value, limits.get(b.cost, np.inf))
+    return limits
+
+
+def _check_feasible(problem: Problem) -> None:
+    """Raise :class:`InfeasibleError` now, before measuring, when no allocation can meet the budgets.
+
+    Pins against ties and each budget against its cheapest allocation are checked
+    directly; several budgets together by a feasibility solve (zero objective).
+    """
+    reduced = reduce_problem(problem)
+    check_budgets_reachable(reduced)
+    if len(problem.budgets) > 1:
+        from mpqcore.solvers.highs import HighsSolver
+
+        HighsSolver(time_limit=10.0).solve(problem)  # raises InfeasibleError; a time-out proves nothing
+
+
+def _check_any_feasible(
+    problem: Problem, budgets: Sequence[Budget], spec: ModelSpec, models: Mapping[str, Any]
+) -> None:
+    """Raise :class:`InfeasibleError` when not one of ``budgets`` (each alone) can be met."""
+    reasons = []
+    for b in budgets:
+        try:
+            _check_feasible(attrs.evolve(problem, budgets=_budget_limits([b], spec, problem, models)))
+        except InfeasibleError as exc:
+            reasons.append(f"{b.describe()}: {exc}")
+        else:
+            return
+    raise InfeasibleError("no budget of the sweep can be met: " + " | ".join(reasons))
 
 
 def _budget_tuple(budgets: Iterable[Budget]) -> tuple[Budget, ...]:
@@ -116,18 +164,7 @@ class Measurement:
                 f"budgets on {missing} have no cost table in the measured problem; tables: {sorted(self.problem.costs)}. "
                 "Name the cost when measuring (cost=... or a budget on it)"
             )
-        layers = self.spec.layers
-        params = [layer.params for layer in layers]
-        limits: dict[str, float] = {}
-        for b in budgets:
-
-            def total(bits: int, model: Any = models[b.cost]) -> float:
-                return float(sum(model.cost(layer, bits) for layer in layers))
-
-            # Budget.resolve is the one rule; the cost model covers reference bits not tabled.
-            value = b.resolve(self.problem.costs[b.cost], self.problem.bits, params, cost_at=total)
-            limits[b.cost] = min(value, limits.get(b.cost, np.inf))
-        return attrs.evolve(self.problem, budgets=limits)
+        return attrs.evolve(self.problem, budgets=_budget_limits(budgets, self.spec, self.problem, models))
 
 
 #: The order of the arguments that used to be positional (after model, calibration).
@@ -206,11 +243,65 @@ def measure(
         explicit = {k for k, v in given.items() if v is not _MEASURE_DEFAULTS[k]}
         mapped = _legacy("measure", legacy, _LEGACY_MEASURE, {k: given[k] for k in explicit})
         method, bits, budget = mapped.get("method", method), mapped.get("bits", bits), mapped.get("budget", budget)
+    return _measure(
+        model,
+        calibration,
+        method=method,
+        bits=bits,
+        budget=budget,
+        quantizer=quantizer,
+        cost=cost,
+        pins=pins,
+        ties=ties,
+        seed=seed,
+        metric=metric,
+        loss=loss,
+        act_bits=act_bits,
+        method_options=method_options,
+        quantizer_options=quantizer_options,
+        cost_options=cost_options,
+        cost_models=cost_models,
+        device=device,
+        progress=progress,
+        plugins=plugins,
+        budgets_together=True,
+    )
+
+
+def _measure(
+    model: nn.Module,
+    calibration: Iterable[Any],
+    *,
+    method: str | SensitivityMethod,
+    bits: Sequence[int],
+    budget: Budget | Sequence[Budget] | None,
+    quantizer: str | Quantizer,
+    cost: str,
+    pins: Mapping[str, int] | None,
+    ties: Sequence[Sequence[str]] | None,
+    seed: int,
+    metric: Callable[[nn.Module], float] | None,
+    loss: Callable[[Any, Any], torch.Tensor] | None,
+    act_bits: int | None,
+    method_options: Mapping[str, Any] | None,
+    quantizer_options: Mapping[str, Any] | None,
+    cost_options: Mapping[str, Mapping[str, Any]] | None,
+    cost_models: Mapping[str, CostModel] | None,
+    device: str | torch.device | None,
+    progress: bool,
+    plugins: PluginSet | None,
+    budgets_together: bool,
+) -> Measurement:
+    """:func:`measure`'s work; ``budgets_together=False`` (a sweep) checks each budget alone before measuring."""
     plugins = plugins or get_plugins()
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model = check_model(model)
     bits = check_bits(bits)
     budgets = _budgets(budget)
+    seed = check_seed(seed)
+    act_bits = check_act_bits(act_bits)
+    device = check_device(device)
+    check_callable(loss, "loss", "(outputs, batch) -> Tensor")
+    metric = checked_metric(metric)
     method_name, method_impl = plugins.methods.resolve(method, method_options)
     quantizer_name, quantizer_impl = plugins.quantizers.resolve(quantizer, quantizer_options)
     cost_names = list(dict.fromkeys(["size", cost] + [b.cost for b in budgets]))
@@ -221,8 +312,6 @@ def measure(
             models[name] = plugins.cost_models.check(given_model, head=f"cost model {name!r} given")
         else:
             models[name] = plugins.cost_models.create(name, **dict((cost_options or {}).get(name, {})))
-    if act_bits is not None and int(act_bits) not in range(2, 17):
-        raise ConfigError(f"act_bits {act_bits} outside 2..16")
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -234,6 +323,12 @@ def measure(
     user_ties = _check_ties(ties, spec)
     decision = tuple(f for f in spec.fqns if f not in fixed)
     tables = {name: cost_table(m, spec, bits, name=name) for name, m in models.items()}
+    if budgets:  # an impossible budget, or a tie against a pin, is found before measuring
+        unmeasured = _full_problem(None, spec, bits, tables, fixed, user_ties)
+        if budgets_together:
+            _check_feasible(attrs.evolve(unmeasured, budgets=_budget_limits(budgets, spec, unmeasured, models)))
+        else:
+            _check_any_feasible(unmeasured, budgets, spec, models)
     timings["introspect"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -279,7 +374,7 @@ def measure(
         measure_forward_passes=evaluator.forward_passes - passes_before,
         quantizer_impl=quantizer_impl,
     )
-    if budgets:
+    if budgets and budgets_together:
         problem = measurement.with_budgets(budgets, models)
         measurement = attrs.evolve(measurement, problem=problem)
     return measurement
@@ -380,6 +475,25 @@ def apply(
             q = impl.quantize(weight.detach(), int(b)).dequantize()
             weight.copy_(q.reshape(weight.shape).to(weight.dtype))
     return target
+
+
+def _apply_all_or_nothing(
+    model: nn.Module,
+    allocation: Allocation,
+    quantizer: str | Quantizer,
+    quantizer_options: Mapping[str, Any] | None,
+    plugins: PluginSet,
+) -> nn.Module:
+    """:func:`apply` in place; on any failure every tensor of ``model`` is restored and the error re-raised."""
+    saved = {name: t.detach().clone() for name, t in model.state_dict(keep_vars=True).items()}
+    try:
+        return apply(model, allocation, quantizer, inplace=True, quantizer_options=quantizer_options, plugins=plugins)
+    except BaseException:
+        with torch.no_grad():
+            for name, tensor in model.state_dict(keep_vars=True).items():
+                if name in saved:
+                    tensor.copy_(saved[name])
+        raise
 
 
 def _uniform_reference(
@@ -510,15 +624,25 @@ def search(
     t0 = time.perf_counter()
     allocation = _solve(meas.problem, solver_name, solver_impl, plugins)
     timings["solve"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
     source = model if model is not None else meas.evaluator.model
-    quantized = apply(source, allocation, meas.quantizer_impl or meas.quantizer, inplace=inplace,
-                      quantizer_options=None if meas.quantizer_impl is not None else meas.quantizer_options,
-                      plugins=plugins)  # fmt: skip
-    timings["apply"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    results = _evaluate(meas, allocation)
-    timings["evaluate"] = time.perf_counter() - t0
+    quantizer_choice = meas.quantizer_impl or meas.quantizer
+    quantizer_options = None if meas.quantizer_impl is not None else meas.quantizer_options
+    if inplace:
+        # All or nothing: evaluate on the evaluator's copy first; the user's model is
+        # changed last, and put back as it was if applying fails midway.
+        t0 = time.perf_counter()
+        results = _evaluate(meas, allocation)
+        timings["evaluate"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        quantized = _apply_all_or_nothing(source, allocation, quantizer_choice, quantizer_options, plugins)
+        timings["apply"] = time.perf_counter() - t0
+    else:
+        t0 = time.perf_counter()
+        quantized = apply(source, allocation, quantizer_choice, quantizer_options=quantizer_options, plugins=plugins)
+        timings["apply"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        results = _evaluate(meas, allocation)
+        timings["evaluate"] = time.perf_counter() - t0
     if owned:
         meas.evaluator.close()
     return Report(
@@ -555,7 +679,8 @@ def _check_reuse(meas: Measurement, given: Mapping[str, Any]) -> None:
         "seed": meas.seed, "method_options": meas.method_options, "quantizer_options": meas.quantizer_options,
     }  # fmt: skip
     clash = []
-    own = {"metric": meas.evaluator.user_metric, "loss": meas.evaluator.user_loss}
+    metric = meas.evaluator.user_metric
+    own = {"metric": getattr(metric, "__wrapped__", metric), "loss": meas.evaluator.user_loss}
     for name, value in given.items():
         if value is _SEARCH_DEFAULTS[name] or value is None:
             continue
@@ -583,8 +708,10 @@ class SweepPoint:
     """One budget of a sweep: its allocation and the measured results."""
 
     budget: Budget
-    allocation: Allocation
+    #: ``None`` when the budget cannot be met; ``error`` then says why.
+    allocation: Allocation | None
     results: Mapping[str, Any] = attrs.field(converter=freeze)
+    error: str = ""
 
 
 def sweep(
@@ -621,16 +748,23 @@ def sweep(
         if model is None or calibration is None:
             raise ConfigError("sweep needs a model and its calibration batches, or measurement= from mpqcore.measure")
         # measured with every budget, so each budget's cost is tabled; each point then takes one
-        meas = measure(
-            model, calibration, method=method, bits=bits, budget=budget_list, metric=metric, plugins=plugins,
-            **measure_options,
-        )  # fmt: skip
+        unknown = sorted(set(measure_options) - set(_MEASURE_DEFAULTS) - {"budget"})
+        if unknown:
+            raise ConfigError(f"sweep got unknown options {unknown}; valid: {sorted(_MEASURE_DEFAULTS)}")
+        options = {**_MEASURE_DEFAULTS, **measure_options}
+        options.update(method=method, bits=bits, budget=budget_list, metric=metric, plugins=plugins)
+        # every budget's cost is tabled; each is checked alone, so one impossible budget loses only its point
+        meas = _measure(model, calibration, budgets_together=False, **options)
     else:
         meas = measurement
     points = []
     for b in budget_list:
-        problem = meas.with_budgets([b])
-        allocation = _solve(problem, solver_name, solver_impl, plugins)
+        try:
+            problem = meas.with_budgets([b])
+            allocation = _solve(problem, solver_name, solver_impl, plugins)
+        except InfeasibleError as exc:
+            points.append(SweepPoint(b, None, {}, error=str(exc)))
+            continue
         results = _evaluate(attrs.evolve(meas, problem=problem), allocation, uniform_reference=False)
         points.append(SweepPoint(b, allocation, results))
     return meas, points

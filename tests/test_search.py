@@ -196,7 +196,7 @@ def test_budget_below_cheapest_names_the_cheapest(task):
 def test_model_without_quantizable_layer():
     model = nn.Sequential(nn.ReLU(), nn.Flatten())
     with pytest.raises(ConfigError, match="no quantizable layer.*Conv1d, Conv2d, Linear"):
-        mpqcore.search(model, [torch.randn(2, 4)], "uniform", plugins=BUILTINS)
+        mpqcore.search(model, [torch.randn(2, 4)], method="uniform", plugins=BUILTINS)
 
 
 def test_calibration_failure_names_the_batch(task):
