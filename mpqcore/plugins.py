@@ -135,11 +135,27 @@ class PluginSet:
                 f"{self._origin(name)} implements a hook mpq does not define: {exc}", plugin=name
             ) from exc
         origins = {name: self._origin(name) for name in self._info}
+        hint = self._missing_hint(autoload)
         self.registries: dict[str, Registry[Any]] = {}
         for kind in KIND_SPECS:
-            self.registries[kind.name] = self._fill(Registry(kind.name, origins=origins), kind.hook)
+            registry: Registry[Any] = Registry(kind.name, origins=origins)
+            registry.missing_hint = hint
+            self.registries[kind.name] = self._fill(registry, kind.hook)
 
     # -- loading ---------------------------------------------------------------
+
+    def _missing_hint(self, autoload: bool) -> str:
+        """Why a name a user expects may be missing: installed plugins not loaded, or blocked."""
+        parts = []
+        if not autoload:
+            parts.append(
+                f"installed plugins were not loaded ({ENV_DISABLE_AUTOLOAD} is set, or autoload=False): "
+                "only the built-ins are here"
+            )
+        found = sorted(self._blocked_found)
+        if found:
+            parts.append(f"blocked plugins, whose names are not listed: {', '.join(found)} ({self._blocked_reason})")
+        return "".join(f"; {p}" for p in parts)
 
     def _origin(self, name: str) -> str:
         info = self._info.get(name, {})

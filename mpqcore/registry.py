@@ -106,6 +106,8 @@ class Registry(Generic[T]):
         self._hook_code: dict[CodeType, str] = {}
         #: Set by hand to attribute direct registrations (tests); otherwise read off the stack.
         self.current_plugin: str = DIRECT
+        #: Appended to an unknown-name error: why installed plugins may be missing here.
+        self.missing_hint: str = ""
 
     # -- filling -------------------------------------------------------------------
 
@@ -176,7 +178,7 @@ class Registry(Generic[T]):
             valid = sorted(self._entries)
             raise ConfigError(
                 f"unknown {self.kind} {name!r}{suggest(name, valid)}; valid {self.kind}s: "
-                f"{', '.join(valid) if valid else '(none registered)'}"
+                f"{', '.join(valid) if valid else '(none registered)'}{self.missing_hint}"
             ) from None
 
     def create(self, name: str, **options: Any) -> T:
@@ -196,6 +198,11 @@ class Registry(Generic[T]):
         except (TypeError, ValueError) as exc:
             # A value its own converter cannot take, such as samples="abc" from the command line.
             raise ConfigError(f"{head} rejected options {sorted(options)}: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # the plugin's own fault: say whose
+            raise PluginError(
+                f"{head} failed to build with options {dict(options)}: {type(exc).__name__}: {exc}",
+                plugin=entry.plugin,
+            ) from exc
         self.check(product, head=head, plugin=entry.plugin)
         return cast(T, product)
 

@@ -235,3 +235,30 @@ def test_a_non_string_name_is_a_clear_error_not_a_crash_in_the_suggester():
     reg = registry("hawq")
     with pytest.raises(ConfigError, match="registered name .* got int"):
         reg.get(3)  # type: ignore[arg-type]
+
+
+class Crashes:
+    """A factory with a bug of its own."""
+
+    def __init__(self):
+        raise KeyError("table")
+
+
+def test_a_factory_that_crashes_is_a_plugin_error_naming_it():
+    reg = Registry("method", origins={"acme": "plugin 'acme' (distribution 'mpqcore-acme', entry point 'acme')"})
+    reg.current_plugin = "acme"
+    reg.add("crashes", Crashes)
+    with pytest.raises(PluginError, match=r"method 'crashes' \(plugin 'acme' .*failed to build .*KeyError: 'table'") as info:
+        reg.create("crashes")
+    assert info.value.plugin == "acme" and isinstance(info.value.__cause__, KeyError)
+
+
+def test_an_unknown_name_says_when_installed_plugins_were_not_loaded_or_blocked(monkeypatch):
+    monkeypatch.delenv("MPQ_DISABLE_PLUGINS", raising=False)
+    with pytest.raises(ConfigError, match="installed plugins were not loaded .*only the built-ins") as info:
+        mpqcore.PluginSet(autoload=False).methods.get("clado")
+    assert "valid methods: hawq, uniform" in str(info.value)
+    blocked = mpqcore.PluginSet(autoload=False, disable=["mpqcore.tasks"])
+    with pytest.raises(ConfigError, match=r"blocked plugins, whose names are not listed: mpqcore.tasks \(disable= argument\)"):
+        blocked.tasks.get("digits-cnn")
+    assert mpqcore.PluginSet(autoload=True).methods.missing_hint == ""
