@@ -18,7 +18,7 @@ from __future__ import annotations
 import attrs
 import torch
 
-from mpqcore.errors import ConfigError
+from mpqcore.errors import ConfigError, PluginError
 from mpqcore.hookspecs import hookimpl
 from mpqcore.options import option
 from mpqcore.types import BITS_RANGE
@@ -28,6 +28,7 @@ __all__ = [
     "MinMaxPerTensor",
     "QuantizedTensor",
     "SymmetricPerChannel",
+    "check_quantized",
     "fake_quantize_activation",
 ]
 
@@ -52,6 +53,33 @@ class QuantizedTensor:
 
     def dequantize(self) -> torch.Tensor:
         return (self.codes.to(self.scale.dtype) - self.zero_point) * self.scale
+
+
+def check_quantized(result: object, weight: torch.Tensor, bits: int, *, who: str, plugin: str | None = None) -> None:
+    """Raise :class:`PluginError` naming ``who`` unless ``result`` is a sound quantization of ``weight``.
+
+    Sound: a :class:`QuantizedTensor` at ``bits`` whose codes are integers in
+    ``[0, 2**bits)`` and whose dequantized tensor has the weight's shape and finite values.
+    """
+    problems: list[str] = []
+    if not isinstance(result, QuantizedTensor):
+        problems.append(f"returned {type(result).__name__}, expected mpqcore.QuantizedTensor")
+    else:
+        if result.bits != bits:
+            problems.append(f"was asked for {bits} bits and returned {result.bits}-bit codes")
+        codes = result.codes
+        if codes.numel() and (torch.is_floating_point(codes) and not bool((codes == codes.round()).all())):
+            problems.append("returned codes that are not integers")
+        elif codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= 2**bits):
+            problems.append(f"returned codes in [{int(codes.min())}, {int(codes.max())}], outside [0, {2**bits - 1}]")
+        if not problems:
+            values = result.dequantize()
+            if values.numel() != weight.numel():
+                problems.append(f"dequantizes to shape {tuple(values.shape)}, the weight has {tuple(weight.shape)}")
+            elif not bool(torch.isfinite(values).all()):
+                problems.append("dequantizes to non-finite values (NaN or inf)")
+    if problems:
+        raise PluginError(f"{who} {'; '.join(problems)} (weight of shape {tuple(weight.shape)})", plugin=plugin)
 
 
 def _check(weight: torch.Tensor, bits: int, name: str) -> None:
