@@ -250,6 +250,13 @@ def _summary(report, task) -> str:
         lines.append(
             f"  {'uniform ' + str(r['uniform_bits']) + '-bit':<34} {avg:>8.3f} {um:>10} {r['uniform_loss']:>10.5f}"
         )
+    coverage = report.coverage
+    lines.append("")
+    lines.append(f"  {coverage.line()}")
+    for w in coverage.float_weights[:10]:
+        lines.append(f"    float: {w.name} ({w.params:,} parameters): {w.detail or w.reason}")
+    if len(coverage.float_weights) > 10:
+        lines.append(f"    ... {len(coverage.float_weights) - 10} more weights left float (report.json lists all)")
     lines.append("")
     t = report.timings
     lines.append(

@@ -2,10 +2,13 @@
 
 - ``size``: weight memory in bits, ``params x bits``.
 - ``bops``: bit operations, ``MACs x weight bits x activation bits`` (activation bits
-  an option, 8 by default), as HAWQ-V3 and the BOPs literature count them.
+  an option, 8 by default), as HAWQ-V3 and the BOPs literature count them. The MACs
+  come from each layer's kind (:mod:`mpqcore.layer_kinds`); a lookup (an embedding, a
+  position embedding) multiplies nothing and costs 0 BOPs at any width.
 - ``latency``: a user table, from a JSON object ``{key: {bits: value}}`` or a CSV with
-  columns ``layer,bits,latency``; a key is a layer's fqn or its kind (``Conv2d``,
-  ``Linear``); an fqn entry wins over a kind entry.
+  columns ``layer,bits,latency``; a key is a layer's fqn, its module class (``Conv2d``,
+  ``Linear``, ``LSTM``) or its layer kind (``conv``, ``rnn``); an fqn entry wins over a
+  class entry, which wins over a layer-kind entry.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ class BitOperations:
     unit = "BOPs"
 
     def cost(self, layer: LayerInfo, bits: int) -> float:
-        if layer.macs <= 0:
+        # A counted 0 is a layer that multiplies nothing (an embedding lookup): 0 BOPs.
+        if layer.macs <= 0 and not layer.macs_measured:
             raise ConfigError(
                 f"cost model 'bops': layer {layer.fqn!r} has no MAC count; introspect the model with an example batch"
             )
@@ -91,7 +95,7 @@ class LatencyTable:
     unit: str = option(str, default="latency", help="the unit the table's values are in")
 
     def cost(self, layer: LayerInfo, bits: int) -> float:
-        for key in (layer.fqn, layer.kind):
+        for key in (k for k in (layer.fqn, layer.kind, layer.layer_kind) if k):
             row = self.table.get(key)
             if row is not None and bits in row:
                 return row[bits]

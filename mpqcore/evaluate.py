@@ -33,8 +33,10 @@ from torch import nn
 
 from mpqcore.batches import batch_size, call_model, materialize, to_device
 from mpqcore.errors import ConfigError
-from mpqcore.introspect import introspect, quantizable_modules
+from mpqcore.introspect import Found, find_layers, introspect
+from mpqcore.layer_kinds import bake, quantize_along
 from mpqcore.naming import suggest
+from mpqcore.plugins import PluginSet
 from mpqcore.prefix import PrefixReuse
 from mpqcore.quantizers import QuantizedTensor, fake_quantize_activation
 from mpqcore.types import ModelSpec
@@ -90,6 +92,14 @@ class Evaluator:
     reuse_prefix: the default of :meth:`losses`' switch of the same name: skip, exactly,
         the part of a forward pass that the previous evaluation already computed
         (:mod:`mpqcore.prefix`). Read-only afterwards (:attr:`reuse_prefix`).
+    exclude: fnmatch patterns of layers to leave float when introspecting (``None``:
+        :data:`mpqcore.layer_kinds.DEFAULT_EXCLUDE`); see :func:`mpqcore.introspect`.
+    plugins: where the layer kinds come from (default: the installed plugins).
+
+    The layer kinds (:mod:`mpqcore.layer_kinds`) find each layer's weight tensor and its
+    output-channel axis; quantizers see it with that axis first. A weight computed by a
+    parametrization or a weight_norm hook is baked into a plain Parameter of the working
+    copy first, so it is quantized, swapped and differentiated like any other.
     """
 
     def __init__(
@@ -104,6 +114,8 @@ class Evaluator:
         act_bits: int | None = None,
         device: torch.device | str | None = None,
         reuse_prefix: bool = True,
+        exclude: Sequence[str] | None = None,
+        plugins: PluginSet | None = None,
     ):
         self.quantizer = quantizer
         self._reuse_prefix = bool(reuse_prefix)
@@ -125,19 +137,22 @@ class Evaluator:
         self.device = torch.device(device)
         self.model.to(self.device)
         self.calibration = [to_device(b, self.device) for b in materialize(calibration)]
+        found = _baked_layers(self.model, plugins)
         if spec is None:
-            spec = introspect(self.model, self.calibration[0])
+            spec = introspect(self.model, self.calibration[0], exclude=exclude, plugins=plugins)
         self.spec = spec
-        modules = quantizable_modules(self.model)
-        missing = [layer.fqn for layer in spec.layers if layer.fqn not in modules]
+        by_name = {name: f for f in found.values() for name in f.names}
+        missing = [layer.fqn for layer in spec.layers if layer.fqn not in by_name]
         if missing:
             raise ConfigError(f"layers {missing[:5]} of the spec are not quantizable modules of the model")
-        #: The quantizable modules of the working copy, ``{fqn: module}``; read them, never
-        #: write through them (the evaluator restores only what it changed itself).
+        self._found: dict[str, Found] = {layer.fqn: by_name[layer.fqn] for layer in spec.layers}
+        #: The module holding each layer's weight in the working copy, ``{fqn: module}``; read
+        #: them, never write through them (the evaluator restores only what it changed itself).
         self.modules: Mapping[str, nn.Module] = types.MappingProxyType(
-            {layer.fqn: modules[layer.fqn][0] for layer in spec.layers}
+            {fqn: f.module for fqn, f in self._found.items()}
         )
-        self._params = {fqn: _weight_of(fqn, m) for fqn, m in self.modules.items()}
+        self._params = {fqn: _weight_of(fqn, f) for fqn, f in self._found.items()}
+        self._axis = {fqn: f.ref.axis for fqn, f in self._found.items()}
         self._float = {fqn: w.data for fqn, w in self._params.items()}
         self._quantized: dict[tuple[str, int], QuantizedTensor] = {}
         self._fake: dict[tuple[str, int], torch.Tensor] = {}
@@ -145,8 +160,14 @@ class Evaluator:
         self._active_act: set[str] = set()
         self._act_handles: list[torch.utils.hooks.RemovableHandle] = []
         if act_bits is not None:
-            for fqn, m in self.modules.items():
-                self._act_handles.append(m.register_forward_pre_hook(self._act_hook(fqn, act_bits)))
+            # one hook per module that computes with a layer's weight (an LSTM holds several
+            # layers, a tied weight has several modules): its inputs are quantized when any is
+            users: dict[int, tuple[nn.Module, list[str]]] = {}
+            for fqn, f in self._found.items():
+                for m in f.modules:
+                    users.setdefault(id(m), (m, []))[1].append(fqn)
+            for m, fqns in users.values():
+                self._act_handles.append(m.register_forward_pre_hook(self._act_hook(tuple(fqns), act_bits)))
         self._evaluations = 0
         self._forward_passes = 0
 
@@ -180,13 +201,23 @@ class Evaluator:
         return self._float[fqn]
 
     def quantized(self, fqn: str, bits: int) -> QuantizedTensor:
-        """Integer codes, scale and zero point of ``fqn`` at ``bits`` (cached)."""
+        """Integer codes, scale and zero point of ``fqn`` at ``bits`` (cached), in the weight's layout.
+
+        The quantizer sees the weight with its output-channel axis first (see
+        :func:`mpqcore.layer_kinds.quantize_along`); ``axis`` of the result is that axis
+        in the weight (``None`` per tensor).
+        """
         key = (fqn, int(bits))
         if key not in self._quantized:
             self._check_layer(fqn)
             with torch.no_grad():
-                self._quantized[key] = self.quantizer.quantize(self._float[fqn], int(bits))
+                self._quantized[key] = quantize_along(self.quantizer, self._float[fqn], int(bits), self._axis[fqn])
         return self._quantized[key]
+
+    def _fake_of(self, fqn: str, weight: torch.Tensor, bits: int) -> torch.Tensor:
+        """``weight`` (a latent copy of ``fqn``'s) fake-quantized at ``bits``, along the layer's channel axis."""
+        q = quantize_along(self.quantizer, weight, int(bits), self._axis[fqn])
+        return q.dequantize().reshape(weight.shape).to(weight.dtype)
 
     def fake_quantized(self, fqn: str, bits: int) -> torch.Tensor:
         """The dequantized weight of ``fqn`` at ``bits`` (cached; do not modify it)."""
@@ -232,9 +263,11 @@ class Evaluator:
         finally:
             self._active_act = set()
 
-    def _act_hook(self, fqn: str, act_bits: int) -> Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...] | None]:
+    def _act_hook(
+        self, fqns: tuple[str, ...], act_bits: int
+    ) -> Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...] | None]:
         def hook(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...] | None:
-            if fqn not in self._active_act:
+            if not any(f in self._active_act for f in fqns):
                 return None
             return tuple(fake_quantize_activation(x, act_bits) if isinstance(x, torch.Tensor) else x for x in inputs)
 
@@ -374,7 +407,24 @@ class Evaluator:
                 lambda: self._run(0),
                 self.loss,
             )
+            self._check_tied_order(self._prefix)
         return self._prefix
+
+    def _check_tied_order(self, prefix: PrefixReuse) -> None:
+        """Turn reuse off when a tied weight is used by another module before its layer's own:
+        prefix reuse places a layer where its module runs, and must not replay outputs that
+        the weight already changed (GPT-2's ``wte`` runs before ``lm_head``: that is fine)."""
+        if not prefix.enabled:
+            return
+        names = {id(m): n for n, m in self.model.named_modules()}
+        for fqn, f in self._found.items():
+            first = prefix.trace.enter.get(names.get(id(f.module), ""))
+            for other in f.modules[1:]:
+                entered = prefix.trace.enter.get(names.get(id(other), ""))
+                if first is not None and entered is not None and entered < first:
+                    prefix.enabled = False
+                    prefix.reason = f"layer {fqn!r}'s weight is tied to {names[id(other)]!r}, which runs first"
+                    return
 
     @property
     def prefix_reuse(self) -> dict[str, Any]:
@@ -442,7 +492,7 @@ class Evaluator:
             i = int(torch.randint(len(self.calibration), (1,), generator=generator))
             overrides = {}
             for fqn, w in latent.items():
-                q = self.quantizer.quantize(w.detach(), assignment[fqn]).dequantize().reshape(w.shape).to(w.dtype)
+                q = self._fake_of(fqn, w.detach(), assignment[fqn])
                 overrides[names[fqn]] = w + (q - w).detach()  # straight-through estimator
             with self._activations_quantized(assignment):
                 outputs = self._run_with(i, overrides)
@@ -453,10 +503,7 @@ class Evaluator:
             for w, g in zip(params, torch.autograd.grad(loss, params), strict=True):
                 w.grad = g
             optimizer.step()
-        trained = {
-            fqn: self.quantizer.quantize(w.detach(), assignment[fqn]).dequantize().reshape(w.shape).to(w.dtype)
-            for fqn, w in latent.items()
-        }
+        trained = {fqn: self._fake_of(fqn, w.detach(), assignment[fqn]) for fqn, w in latent.items()}
         self._evaluations += 1
         with torch.no_grad(), self._weights_swapped(trained) as model:
             if use and self.user_metric is not None:
@@ -471,7 +518,7 @@ class Evaluator:
         return outputs
 
     def _param_name(self, fqn: str) -> str:
-        return f"{fqn}.weight" if fqn else "weight"
+        return self._found[fqn].path
 
     def close(self) -> None:
         for h in self._act_handles:
@@ -479,11 +526,16 @@ class Evaluator:
         self._act_handles = []
 
 
-def _weight_of(fqn: str, module: nn.Module) -> torch.Tensor:
-    weight = getattr(module, "weight", None)
-    if not isinstance(weight, torch.Tensor):
-        raise ConfigError(f"layer {fqn!r} ({type(module).__name__}) has no weight tensor")
-    return weight
+def _baked_layers(model: nn.Module, plugins: PluginSet | None) -> dict[str, Found]:
+    """The layers of the working copy, each weight computed by a parametrization or a
+    weight_norm hook first baked into a plain Parameter (:func:`mpqcore.layer_kinds.bake`)."""
+    found, _, _ = find_layers(model, plugins)
+    computed = [f for f in found.values() if f.form in ("parametrized", "hook")]
+    if not computed:
+        return found
+    for f in computed:
+        bake(f.module, f.ref.name)
+    return find_layers(model, plugins)[0]
 
 
 def _as_args(batch: Any) -> tuple:
@@ -496,3 +548,10 @@ def _as_args(batch: Any) -> tuple:
 
 def _as_kwargs(batch: Any) -> dict:
     return dict(batch) if isinstance(batch, Mapping) else {}
+
+
+def _weight_of(fqn: str, found: Found) -> nn.Parameter:
+    weight = getattr(found.module, found.ref.name, None)
+    if not isinstance(weight, nn.Parameter):
+        raise ConfigError(f"layer {fqn!r} ({type(found.module).__name__}) has no weight Parameter {found.ref.name!r}")
+    return weight

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from mpqcore.protocols import CostModel, Quantizer, SensitivityMethod, Solver, TaskLike
+    from mpqcore.protocols import CostModel, LayerKind, Quantizer, SensitivityMethod, Solver, TaskLike
     from mpqcore.registry import Registry
 
 #: The pluggy project name, also the entry point group.
@@ -72,4 +72,15 @@ def mpq_register_tasks(registry: Registry[TaskLike]) -> None:
 
     ``factory(**options)`` returns a :class:`mpqcore.tasks.Task`. Tasks make demos,
     tests and benchmarks reproducible; they must not download anything at run time.
+    """
+
+
+@hookspec
+def mpq_register_layer_kinds(registry: Registry[LayerKind]) -> None:
+    """Register layer kinds: families of modules whose weights mpq quantizes.
+
+    ``factory(**options)`` returns an object with ``matches(module) -> bool``,
+    ``weights(module) -> Sequence[WeightRef]`` and ``macs(module, args, kwargs, output)
+    -> Mapping[str, int]`` (see :class:`mpqcore.protocols.LayerKind`). Every registered
+    kind is active; a module two kinds claim is an error naming both plugins.
     """

@@ -19,7 +19,7 @@ import pluggy
 
 from mpqcore import hookspecs
 from mpqcore.errors import PluginError
-from mpqcore.protocols import CostModel, Quantizer, SensitivityMethod, Solver, TaskLike
+from mpqcore.protocols import CostModel, LayerKind, Quantizer, SensitivityMethod, Solver, TaskLike
 from mpqcore.registry import KIND_SPECS, Registry
 
 __all__ = [
@@ -40,6 +40,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "mpqcore.solvers",
     "mpqcore.methods",
     "mpqcore.tasks",
+    "mpqcore.layer_kinds",
 )
 
 ENV_DISABLE_AUTOLOAD = "MPQ_DISABLE_PLUGIN_AUTOLOAD"
@@ -267,6 +268,10 @@ class PluginSet:
     @property
     def tasks(self) -> Registry[TaskLike]:
         return self.registries["task"]
+
+    @property
+    def layer_kinds(self) -> Registry[LayerKind]:
+        return self.registries["layer kind"]
 
     def info(self) -> list[PluginInfo]:
         out = []

@@ -6,17 +6,18 @@ only the attributes and methods below.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
 
     from mpqcore.context import MeasureContext
+    from mpqcore.layer_kinds import WeightRef
     from mpqcore.quantizers import QuantizedTensor
     from mpqcore.types import Allocation, LayerInfo, Objective, Problem
 
-__all__ = ["CostModel", "Quantizer", "SensitivityMethod", "Solver", "TaskLike"]
+__all__ = ["CostModel", "LayerKind", "Quantizer", "SensitivityMethod", "Solver", "TaskLike"]
 
 
 @runtime_checkable
@@ -54,6 +55,29 @@ class CostModel(Protocol):
 
     def cost(self, layer: LayerInfo, bits: int) -> float:
         """Non-negative cost of ``layer`` at ``bits``."""
+        ...
+
+
+@runtime_checkable
+class LayerKind(Protocol):
+    """A family of modules: which it claims, the weight tensors it owns, their MACs (see :mod:`mpqcore.layer_kinds`)."""
+
+    def matches(self, module: torch.nn.Module) -> bool:
+        """Whether this kind claims ``module`` (a module claimed by two kinds is an error)."""
+        ...
+
+    def weights(self, module: torch.nn.Module) -> Sequence[WeightRef]:
+        """The weight tensors of ``module`` this kind owns: attribute names and output-channel axes."""
+        ...
+
+    def macs(
+        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any], output: Any
+    ) -> Mapping[str, int]:
+        """Multiply-accumulates of one call of ``module`` (its forward hook's view), per weight name.
+
+        Names are attributes of ``module`` or dotted paths below it (``out_proj.weight``);
+        the MACs of the whole batch, mpq divides by its size.
+        """
         ...
 
 

@@ -52,6 +52,7 @@ KIND_SPECS: tuple[Kind, ...] = (
     Kind("quantizer", "mpq_register_quantizers", protocols.Quantizer),
     Kind("cost model", "mpq_register_cost_models", protocols.CostModel),
     Kind("task", "mpq_register_tasks", protocols.TaskLike),
+    Kind("layer kind", "mpq_register_layer_kinds", protocols.LayerKind),
 )
 
 #: kind name -> hook name (the table docs and the CLI iterate over).

@@ -16,7 +16,7 @@ import numpy as np
 
 from mpqcore.frozen import freeze
 from mpqcore.problem import problem_to_dict
-from mpqcore.types import Allocation, Budget, ModelSpec, Problem
+from mpqcore.types import Allocation, Budget, Coverage, ModelSpec, Problem
 
 __all__ = ["Report", "plot_bits_per_layer", "plot_pareto", "versions", "write_sweep"]
 
@@ -86,7 +86,13 @@ class Report:
 
     @property
     def average_bits(self) -> float:
+        """The parameter-weighted average bits over the quantized layers (see :attr:`coverage` for all weights)."""
         return self.allocation.average_bits({layer.fqn: layer.params for layer in self.spec.layers})
+
+    @property
+    def coverage(self) -> Coverage:
+        """The share of the model's weight parameters quantized, average bits over all of them, what stays float and why."""
+        return self.spec.coverage(self.allocation.bits)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serializable dict of the whole report (the model excluded)."""
@@ -94,6 +100,7 @@ class Report:
             {
                 "allocation": dict(self.allocation.bits),
                 "average_bits": self.average_bits,
+                "coverage": self.coverage.to_dict(),
                 "costs": dict(self.allocation.costs),
                 "budgets": [dict(b.to_dict(), description=b.describe()) for b in self.budgets],
                 "limits": dict(self.problem.budgets),
@@ -152,8 +159,11 @@ def plot_bits_per_layer(report: Report, path: str | Path) -> Path:
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="parameters")
     ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=7)
     ax.set_ylabel("weight bits")
+    cov = report.coverage
     ax.set_title(
-        f"{report.method}: {report.average_bits:.2f} average bits ({', '.join(b.describe() for b in report.budgets)})"
+        f"{report.method}: {report.average_bits:.2f} average bits ({', '.join(b.describe() for b in report.budgets)})\n"
+        f"{100 * cov.share:.1f}% of weight parameters quantized; {cov.average_bits_all:.2f} bits over all weights",
+        fontsize=9,
     )
     ax.set_yticks(sorted(set(report.problem.bits)))
     for bar, b in zip(bars, bits, strict=True):

@@ -25,7 +25,8 @@ from mpqcore.costs import cost_table
 from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError
 from mpqcore.evaluate import Evaluator
 from mpqcore.frozen import FrozenDict, freeze
-from mpqcore.introspect import quantizable_modules
+from mpqcore.introspect import excluded_layers, find_layers
+from mpqcore.layer_kinds import bake, quantize_along
 from mpqcore.naming import suggest
 from mpqcore.plugins import PluginSet, get_plugins
 from mpqcore.preflight import check_act_bits, check_callable, check_device, check_model, check_seed, checked_metric
@@ -228,6 +229,7 @@ def measure(
     cost_models: Mapping[str, CostModel] | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
+    exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
 ) -> Measurement:
     """Introspect ``model`` and measure its sensitivity with ``method``; solve nothing.
@@ -264,6 +266,7 @@ def measure(
         device=device,
         progress=progress,
         plugins=plugins,
+        exclude=exclude,
         budgets_together=True,
     )
 
@@ -290,6 +293,7 @@ def _measure(
     device: str | torch.device | None,
     progress: bool,
     plugins: PluginSet | None,
+    exclude: Sequence[str] | None,
     budgets_together: bool,
 ) -> Measurement:
     """:func:`measure`'s work; ``budgets_together=False`` (a sweep) checks each budget alone before measuring."""
@@ -316,8 +320,9 @@ def _measure(
 
     t0 = time.perf_counter()
     evaluator = Evaluator(
-        model, calibration, None, quantizer_impl, loss=loss, metric=metric, act_bits=act_bits, device=device
-    )
+        model, calibration, None, quantizer_impl, loss=loss, metric=metric, act_bits=act_bits, device=device,
+        exclude=exclude, plugins=plugins,
+    )  # fmt: skip
     spec = evaluator.spec
     fixed = _resolve_pins(pins, spec, bits)
     user_ties = _check_ties(ties, spec)
@@ -449,32 +454,59 @@ def apply(
     *,
     inplace: bool = False,
     quantizer_options: Mapping[str, Any] | None = None,
+    exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
 ) -> nn.Module:
     """The model with each layer's weight fake-quantized at its allocated bits.
 
-    Returns a quantized copy unless ``inplace=True``. Layers absent from the
-    allocation stay in float.
+    Returns a quantized copy unless ``inplace=True``. Layers absent from the allocation
+    stay in float, and so do those ``exclude`` matches (fnmatch patterns, each matching
+    some layer). A layer may be named by any of its aliases; two names of one tied
+    tensor given different bits are an error. Each weight is quantized along its
+    output-channel axis (its layer kind says which); one computed by a parametrization
+    or a weight_norm hook becomes a plain Parameter holding its quantized value (see
+    :func:`mpqcore.layer_kinds.bake`). Every weight is quantized before the first is
+    written, so a bad allocation or a failing quantizer leaves the model as it was.
     """
     plugins = plugins or get_plugins()
     _, impl = plugins.quantizers.resolve(quantizer, quantizer_options)
-    bits_of = allocation.bits if isinstance(allocation, Allocation) else dict(allocation)
-    modules = quantizable_modules(model)
-    aliases = {alias: name for name, (_, al) in modules.items() for alias in al}
-    unknown = [f for f in bits_of if f not in modules and f not in aliases]
+    # an Allocation checks every width (the one rule), also for a plain mapping
+    bits_of = (allocation if isinstance(allocation, Allocation) else Allocation(allocation, 0.0)).bits
+    chosen = _allocated_layers(find_layers(model, plugins)[0], bits_of, exclude)
+    target = model if inplace else copy.deepcopy(model)
+    found = find_layers(target, plugins)[0]
+    with torch.no_grad():
+        quantized = {}
+        for fqn, b in chosen.items():
+            w = found[fqn].tensor().detach()
+            quantized[fqn] = quantize_along(impl, w, b, found[fqn].ref.axis).dequantize().reshape(w.shape).to(w.dtype)
+        for fqn, q in quantized.items():  # copied in: the Parameter (and every name tied to it) stays
+            bake(found[fqn].module, found[fqn].ref.name).copy_(q)
+    return target
+
+
+def _allocated_layers(
+    found: Mapping[str, Any], bits_of: Mapping[str, Any], exclude: Sequence[str] | None
+) -> dict[str, int]:
+    """``{fqn: bits}`` of the layers to quantize: names resolved through aliases, exclusions dropped."""
+    by_name = {name: f.fqn for f in found.values() for name in f.names}
+    unknown = [n for n in bits_of if n not in by_name]
     if unknown:
         raise ConfigError(
-            f"allocation names layers the model does not have: {unknown[:5]}{suggest(unknown[0], modules)}"
+            f"allocation names layers the model does not have: {unknown[:5]}{suggest(unknown[0], by_name)}"
         )
-    target = model if inplace else copy.deepcopy(model)
-    target_modules = quantizable_modules(target)
-    with torch.no_grad():
-        for fqn, b in bits_of.items():
-            weight = target_modules[aliases.get(fqn, fqn)][0].weight
-            assert isinstance(weight, torch.Tensor)  # quantizable_modules keeps only modules with a weight tensor
-            q = impl.quantize(weight.detach(), int(b)).dequantize()
-            weight.copy_(q.reshape(weight.shape).to(weight.dtype))
-    return target
+    chosen: dict[str, int] = {}
+    named: dict[str, str] = {}
+    for name, b in bits_of.items():
+        fqn, bits = by_name[name], int(b)
+        if chosen.get(fqn, bits) != bits:
+            raise ConfigError(
+                f"allocation gives {named[fqn]!r} {chosen[fqn]} bits and {name!r} {bits}, but they are one tied "
+                "weight tensor (one layer); give every name of a tied layer the same bits, or name it once"
+            )
+        chosen[fqn], named[fqn] = bits, name
+    skipped = excluded_layers(dict(found), () if exclude is None else exclude)
+    return {fqn: b for fqn, b in chosen.items() if fqn not in skipped}
 
 
 def _apply_all_or_nothing(
@@ -570,6 +602,7 @@ def search(
     cost_models: Mapping[str, CostModel] | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
+    exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
     measurement: Measurement | None = None,
 ) -> Report:
@@ -608,7 +641,7 @@ def search(
             model, calibration, method=method, bits=bits, budget=budgets, quantizer=quantizer, cost=cost, pins=pins,
             ties=ties, seed=seed, metric=metric, loss=loss, act_bits=act_bits, method_options=method_options,
             quantizer_options=quantizer_options, cost_options=cost_options, cost_models=cost_models, device=device,
-            progress=progress, plugins=plugins,
+            progress=progress, plugins=plugins, exclude=exclude,
         )  # fmt: skip
         timings = dict(meas.timings)
     else:
@@ -616,6 +649,7 @@ def search(
             "method": method, "bits": bits, "quantizer": quantizer, "cost": cost, "pins": pins, "ties": ties,
             "seed": seed, "metric": metric, "loss": loss, "act_bits": act_bits, "method_options": method_options,
             "quantizer_options": quantizer_options, "cost_options": cost_options, "device": device,
+            "exclude": exclude,
         })  # fmt: skip
         meas = attrs.evolve(measurement, problem=measurement.with_budgets(budgets, cost_models), budgets=tuple(budgets))
         timings = {"measure": 0.0}

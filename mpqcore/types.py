@@ -26,8 +26,11 @@ from mpqcore.naming import suggest
 
 __all__ = [
     "BITS_RANGE",
+    "FLOAT_REASONS",
     "Allocation",
     "Budget",
+    "Coverage",
+    "FloatWeight",
     "FrozenDict",
     "LayerInfo",
     "ModelSpec",
@@ -84,12 +87,18 @@ _check_bits = check_bits
 
 @attrs.frozen
 class LayerInfo:
-    """One quantizable layer, named by its fully qualified name (fqn).
+    """One quantizable layer (one weight tensor, one bit-width decision), named by its fqn.
 
-    ``params`` counts the weight elements that get quantized (bias excluded);
-    ``macs`` the multiply-accumulates of one forward pass over one example batch
-    divided by its batch size. ``aliases`` lists the other fqns under which the same
-    module (or the same weight tensor) is reachable: shared layers are reported once.
+    ``kind`` is the class of the module holding the weight (``Conv2d``, ``LSTM``);
+    ``layer_kind`` the registered layer kind that found it (``conv``, ``rnn``; see
+    :mod:`mpqcore.layer_kinds`). ``params`` counts the weight elements that get quantized
+    (bias excluded); ``macs`` the multiply-accumulates of one forward pass over one
+    example batch divided by its batch size, from every module that uses the weight;
+    ``macs_measured`` says whether a forward pass counted them (then 0 means the layer
+    multiplies nothing, as an embedding lookup). ``aliases`` lists the other fqns under
+    which the same tensor is reachable (a module registered twice, tied weights): shared
+    layers are one decision, reported once. ``weights`` are the tensor's parameter
+    paths under every name (its own first), ``axis`` its output-channel axis.
     """
 
     fqn: str = attrs.field(validator=attrs.validators.instance_of(str))
@@ -98,6 +107,10 @@ class LayerInfo:
     macs: int = attrs.field(converter=int, default=0)
     weight_shape: tuple[int, ...] = attrs.field(converter=lambda s: tuple(int(n) for n in s), default=())
     aliases: tuple[str, ...] = attrs.field(converter=lambda a: tuple(str(n) for n in a), default=())
+    layer_kind: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    weights: tuple[str, ...] = attrs.field(converter=lambda a: tuple(str(n) for n in a), default=())
+    axis: int = attrs.field(converter=int, default=0)
+    macs_measured: bool = attrs.field(default=False, converter=bool)
 
     @params.validator
     def _check_params(self, _attr, value):
@@ -109,19 +122,115 @@ class LayerInfo:
         if value < 0:
             raise ConfigError(f"layer {self.fqn!r}: macs must be >= 0, got {value}")
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The layer's fqn and its aliases."""
+        return (self.fqn, *self.aliases)
+
+
+#: Why a weight stays in float, the keys of :attr:`FloatWeight.reason`.
+FLOAT_REASONS: Mapping[str, str] = FrozenDict(
+    {
+        "unknown-kind": "no layer kind claims its module",
+        "excluded": "excluded by the user",
+        "default-excluded": "position embedding or class token (left float by default)",
+        "tied": "tied to an excluded layer",
+        "refused": "its layer kind cannot put a quantized weight in",
+    }
+)
+
+
+@attrs.frozen
+class FloatWeight:
+    """A weight parameter that stays in float: its name, element count and why (a key of :data:`FLOAT_REASONS`)."""
+
+    name: str = attrs.field(validator=attrs.validators.instance_of(str))
+    params: int = attrs.field(converter=int)
+    reason: str = attrs.field(validator=attrs.validators.in_(tuple(FLOAT_REASONS)))
+    detail: str = ""
+
+
+def _float_weights(values: Iterable[FloatWeight]) -> tuple[FloatWeight, ...]:
+    out = tuple(values)
+    for v in out:
+        if not isinstance(v, FloatWeight):
+            raise ConfigError(f"ModelSpec.float_weights holds FloatWeight values, got {type(v).__name__}")
+    return out
+
+
+@attrs.frozen
+class Coverage:
+    """How much of a model's weights an allocation quantizes (see :meth:`ModelSpec.coverage`).
+
+    ``weight_params``: every weight parameter (a tensor with two or more axes: matrices,
+    kernels, embedding tables; biases and normalization scales are not weights), each
+    tied tensor once. ``average_bits`` is over the quantized layers,
+    ``average_bits_all`` over every weight with float ones at 32 bits.
+    """
+
+    quantized_params: int
+    weight_params: int
+    average_bits: float
+    average_bits_all: float
+    float_weights: tuple[FloatWeight, ...] = ()
+
+    @property
+    def share(self) -> float:
+        """The share of weight parameters quantized (1.0 for a model without weights left float)."""
+        return self.quantized_params / self.weight_params if self.weight_params else 1.0
+
+    def float_by_reason(self) -> dict[str, int]:
+        """Parameters left float, per reason."""
+        out: dict[str, int] = {}
+        for w in self.float_weights:
+            out[w.reason] = out.get(w.reason, 0) + w.params
+        return out
+
+    def line(self) -> str:
+        """One line of text: the share quantized, both averages and what stays float why."""
+        text = (
+            f"coverage: {100 * self.share:.1f}% of {self.weight_params:,} weight parameters quantized; "
+            f"average {self.average_bits:.2f} bits over the quantized layers, "
+            f"{self.average_bits_all:.2f} over all weights (float = 32)"
+        )
+        by_reason = self.float_by_reason()
+        if by_reason:
+            parts = ", ".join(f"{FLOAT_REASONS[r]}: {n:,}" for r, n in sorted(by_reason.items(), key=lambda kv: -kv[1]))
+            text += f"; float: {parts}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "quantized_params": self.quantized_params,
+            "weight_params": self.weight_params,
+            "share": self.share,
+            "average_bits": self.average_bits,
+            "average_bits_all": self.average_bits_all,
+            "float": [attrs.asdict(w) for w in self.float_weights],
+        }
+
 
 @attrs.frozen
 class ModelSpec:
-    """The quantizable layers of a model, in forward (registration) order."""
+    """The quantizable layers of a model, in forward (registration) order, and its weights left float.
+
+    ``float_weights`` lists every weight parameter that is not one of ``layers``, with
+    its reason (:data:`FLOAT_REASONS`); :meth:`coverage` turns an allocation into the
+    share of weights quantized and the average bits over all of them.
+    """
 
     layers: tuple[LayerInfo, ...] = attrs.field(converter=_as_tuple)
+    float_weights: tuple[FloatWeight, ...] = attrs.field(default=(), converter=_float_weights)
 
     @layers.validator
-    def _check(self, _attr, value):
-        names = [layer.fqn for layer in value]
-        dup = sorted({n for n in names if names.count(n) > 1})
+    def _check(self, _attr: Any, value: tuple[LayerInfo, ...]) -> None:
+        seen: set[str] = set()
+        dup: set[str] = set()
+        for layer in value:
+            for name in layer.names:
+                (dup if name in seen else seen).add(name)
         if dup:
-            raise ConfigError(f"ModelSpec: duplicate layer names {dup}")
+            raise ConfigError(f"ModelSpec: duplicate layer names {sorted(dup)}")
 
     @property
     def fqns(self) -> tuple[str, ...]:
@@ -135,11 +244,33 @@ class ModelSpec:
     def total_macs(self) -> int:
         return sum(layer.macs for layer in self.layers)
 
+    @property
+    def weight_params(self) -> int:
+        """Every weight parameter of the model: the layers' and those left float."""
+        return self.total_params + sum(w.params for w in self.float_weights)
+
     def layer(self, fqn: str) -> LayerInfo:
+        """The layer named ``fqn`` or having it as an alias."""
         for layer in self.layers:
-            if layer.fqn == fqn:
+            if fqn in layer.names:
                 return layer
         raise ConfigError(f"no quantizable layer named {fqn!r}{suggest(fqn, self.fqns)}")
+
+    def coverage(self, bits: Mapping[str, int]) -> Coverage:
+        """The coverage of allocation ``bits`` (``{fqn: bits}``; a layer it does not name stays float)."""
+        params = {layer.fqn: layer.params for layer in self.layers}
+        quantized = {f: int(b) for f, b in bits.items() if f in params}
+        q_params = sum(params[f] for f in quantized)
+        q_bits = sum(params[f] * b for f, b in quantized.items())
+        total = self.weight_params
+        left = [FloatWeight(f, n, "excluded", "not in the allocation") for f, n in params.items() if f not in quantized]
+        return Coverage(
+            quantized_params=q_params,
+            weight_params=total,
+            average_bits=q_bits / q_params if q_params else 32.0,
+            average_bits_all=(q_bits + 32 * (total - q_params)) / total if total else 32.0,
+            float_weights=(*self.float_weights, *left),
+        )
 
     def __len__(self) -> int:
         return len(self.layers)

@@ -88,16 +88,29 @@ def test_grouped_conv_macs(groups, expected):
 
 def test_model_is_untouched_and_hooks_are_removed():
     model = Small().train()
+    model.fc.eval()  # a mixed-mode model: each module's own mode must come back
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = {name: m.training for name, m in model.named_modules()}
     introspect(model, batch())
-    assert model.training
-    after = model.state_dict()
-    # BatchNorm would update its running stats in training mode with grad or not; the
-    # docstring promises the model runs in its current mode, so only weights are compared.
+    assert {name: m.training for name, m in model.named_modules()} == modes
     for name, m in model.named_modules():
         assert not m._forward_hooks, name
-    for key in ("features.0.weight", "features.3.weight", "fc.weight", "seq.weight", "tok.weight", "fc.bias"):
-        assert torch.equal(before[key], after[key])
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for key in before:  # weights and buffers alike
+        assert torch.equal(before[key], after[key]), key
+
+
+def test_introspection_leaves_batchnorm_statistics_alone():
+    # Bug fixed (issue 13): introspect ran a train()-mode model in train mode, so the
+    # MAC-counting pass moved BatchNorm's running_mean/var and num_batches_tracked.
+    model = Small().train()
+    bn = model.features[1]
+    mean, var = bn.running_mean.clone(), bn.running_var.clone()
+    introspect(model, batch())
+    assert torch.equal(bn.running_mean, mean) and torch.equal(bn.running_var, var)
+    assert int(bn.num_batches_tracked) == 0
+    assert model.training and bn.training
 
 
 class Shared(nn.Module):
@@ -141,8 +154,11 @@ def test_quantizable_modules_maps_fqn_to_module_and_aliases():
 
 
 def test_no_quantizable_layer_names_the_valid_kinds():
-    with pytest.raises(ConfigError, match="no quantizable layer; mpq quantizes Conv1d, Conv2d, Linear modules"):
+    with pytest.raises(ConfigError, match="no quantizable layer; mpq quantizes Conv1d, Conv2d, Linear modules") as info:
         introspect(nn.Sequential(nn.ReLU(), nn.BatchNorm1d(3)), torch.randn(2, 3))
+    for kind in ("conv-transpose", "embedding", "multihead-attention", "rnn", "transformers-conv1d"):
+        assert kind in str(info.value)
+    assert "mpq_register_layer_kinds" in str(info.value)
 
 
 def test_a_failing_forward_names_calibration_batch_0():
