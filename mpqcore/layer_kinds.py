@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from mpqcore.hookspecs import hookimpl
-from mpqcore.quantizers import QuantizedTensor
+from mpqcore.quantizers import QuantizedTensor, check_quantized
 
 __all__ = [
     "DEFAULT_EXCLUDE",
@@ -459,9 +459,12 @@ def quantize_along(quantizer: Any, weight: torch.Tensor, bits: int, axis: int) -
     codes, scale and zero point come back with the channel axis where the weight has it,
     so ``dequantize()`` has the weight's shape. ``axis == 0`` calls the quantizer as is.
     """
+    moved = weight if axis == 0 else weight.movedim(axis, 0)
+    q = quantizer.quantize(moved, bits)
+    # A quantizer is a plugin: what it returns is checked before anything uses it.
+    check_quantized(q, moved, bits, who=f"quantizer {getattr(quantizer, 'name', type(quantizer).__name__)!r}")
     if axis == 0:
-        return quantizer.quantize(weight, bits)
-    q = quantizer.quantize(weight.movedim(axis, 0), bits)
+        return q
 
     def back(t: torch.Tensor) -> torch.Tensor:
         return t.movedim(0, axis) if isinstance(t, torch.Tensor) and t.dim() == weight.dim() else t

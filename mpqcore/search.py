@@ -22,7 +22,7 @@ from torch import nn
 from mpqcore.constraints import check_ties, expand_pins, within_budget
 from mpqcore.context import MeasureContext
 from mpqcore.costs import cost_table
-from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError
+from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError, PluginError
 from mpqcore.evaluate import Evaluator
 from mpqcore.frozen import FrozenDict, freeze
 from mpqcore.introspect import excluded_layers, find_layers
@@ -66,11 +66,21 @@ def _budgets(budget: Budget | Sequence[Budget] | None) -> list[Budget]:
     return items
 
 
+def _canonical(spec: ModelSpec) -> dict[str, str]:
+    """Every alias of a tied layer (GPT-2's ``lm_head`` for ``transformer.wte``) -> its layer's name."""
+    return {alias: layer.fqn for layer in spec.layers for alias in layer.names if alias != layer.fqn}
+
+
 def _resolve_pins(pins: Mapping[str, int] | None, spec: ModelSpec, bits: tuple[int, ...]) -> dict[str, int]:
-    return expand_pins(pins or {}, spec.fqns, bits, noun="quantizable layer")
+    canonical = _canonical(spec)
+    named = {canonical.get(k, k): v for k, v in (pins or {}).items()}  # a pin may name any alias
+    return expand_pins(named, spec.fqns, bits, noun="quantizable layer")
 
 
 def _check_ties(ties: Sequence[Sequence[str]] | None, spec: ModelSpec) -> tuple[tuple[str, ...], ...]:
+    canonical = _canonical(spec)
+    if ties is not None and not isinstance(ties, str):
+        ties = [[canonical.get(n, n) for n in g] if not isinstance(g, str) else g for g in ties]
     return check_ties(ties, spec.fqns)
 
 
@@ -350,8 +360,8 @@ def _measure(
     if decision:
         try:
             objective = method_impl.measure(ctx)
-        except MethodError:
-            raise
+        except PluginError:
+            raise  # a plugin's fault, already named (the method's, or a quantizer's it called)
         except Exception as exc:
             what = str(exc) if isinstance(exc, MpqError) else f"raised {type(exc).__name__}: {exc}"
             raise MethodError(f"method {method_name!r} (plugin {plugin!r}) {what}", plugin=plugin) from exc
@@ -568,6 +578,7 @@ def _evaluate(meas: Measurement, allocation: Allocation, uniform_reference: bool
     if ev.has_metric:
         out["float_metric"] = ev.metric({})
         out["metric"] = ev.metric(allocation.bits)
+        out["metric_higher_is_better"] = ev.metric_higher_is_better
     if uniform_reference:
         ub, assign = _uniform_reference(meas.problem, meas.problem.bits, meas.pins, allocation.bits)
         out["uniform_bits"] = ub

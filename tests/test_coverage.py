@@ -246,3 +246,17 @@ def test_coverage_is_in_the_json_the_summary_and_the_plot_title(tmp_path, monkey
     text = _summary(report, type("Task", (), {"metric_name": "metric", "higher_is_better": True})())
     assert coverage.line() in text and "float: heads.head (320 parameters): excluded by pattern 'heads.*'" in text
     assert any(f"{100 * coverage.share:.1f}% of weight parameters quantized" in t for t in titles)
+
+
+def test_a_pin_or_tie_may_name_a_tied_layer_by_any_of_its_names():
+    # GPT-2's lm_head is the word embedding's weight: pinning it by that name pins the one layer.
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=50, n_positions=16)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    batch = {"input_ids": torch.randint(0, 50, (2, 8))}
+    meas = mpqcore.measure(model, [batch], method="uniform", bits=(2, 8), pins={"lm_head": 8},
+                           ties=[["lm_head", "transformer.h.0.mlp.c_fc"]], plugins=mpqcore.PluginSet(autoload=False))  # fmt: skip
+    wte = meas.spec.layer("lm_head").fqn
+    assert dict(meas.problem.pins) == {wte: 8}
+    assert (wte, "transformer.h.0.mlp.c_fc") in [tuple(g) for g in meas.problem.ties]

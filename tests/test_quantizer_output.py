@@ -35,3 +35,24 @@ def good(bits=4):
 def test_a_faulty_result_is_named(result, message):
     with pytest.raises(PluginError, match=f"quantizer 'odd' .*{message}"):
         check_quantized(result, W, 4, who="quantizer 'odd'", plugin="odd")
+
+
+class Halves:
+    """A faulty quantizer plugin: half of the codes it returns are out of range."""
+
+    name = "halves"
+
+    def quantize(self, weight, bits):
+        from mpqcore.quantizers import MinMaxPerTensor
+
+        q = MinMaxPerTensor().quantize(weight, bits)
+        return QuantizedTensor(q.codes * 2, q.scale, q.zero_point, bits)
+
+
+def test_a_faulty_quantizer_is_named_in_a_search():
+    import mpqcore
+
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    with pytest.raises(PluginError, match=r"^quantizer .halves. returned codes in \[0, \d+\], outside \[0, 3\]"):
+        mpqcore.search(model, [torch.randn(3, 5)], method="hawq", bits=(2,), budget=None, quantizer=Halves(),
+                       plugins=mpqcore.PluginSet(autoload=False))  # fmt: skip
