@@ -1,0 +1,76 @@
+"""The ``auto`` solver: ``mckp`` where it applies, ``highs`` everywhere else.
+
+A separable objective (no pair terms) under at most one budget is a multiple-choice
+knapsack that :class:`~mpqcore.solvers.mckp.MCKPSolver` proves in well under a second at
+tens of thousands of layers, where HiGHS needs minutes (``docs/solvers.md``); pair
+objectives and several budgets go to :class:`~mpqcore.solvers.highs.HighsSolver`. The
+Allocation's ``solver`` field names the one that ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import attrs
+
+from mpqcore.options import option
+from mpqcore.solvers.highs import LINEARIZATIONS, HighsSolver
+from mpqcore.solvers.mckp import MCKPSolver
+from mpqcore.types import Allocation, Problem
+
+__all__ = ["AutoSolver", "pick_solver"]
+
+
+def pick_solver(problem: Problem) -> str:
+    """``"mckp"`` for a problem without pair terms and with at most one budget, else ``"highs"``."""
+    if problem.objective.pairs or len(problem.budgets) > 1:
+        return "highs"
+    return "mckp"
+
+
+@attrs.frozen
+class AutoSolver:
+    """``mckp`` for separable objectives under one budget, ``highs`` for the rest (:func:`pick_solver`).
+
+    Takes ``highs``' options (``time_limit`` goes to either solver) and ``mckp``'s
+    ``max_states``. Capability: :meth:`budget_resolver`, HiGHS's where it picks HiGHS.
+    """
+
+    name = "auto"
+
+    time_limit: float = option(float, default=60.0, greater_than=0.0, help="seconds before the incumbent is returned")
+    mip_rel_gap: float = option(float, default=0.0, minimum=0.0, less_than=1.0, help="highs: relative gap it stops at")
+    threads: int | None = option(int, default=None, minimum=1, optional=True, help="highs: threads (None: its default)")
+    linearization: str = option(str, default="onehot", choices=LINEARIZATIONS, help="highs: how pair terms become rows")
+    warm_start: bool = option(bool, default=True, help="highs: pair objectives start at the improved diagonal optimum")
+    max_states: int = option(int, default=1_000_000, minimum=1, help="mckp: partial allocations its core DP keeps")
+
+    def choose(self, problem: Problem) -> MCKPSolver | HighsSolver:
+        """The solver :meth:`solve` hands ``problem`` to, built with these options."""
+        if pick_solver(problem) == "mckp":
+            return MCKPSolver(time_limit=self.time_limit, max_states=self.max_states)
+        return HighsSolver(
+            time_limit=self.time_limit,
+            mip_rel_gap=self.mip_rel_gap,
+            threads=self.threads,
+            linearization=self.linearization,
+            warm_start=self.warm_start,
+        )
+
+    def solve(self, problem: Problem) -> Allocation:
+        return self.choose(problem).solve(problem)
+
+    def budget_resolver(self, problem: Problem) -> Callable[[Mapping[str, float]], Allocation]:
+        """``resolve(budgets)``: each budget set solved by the solver it picks; HiGHS keeps one model."""
+        highs_resolve: Callable[[Mapping[str, float]], Allocation] | None = None
+
+        def resolve(budgets: Mapping[str, float]) -> Allocation:
+            nonlocal highs_resolve
+            chosen = self.choose(problem.with_budgets(budgets))
+            if isinstance(chosen, HighsSolver):
+                if highs_resolve is None:
+                    highs_resolve = chosen.budget_resolver(problem)
+                return highs_resolve(budgets)
+            return chosen.solve(problem.with_budgets(budgets))
+
+        return resolve
