@@ -6,11 +6,13 @@ report = mpqcore.search(model, calibration, method="hawq", bits=(2, 4, 8),
 
 from typing import Any
 
+from mpqcore.batches import Supervised, supervised
 from mpqcore.context import MeasureContext
 from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError, PluginError, ProblemTooLargeError
 from mpqcore.evaluate import Evaluator
 from mpqcore.hookspecs import hookimpl
 from mpqcore.introspect import introspect
+from mpqcore.metrics import lower_is_better
 from mpqcore.plugins import PluginSet, get_plugins
 from mpqcore.problem import dump_problem, load_problem, problem_from_dict, problem_to_dict
 from mpqcore.protocols import Solver, TaskLike
@@ -53,6 +55,7 @@ __all__ = [
     "ProblemTooLargeError",
     "QuantizedTensor",
     "Report",
+    "Supervised",
     "SweepPoint",
     "Task",
     "apply",
@@ -62,11 +65,13 @@ __all__ = [
     "introspect",
     "load_problem",
     "load_task",
+    "lower_is_better",
     "measure",
     "problem_from_dict",
     "problem_to_dict",
     "search",
     "search_problem",
     "solve",
+    "supervised",
     "sweep",
 ]

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mpqcore.errors import MpqError
+from mpqcore.metrics import direction_words
 
 __all__ = ["main"]
 
@@ -178,6 +179,7 @@ def cmd_sweep(args) -> int:
                 "predicted": p.results["predicted"],
                 "loss": p.results["loss"],
                 "metric": p.results.get("metric"),
+                "metric_higher_is_better": p.results.get("metric_higher_is_better"),
                 "status": p.allocation.status,
                 "gap": p.allocation.gap,
                 "allocation": dict(p.allocation.bits),
@@ -190,6 +192,7 @@ def cmd_sweep(args) -> int:
             continue
         metric = "" if r["metric"] is None else f"{r['metric']:.4f}"
         print(f"{r['budget']:<34} {r['average_bits']:>8.3f} {r['loss']:>10.5f} {metric:>10}")
+    print(f"({task.metric_name}: {direction_words(getattr(task, 'higher_is_better', True))}; loss: lower is better)")
     if args.out:
         for name, path in write_sweep(rows, args.out).items():
             print(f"  wrote {name}: {path}")
@@ -250,6 +253,9 @@ def _summary(report, task) -> str:
         lines.append(
             f"  {'uniform ' + str(r['uniform_bits']) + '-bit':<34} {avg:>8.3f} {um:>10} {r['uniform_loss']:>10.5f}"
         )
+    if "metric" in r:
+        higher = r.get("metric_higher_is_better", getattr(task, "higher_is_better", True))
+        lines.append(f"  ({name}: {direction_words(higher)}; loss: lower is better)")
     coverage = report.coverage
     lines.append("")
     lines.append(f"  {coverage.line()}")

@@ -28,13 +28,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mpqcore.batches import batch_size, call_model, materialize, to_device
+from mpqcore.batches import batch_size, call_model, materialize, model_inputs, to_device
+from mpqcore.divergence import default_loss, primary_output
 from mpqcore.errors import ConfigError
 from mpqcore.introspect import Found, find_layers, introspect
 from mpqcore.layer_kinds import bake, quantize_along
+from mpqcore.metrics import as_score, higher_is_better
 from mpqcore.naming import suggest
 from mpqcore.plugins import PluginSet
 from mpqcore.prefix import PrefixReuse
@@ -44,34 +45,6 @@ from mpqcore.types import ModelSpec
 __all__ = ["Evaluator", "default_loss", "primary_output"]
 
 Assignment = Mapping[str, int]
-
-
-def primary_output(outputs: Any) -> torch.Tensor:
-    """The tensor a default loss compares: the output itself, ``logits``, or the first tensor."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs
-    for attr in ("logits", "last_hidden_state"):
-        value = getattr(outputs, attr, None)
-        if isinstance(value, torch.Tensor):
-            return value
-    if isinstance(outputs, Mapping):
-        if isinstance(outputs.get("logits"), torch.Tensor):
-            return outputs["logits"]
-        outputs = list(outputs.values())
-    if isinstance(outputs, (tuple, list)):
-        for value in outputs:
-            if isinstance(value, torch.Tensor):
-                return value
-    raise ConfigError(f"cannot find a tensor in the model's output of type {type(outputs).__name__}; pass loss=...")
-
-
-def default_loss(outputs: Any, reference: torch.Tensor) -> torch.Tensor:
-    """Divergence from the float model: KL for [N, C] logits, normalized MSE otherwise."""
-    y = primary_output(outputs).float()
-    ref = reference.float()
-    if y.dim() == 2 and y.shape[1] > 1:
-        return F.kl_div(F.log_softmax(y, dim=1), F.log_softmax(ref, dim=1), log_target=True, reduction="batchmean")
-    return ((y - ref) ** 2).sum() / ref.pow(2).sum().clamp_min(1e-12)
 
 
 class Evaluator:
@@ -86,7 +59,8 @@ class Evaluator:
     quantizer: the quantizer every evaluation uses.
     loss: optional ``loss(outputs, batch) -> Tensor`` replacing the default divergence
         from the float model's outputs.
-    metric: optional ``metric(model) -> float`` (higher is better) on held-out data.
+    metric: optional ``metric(model) -> float`` on held-out data; higher is better unless
+        it declares ``higher_is_better = False`` (:func:`mpqcore.lower_is_better`).
     act_bits: when set, the inputs of quantized layers are fake-quantized at this width.
     device: where the working copy and the batches live (default: the model's device).
     reuse_prefix: the default of :meth:`losses`' switch of the same name: skip, exactly,
@@ -122,6 +96,7 @@ class Evaluator:
         self._prefix: PrefixReuse | None = None
         self.user_loss = loss
         self.user_metric = metric
+        self._metric_higher = higher_is_better(metric)
         self.act_bits = act_bits
         try:  # a working copy, so the user's model is never touched
             self.model = copy.deepcopy(model).eval()
@@ -338,7 +313,7 @@ class Evaluator:
     def _loss_of(self, outputs: Any, i: int, batch: Any) -> torch.Tensor:
         if self.user_loss is not None:
             return self.user_loss(outputs, batch)
-        return default_loss(outputs, self.float_outputs()[i])
+        return default_loss(outputs, self.float_outputs()[i], batch)
 
     def _mean_loss(self, model: nn.Module) -> float:
         total, weight = 0.0, 0
@@ -440,8 +415,13 @@ class Evaluator:
     def has_metric(self) -> bool:
         return self.user_metric is not None
 
+    @property
+    def metric_higher_is_better(self) -> bool:
+        """The metric's direction (``True`` without a metric)."""
+        return self._metric_higher
+
     def metric(self, assignment: Assignment = {}) -> float:  # noqa: B006
-        """The user's metric (higher is better) with ``assignment`` applied."""
+        """The user's metric with ``assignment`` applied, as measured (see :attr:`metric_higher_is_better`)."""
         if self.user_metric is None:
             raise ConfigError("no metric was given; pass metric=callable(model) -> float, or use loss()")
         self._evaluations += 1
@@ -451,9 +431,13 @@ class Evaluator:
             raise ConfigError(f"the metric returned {value}")
         return value
 
+    def metric_score(self, assignment: Assignment = {}) -> float:  # noqa: B006
+        """The metric as a score, higher is better: the metric, or minus a lower-is-better one."""
+        return as_score(self.metric(assignment), self._metric_higher)
+
     def score(self, assignment: Assignment = {}) -> float:  # noqa: B006
-        """Higher is better: the metric when one was given, else minus the loss."""
-        return self.metric(assignment) if self.has_metric else -self.loss(assignment)
+        """Higher is better: :meth:`metric_score` when a metric was given, else minus the loss."""
+        return self.metric_score(assignment) if self.has_metric else -self.loss(assignment)
 
     # -- fine-tuning (ALPS) --------------------------------------------------------------
 
@@ -470,8 +454,9 @@ class Evaluator:
 
         The quantized layers' latent float weights are trained with a straight-through
         estimator on the calibration batches (the loss: the user's, else the divergence
-        from the float model), then scored. Only clones are trained: the working copy and
-        the caches are unchanged afterwards.
+        from the float model), then scored, higher is better (:meth:`metric_score` or minus
+        the loss). Only clones are trained: the working copy and the caches are unchanged
+        afterwards.
         """
         if use_metric and not self.has_metric:
             raise ConfigError(
@@ -479,7 +464,7 @@ class Evaluator:
             )
         use = self.has_metric if use_metric is None else use_metric
         if steps <= 0:
-            return self.metric(assignment) if use else -self.loss(assignment)
+            return self.metric_score(assignment) if use else -self.loss(assignment)
         for fqn in assignment:
             self._check_layer(fqn)
         if self.user_loss is None:
@@ -500,20 +485,22 @@ class Evaluator:
             # autograd.grad, not backward(): the working copy's own parameters must not
             # collect .grad from a fine-tuning run.
             params = list(latent.values())
-            for w, g in zip(params, torch.autograd.grad(loss, params), strict=True):
+            # allow_unused: a layer the loss never reaches (an output it does not read) stays as it is.
+            for w, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True), strict=True):
                 w.grad = g
             optimizer.step()
         trained = {fqn: self._fake_of(fqn, w.detach(), assignment[fqn]) for fqn, w in latent.items()}
         self._evaluations += 1
         with torch.no_grad(), self._weights_swapped(trained) as model:
             if use and self.user_metric is not None:
-                return float(self.user_metric(model))
+                return as_score(float(self.user_metric(model)), self._metric_higher)
             return -self._mean_loss(model)
 
     def _run_with(self, i: int, overrides: Mapping[str, torch.Tensor]) -> Any:
         """:meth:`_run` with some parameters replaced by ``overrides`` (differentiable in them)."""
         batch = self.calibration[i]
-        outputs = torch.func.functional_call(self.model, dict(overrides), _as_args(batch), _as_kwargs(batch))
+        args, kwargs = model_inputs(self.model, batch)
+        outputs = torch.func.functional_call(self.model, dict(overrides), args, kwargs)
         self._forward_passes += 1
         return outputs
 
@@ -536,18 +523,6 @@ def _baked_layers(model: nn.Module, plugins: PluginSet | None) -> dict[str, Foun
     for f in computed:
         bake(f.module, f.ref.name)
     return find_layers(model, plugins)[0]
-
-
-def _as_args(batch: Any) -> tuple:
-    if isinstance(batch, torch.Tensor):
-        return (batch,)
-    if isinstance(batch, Mapping):
-        return ()
-    return tuple(batch)
-
-
-def _as_kwargs(batch: Any) -> dict:
-    return dict(batch) if isinstance(batch, Mapping) else {}
 
 
 def _weight_of(fqn: str, found: Found) -> nn.Parameter:

@@ -61,11 +61,14 @@ class HessianTrace:
     - ``gauss-newton`` (with the default loss): at the float weights the divergence from
       the float model has Hessian ``J^T H_out J`` (its residual term vanishes), where
       ``H_out`` is the loss's Hessian in the outputs: ``(diag(p) - p p^T) / N`` per
-      sample for KL on logits, ``2 I / sum(ref^2)`` for the normalised MSE. Drawing
+      sample for KL on logits (per kept token for a language model's), ``2 I / sum(ref^2)``
+      for the normalised MSE, the projection off ``ref`` over ``|ref|^2`` for the cosine
+      distance (each divergence's ``probe`` in :mod:`mpqcore.divergence`). Drawing
       ``u`` with covariance ``H_out`` (a label sampled from the model's own softmax:
       ``u = onehot(y) - p``) and back-propagating ``g = J^T u`` gives ``E ||g_k||^2 =
       tr(H_kk)`` for every layer at once: one backward pass per draw, never negative,
-      and free of the cross-layer terms a shared Hutchinson probe picks up.
+      and free of the cross-layer terms a shared Hutchinson probe picks up. A layer the
+      loss never reaches (an output the loss does not read) has trace 0.
     - ``hutchinson`` (any loss): Rademacher ``v`` over all layers and the Hessian-vector
       product by double backward; ``v_k^T (H v)_k`` is unbiased for ``tr(H_kk)`` but
       carries zero-mean cross-layer terms ``v_k^T H_kj v_j``, so a small layer's estimate
@@ -122,26 +125,41 @@ class HessianTrace:
     def _hutchinson_draw(ev, i, params, weight, generator) -> np.ndarray:
         probes = [(torch.randint(0, 2, p.shape, generator=generator) * 2 - 1).to(p.dtype).to(p.device) for p in params]
         loss = ev.batch_loss(i) * weight
-        grads = torch.autograd.grad(loss, params, create_graph=True)
-        hv = torch.autograd.grad(grads, params, grad_outputs=probes)
-        return np.array([float((v * h).sum()) for v, h in zip(probes, hv, strict=True)])
+        # allow_unused: a layer the loss never reaches (BertModel's pooler when the loss
+        # reads last_hidden_state) has no gradient, hence a trace of 0.
+        grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+        used = [k for k, g in enumerate(grads) if g is not None and g.requires_grad]
+        hv: list[torch.Tensor | None] = [None] * len(params)
+        if used:
+            try:
+                found = torch.autograd.grad(
+                    [grads[k] for k in used], [params[k] for k in used],
+                    grad_outputs=[probes[k] for k in used], allow_unused=True,
+                )  # fmt: skip
+            except RuntimeError as exc:
+                if "not implemented" not in str(exc):
+                    raise
+                raise ConfigError(
+                    f"hawq: the Hutchinson estimator differentiates twice, and torch cannot here ({exc}); "
+                    "a transformers model built with attn_implementation='eager' can be, or use "
+                    "estimator='gauss-newton' with the default loss (one backward pass)"
+                ) from exc
+            for k, h in zip(used, found, strict=True):
+                hv[k] = h
+        return np.array([0.0 if h is None else float((v * h).sum()) for v, h in zip(probes, hv, strict=True)])
 
     @staticmethod
     def _gauss_newton_draw(ev, i, params, weight, generator) -> np.ndarray:
-        from mpqcore.evaluate import primary_output
+        from mpqcore.divergence import default_divergence, primary_output, token_mask
 
-        y = primary_output(ev.forward(i))
+        outputs = ev.forward(i)
+        y = primary_output(outputs)
         ref = ev.float_outputs()[i].to(y.dtype)
-        if y.dim() == 2 and y.shape[1] > 1:  # KL on logits, batchmean
-            p = torch.softmax(ref.float(), dim=1)
-            labels = torch.multinomial(p.cpu(), 1, generator=generator).squeeze(1).to(p.device)
-            u = (torch.nn.functional.one_hot(labels, p.shape[1]).to(p.dtype) - p) / np.sqrt(y.shape[0])
-        else:  # normalised MSE: Hessian 2 I / sum(ref^2)
-            z = torch.randn(y.shape, generator=generator).to(y.device)
-            u = z * torch.sqrt(2.0 / ref.float().pow(2).sum().clamp_min(1e-12))
+        # u with covariance the default divergence's Hessian in the output (see its probe).
+        u = default_divergence(outputs).probe(ref, token_mask(ev.calibration[i], y), generator)
         u = u.to(y.dtype) * np.sqrt(weight)
-        grads = torch.autograd.grad(y, params, grad_outputs=u)
-        return np.array([float(g.pow(2).sum()) for g in grads])
+        grads = torch.autograd.grad(y, params, grad_outputs=u, allow_unused=True)  # unused layers: trace 0
+        return np.array([0.0 if g is None else float(g.pow(2).sum()) for g in grads])
 
 
 @hookimpl

@@ -83,10 +83,11 @@ class LayerKind(Protocol):
 
 @runtime_checkable
 class TaskLike(Protocol):
-    """A model, its calibration batches and a metric (higher is better); :class:`mpqcore.Task` is one.
+    """A model, its calibration batches and a metric; :class:`mpqcore.Task` is one.
 
-    ``loss`` (``None`` for the evaluator's default) and ``metric_name`` are read by the
-    command line, so a task has them too; building a :class:`mpqcore.Task` gives all.
+    ``loss`` (``None`` for the evaluator's default), ``metric_name`` and
+    ``higher_is_better`` (the metric's direction: ``False`` for a perplexity) are read by
+    the command line, so a task has them too; building a :class:`mpqcore.Task` gives all.
     """
 
     name: str
@@ -96,3 +97,4 @@ class TaskLike(Protocol):
     metric_name: str
     description: str
     loss: Callable[[Any, Any], Any] | None
+    higher_is_better: bool

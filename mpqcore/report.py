@@ -15,6 +15,7 @@ import attrs
 import numpy as np
 
 from mpqcore.frozen import freeze
+from mpqcore.metrics import direction_words
 from mpqcore.problem import problem_to_dict
 from mpqcore.types import Allocation, Budget, Coverage, ModelSpec, Problem
 
@@ -189,13 +190,24 @@ def plot_pareto(
         if pts:
             ax.plot(*zip(*pts, strict=True), marker="o", label=name)
     ax.set_xlabel(x.replace("_", " "))
-    ax.set_ylabel(y.replace("_", " "))
+    direction = _direction(rows, y)
+    ax.set_ylabel(y.replace("_", " ") + (f" ({direction})" if direction else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def _direction(rows: Sequence[dict], y: str) -> str:
+    """Which way ``y`` is better, in words: a loss is lower-is-better, a metric as its rows say; else ``""``."""
+    if y == "loss":
+        return "lower is better"
+    flags = {r.get("metric_higher_is_better") for r in rows} - {None}
+    if y != "metric" or len(flags) != 1:
+        return ""
+    return direction_words(bool(flags.pop()))
 
 
 def write_sweep(rows: Sequence[dict], out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:

@@ -65,8 +65,9 @@ def test_builtin_tasks_registered_lazily():
         "from mpqcore.registry import Registry\n"
         "from mpqcore.tasks import mpq_register_tasks\n"
         "r = Registry('task'); mpq_register_tasks(r)\n"
-        "assert r.names() == ['digits-cnn', 'digits-resnet18', 'minilm'], r.names()\n"
-        "loaded = [m for m in ('mpqcore.tasks.digits_cnn', 'mpqcore.tasks.minilm', 'transformers', 'torchvision') if m in sys.modules]\n"
+        "assert r.names() == ['digits-cnn', 'digits-resnet18', 'minilm', 'tiny-lm'], r.names()\n"
+        "modules = ('mpqcore.tasks.digits_cnn', 'mpqcore.tasks.minilm', 'mpqcore.tasks.tiny_lm', 'transformers', 'torchvision')\n"
+        "loaded = [m for m in modules if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -172,6 +173,7 @@ def test_digits_split_is_disjoint_and_complete():
 def test_digits_cnn_task(cnn_task):
     task = cnn_task
     assert task.name == "digits-cnn" and task.metric_name == "accuracy"
+    assert task.higher_is_better is True  # accuracy: what a metric is unless it declares otherwise
     assert not task.model.training
     assert len(quantizable(task.model)) == 5
     sizes = {task.model.get_submodule(n).weight.numel() for n in quantizable(task.model)}
@@ -244,6 +246,14 @@ def test_digits_resnet18_task(cache_dir):
     assert not task.model.training
     again = digits_resnet18.build(cache_dir=cache_dir)
     assert again.info["cache_hit"] and same_state(before, again.model.state_dict())
+
+
+def test_tiny_lm_without_transformers_says_how_to_install(monkeypatch):
+    from mpqcore.tasks import tiny_lm
+
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(ConfigError, match=r'the tiny-lm task needs transformers: pip install "mpqcore\[lm\]"'):
+        tiny_lm.build()
 
 
 # --- minilm ---------------------------------------------------------------------------

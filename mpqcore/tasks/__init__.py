@@ -16,6 +16,8 @@ from typing import Any
 import attrs
 import torch
 
+from mpqcore import metrics
+from mpqcore.errors import ConfigError
 from mpqcore.hookspecs import hookimpl
 from mpqcore.options import check_options, option
 
@@ -24,13 +26,17 @@ __all__ = ["LazyTask", "Task", "TaskBuilder", "TaskOptions", "mpq_register_tasks
 
 @attrs.frozen(eq=False)
 class Task:
-    """A model with calibration batches and a metric (higher is better).
+    """A model with calibration batches and a metric.
 
     ``calibration`` is a list of input batches, each a Tensor, a tuple/list of
-    positional inputs, or a dict of keyword inputs. ``metric(model) -> float`` scores a
-    model on held-out data kept apart from the calibration batches. ``loss`` is an
-    optional ``loss(outputs, batch) -> Tensor`` that replaces the evaluator's default
-    divergence from the float model.
+    positional inputs, a dict of keyword inputs or an ``(inputs, target)`` pair (see
+    :mod:`mpqcore.batches`). ``metric(model) -> float`` scores a model on held-out data
+    kept apart from the calibration batches; ``higher_is_better`` says which way is
+    better (default: what the metric declares, see :mod:`mpqcore.metrics`, else
+    ``True``; ``False`` makes ``metric`` a :func:`mpqcore.lower_is_better` wrapper, so
+    whatever is given the metric it carries its direction). ``loss`` is an optional
+    ``loss(outputs, batch) -> Tensor`` that replaces the evaluator's default divergence
+    from the float model.
     """
 
     name: str
@@ -41,6 +47,22 @@ class Task:
     description: str = ""
     loss: Callable | None = None
     info: dict = attrs.field(factory=dict)
+    higher_is_better: bool = attrs.field(
+        default=attrs.Factory(lambda self: metrics.higher_is_better(self.metric), takes_self=True),
+        validator=attrs.validators.instance_of(bool),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        declared = metrics.higher_is_better(self.metric)
+        if hasattr(self.metric, "higher_is_better") and declared != self.higher_is_better:
+            raise ConfigError(
+                f"task {self.name!r}: higher_is_better={self.higher_is_better} but its metric declares "
+                f"higher_is_better={declared}; give one direction"
+            )
+        if declared != self.higher_is_better:  # the metric carries the direction wherever it is passed
+            object.__setattr__(
+                self, "metric", metrics.DirectedMetric(self.metric, higher_is_better=self.higher_is_better)
+            )
 
 
 @attrs.frozen
@@ -106,6 +128,11 @@ BUILTIN_TASKS = {
     "digits-resnet18": (
         "digits_resnet18",
         "torchvision ResNet-18 trained on scikit-learn's digits upsampled to 32x32; metric: test accuracy",
+    ),
+    "tiny-lm": (
+        "tiny_lm",
+        "GPT-2-style causal LM (transformers, 0.7 M parameters) trained on Python's documentation "
+        '(pip install "mpqcore[lm]"); metric: held-out perplexity, lower is better',
     ),
     "minilm": (
         "minilm",

@@ -5,7 +5,8 @@ pin. For one layer ``l`` and one bit-width ``b`` the drop is::
 
     drop[l, b] = score(base) - score(base with l at b)
 
-where ``score`` is the user's metric (higher is better) or minus the calibration loss,
+where ``score`` is the user's metric as a score (higher is better: minus a
+lower-is-better metric such as perplexity) or minus the calibration loss,
 each optionally taken after ``steps`` of straight-through fine-tuning of the quantized
 layers (``Evaluator.finetuned_score``; only clones are trained). ``drop[l, base] = 0``.
 """
@@ -24,7 +25,7 @@ __all__ = ["Scorer", "drop_table"]
 
 @attrs.frozen
 class Scorer:
-    """``score(assignment)``: the metric or minus the loss, optionally after fine-tuning."""
+    """``score(assignment)``, higher is better: the metric as a score or minus the loss, optionally after fine-tuning."""
 
     ctx: MeasureContext
     use_metric: bool
@@ -37,7 +38,7 @@ class Scorer:
             return ev.finetuned_score(
                 dict(assignment), steps=self.steps, lr=self.lr, use_metric=self.use_metric, seed=self.ctx.seed
             )
-        return ev.metric(assignment) if self.use_metric else -ev.loss(assignment)
+        return ev.metric_score(assignment) if self.use_metric else -ev.loss(assignment)
 
 
 def drop_table(

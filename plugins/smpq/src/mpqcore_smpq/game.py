@@ -61,10 +61,10 @@ def assignment_key(assignment: Mapping[str, int]) -> tuple[tuple[str, int], ...]
 
 
 def bitwidth_score(ctx, use_metric: bool) -> Score:
-    """Score of a decision-layer assignment, pinned layers added: metric or minus loss."""
+    """Score of a decision-layer assignment, pinned layers added, higher is better: the metric as a score or minus the loss."""
     evaluator = ctx.evaluator
     if use_metric:
-        return lambda assignment: evaluator.metric(ctx.with_fixed(dict(assignment)))
+        return lambda assignment: evaluator.metric_score(ctx.with_fixed(dict(assignment)))
     return lambda assignment: -evaluator.loss(ctx.with_fixed(dict(assignment)))
 
 
