@@ -14,7 +14,7 @@ from mpqcore.hookspecs import hookimpl
 from mpqcore.introspect import introspect
 from mpqcore.metrics import lower_is_better
 from mpqcore.plugins import PluginSet, get_plugins
-from mpqcore.problem import dump_problem, load_problem, problem_from_dict, problem_to_dict
+from mpqcore.problem import dump_problem, load_problem, problem_from_dict, problem_to_dict, run_solver
 from mpqcore.protocols import Solver, TaskLike
 from mpqcore.quantizers import QuantizedTensor
 from mpqcore.report import Report
@@ -26,9 +26,25 @@ from mpqcore.types import Allocation, Budget, LayerInfo, ModelSpec, Objective, P
 def solve(
     problem: Problem, solver: str | Solver = "highs", *, plugins: PluginSet | None = None, **options: Any
 ) -> Allocation:
-    """Solve an allocation problem with the named solver or a solver instance (names from ``plugins``)."""
-    _, impl = (plugins or get_plugins()).solvers.resolve(solver, options)
-    return impl.solve(problem)
+    """Solve an allocation problem with the named solver or a solver instance (names from ``plugins``).
+
+    The answer is checked before it is returned (:func:`mpqcore.problem.check_allocation`):
+    a solver that misses a layer, uses a width that is not a candidate, breaks a budget,
+    pin or tie, or returns no :class:`Allocation` is a :class:`PluginError` naming its plugin.
+    """
+    if not isinstance(problem, Problem):
+        raise ConfigError(
+            f"solve() takes an mpqcore.Problem, got {type(problem).__name__}; "
+            "build one with mpqcore.load_problem(path) or mpqcore.problem_from_dict(data)"
+        )
+    registry = (plugins or get_plugins()).solvers
+    name, impl = registry.resolve(solver, options)
+    if name in registry and (isinstance(solver, str) or registry.get(name).factory is type(impl)):
+        entry = registry.get(name)
+        where, plugin = entry.where, entry.plugin
+    else:
+        where, plugin = f"the {type(impl).__module__}.{type(impl).__qualname__} given", None
+    return run_solver(problem, impl, solver=name, where=where, plugin=plugin)
 
 
 def load_task(name: str, *, plugins: PluginSet | None = None, **options: Any) -> TaskLike:

@@ -1,28 +1,116 @@
-"""The ``mpq`` command line: plugins, solve, search, sweep, demo."""
+"""The ``mpq`` command line: plugins, solve, search, sweep, demo.
+
+An error never shows a traceback: one line ``mpq COMMAND: error: ...`` on stderr and an
+exit status that says what kind of failure it was (docs/errors.md lists them):
+
+=====  =====================================================================
+0      success
+1      the run failed: an mpq error not listed below, a file that cannot be
+       written, or an internal error (a bug: the message says so, and names
+       the plugin it happened in)
+2      usage: a bad command line or bad input (argparse, ``ConfigError``)
+3      no allocation meets the budgets (``InfeasibleError``)
+4      a plugin failed (``PluginError``, ``MethodError``)
+130    interrupted (Ctrl-C)
+=====  =====================================================================
+
+``--traceback`` (or ``MPQ_TRACEBACK=1``) prints the traceback as well.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
+from importlib import metadata
+from types import TracebackType
 from typing import Any
 
-from mpqcore.errors import MpqError
+from mpqcore.errors import ConfigError, InfeasibleError, MpqError, PluginError
 from mpqcore.metrics import direction_words
 
 __all__ = ["main"]
 
-EXIT_USAGE = 2
+EXIT_OK = 0
 EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INFEASIBLE = 3
+EXIT_PLUGIN = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+
+#: Set to 1 (or pass --traceback) to see the traceback of an error as well.
+ENV_TRACEBACK = "MPQ_TRACEBACK"
 
 
 def _bits(text: str) -> tuple[int, ...]:
+    """``2,4,8`` as candidate widths: every item an integer 1..16 (no empty items, no ``4.5``)."""
+    from mpqcore.constraints import check_width
+    from mpqcore.types import check_bits
+
+    hint = "write comma-separated integers 1..16, e.g. 2,4,8"
+    values = []
     try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
+        for i, item in enumerate((part.strip() for part in text.split(",")), start=1):
+            if not item:
+                raise ConfigError(f"item {i} of {text!r} is empty; {hint}")
+            try:
+                number = int(item)
+            except ValueError:
+                raise ConfigError(f"item {i} of {text!r}, {item!r}, is not an integer; {hint}") from None
+            values.append(check_width(number, what=f"item {i} of {text!r}"))
+        return check_bits(values, what=repr(text))
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _pin(text: str) -> tuple[str, int]:
+    """``LAYER=BITS`` with BITS an integer 1..16."""
+    from mpqcore.constraints import check_width
+
+    hint = "write LAYER=BITS with BITS an integer 1..16, e.g. conv1=8"
+    layer, _, raw = (part.strip() for part in text.partition("="))
+    if "=" not in text or not layer:
+        raise argparse.ArgumentTypeError(f"pin {text!r} is not LAYER=BITS; {hint}")
+    try:
+        number = int(raw)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bits {text!r} must be comma-separated integers, e.g. 2,4,8") from None
+        raise argparse.ArgumentTypeError(f"pin {text!r}: bits {raw!r} is not an integer; {hint}") from None
+    try:
+        return layer, check_width(number, what=f"pin {text!r}: bits")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _tie(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if any(not name for name in names):
+        raise argparse.ArgumentTypeError(f"tie {text!r} has an empty layer name; write L1,L2,..., e.g. fc1,fc2")
+    return names
+
+
+def _out_dir(text: str) -> str:
+    """An output folder, checked when the command line is read: long before a search ends."""
+    from mpqcore.files import check_output_dir
+
+    try:
+        check_output_dir(text, what="--out")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive, finite number of seconds")
+    return value
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -43,14 +131,26 @@ def _options(pairs: Sequence[tuple[str, str]] | None) -> dict[str, Any]:
     return {k: _option_value(v) for k, v in (pairs or [])}
 
 
-def _pins(pairs: Sequence[tuple[str, str]] | None) -> dict[str, int]:
-    out = {}
+def _pins(pairs: Sequence[tuple[str, int]] | None) -> dict[str, int]:
+    out: dict[str, int] = {}
     for k, v in pairs or []:
-        try:
-            out[k] = int(v)
-        except ValueError:
-            raise MpqError(f"--pin {k}={v}: bits must be an integer") from None
+        if k in out and out[k] != v:
+            raise ConfigError(f"--pin {k}={v}: {k!r} is already pinned to {out[k]}; pin each layer once")
+        out[k] = v
     return out
+
+
+def _limit(name: str, value: str) -> float:
+    """A ``--budget COST=LIMIT`` limit of ``mpq solve``: a finite number >= 0."""
+    import math
+
+    try:
+        limit = float(value)
+    except ValueError:
+        raise ConfigError(f"--budget {name}={value}: the limit must be a number, e.g. {name}=120000") from None
+    if not math.isfinite(limit) or limit < 0:
+        raise ConfigError(f"--budget {name}={value}: the limit must be a finite number >= 0")
+    return limit
 
 
 def _progress_wanted(args) -> bool:
@@ -81,26 +181,43 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-def cmd_solve(args) -> int:
-    import attrs
-
+def _time_limit_option(solver: str, time_limit: float) -> dict[str, float]:
+    """``{"time_limit": ...}`` for a solver that takes one, else a ConfigError saying it does not."""
+    from mpqcore.options import describe_options, format_options
     from mpqcore.plugins import get_plugins
+
+    specs = describe_options(get_plugins().solvers.get(solver).factory)
+    if "time_limit" not in [spec.name for spec in specs]:
+        raise ConfigError(
+            f"--time-limit {time_limit:g}: solver {solver!r} takes no time_limit option (its options: "
+            f"{format_options(specs)}); leave --time-limit out, or use a solver that takes one, such as highs"
+        )
+    return {"time_limit": time_limit}
+
+
+def cmd_solve(args) -> int:
+    import mpqcore
     from mpqcore.problem import load_problem
 
+    started = time.perf_counter()  # --time-limit covers reading the file too
+    options = _options(args.solver_option)
+    if args.time_limit is not None:
+        _time_limit_option(args.solver, args.time_limit)  # before reading a large file
     problem = load_problem(args.problem)
     if args.budget:
         budgets = dict(problem.budgets)
         for name, value in args.budget:
-            try:
-                budgets[name] = float(value)
-            except ValueError:
-                raise MpqError(f"--budget {name}={value}: the limit must be a number") from None
-        problem = attrs.evolve(problem, budgets=budgets)
-    options = _options(args.solver_option)
+            budgets[name] = _limit(name, value)
+        problem = problem.with_budgets(budgets)
     if args.time_limit is not None:
-        options["time_limit"] = args.time_limit
-    solver = get_plugins().solvers.create(args.solver, **options)
-    allocation = solver.solve(problem)
+        left = args.time_limit - (time.perf_counter() - started)
+        if left <= 0:
+            raise MpqError(
+                f"reading {args.problem!r} took {time.perf_counter() - started:.1f} s, all of --time-limit "
+                f"{args.time_limit:g} s, before solving began; raise --time-limit"
+            )
+        options.update(_time_limit_option(args.solver, left))
+    allocation = mpqcore.solve(problem, args.solver, **options)  # checked: layers, widths, budgets, pins, ties
     out = allocation.to_dict()
     print(json.dumps(out, indent=None if args.compact else 1))
     return 0
@@ -124,7 +241,7 @@ def _search_options(args, task) -> dict:
         "cost": args.cost,
         "solver": args.solver,
         "pins": _pins(args.pin),
-        "ties": [t.split(",") for t in args.tie or []],
+        "ties": list(args.tie or []),
         "seed": args.seed,
         "method_options": _options(args.method_option),
         "solver_options": _options(args.solver_option),
@@ -159,7 +276,7 @@ def cmd_sweep(args) -> int:
 
     budgets = [Budget.parse(b) for b in args.budget]
     if not budgets:
-        raise MpqError("mpq sweep needs budgets: --budget avg-bits=2.5 --budget avg-bits=3 ...")
+        raise ConfigError("mpq sweep needs budgets: --budget avg-bits=2.5 --budget avg-bits=3 ...")
     task = _task_and_common(args)
     meas, points = mpqcore.sweep(task.model, task.calibration, budgets=budgets, **_search_options(args, task))
     params = {layer.fqn: layer.params for layer in meas.spec.layers}
@@ -306,9 +423,11 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
         ),
     )
     p.add_argument(
-        "--pin", action="append", type=_key_value, metavar="LAYER=BITS", help="fix a layer (fnmatch pattern) to BITS"
+        "--pin", action="append", type=_pin, metavar="LAYER=BITS", help="fix a layer (fnmatch pattern) to BITS"
     )
-    p.add_argument("--tie", action="append", metavar="L1,L2,...", help="layers that must share one bit-width")
+    p.add_argument(
+        "--tie", action="append", type=_tie, metavar="L1,L2,...", help="layers that must share one bit-width"
+    )
     p.add_argument(
         "--quantizer", default="minmax-per-tensor", help="a registered weight quantizer; default minmax-per-tensor"
     )
@@ -333,7 +452,9 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
         "--act-bits", type=int, default=None, help="also fake-quantize the inputs of quantized layers at this width"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="directory for the report files")
+    p.add_argument(
+        "--out", type=_out_dir, default=None, help="directory for the report files (checked before any work)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's own choice)")
 
@@ -350,9 +471,21 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mpq", description="Mixed-precision quantization: measure, allocate, apply, report."
+        prog="mpq",
+        description="Mixed-precision quantization: measure, allocate, apply, report.",
+        epilog="exit status: 0 success, 1 run failed (or an internal error), 2 usage or bad input, "
+        "3 infeasible budget, 4 plugin failure, 130 interrupted; see docs/errors.md",
     )
+    parser.add_argument("--traceback", action="store_true", help=_TRACEBACK_HELP)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=_TRACEBACK_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add = sub.add_parser
+
+    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return _add(name, parents=[common], **kwargs)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]  # every subcommand takes --traceback too
 
     p = sub.add_parser("plugins", help="list loaded plugins and what each registers")
     p.add_argument("--json", action="store_true", help="print as JSON")
@@ -363,7 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", default="highs", help="a registered solver; default highs")
     p.add_argument("--budget", action="append", type=_key_value, metavar="COST=LIMIT", help="set or override a budget")
     p.add_argument("--solver-option", action="append", type=_key_value, metavar="KEY=VALUE")
-    p.add_argument("--time-limit", type=float, default=None, help="seconds (solvers that take time_limit)")
+    p.add_argument(
+        "--time-limit",
+        type=_positive_float,
+        default=None,
+        help="seconds for reading the file and solving (solvers that take time_limit)",
+    )
     p.add_argument("--compact", action="store_true", help="one-line JSON")
     p.set_defaults(func=cmd_solve)
 
@@ -379,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="hawq")
     p.add_argument("--bits", type=_bits, default=(2, 3, 4, 5, 6, 8))
     p.add_argument("--avg-bits", type=float, default=3.0)
-    p.add_argument("--out", default="mpq-out/demo")
+    p.add_argument("--out", type=_out_dir, default="mpq-out/demo", help="directory for the report files")
     p.add_argument("--quiet", action="store_true")
     p.add_argument(
         "--threads",
@@ -391,21 +529,105 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_TRACEBACK_HELP = f"on an error, print the traceback too (or set {ENV_TRACEBACK}=1)"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _plugin_packages() -> dict[str, str]:
+    """Top-level package -> "plugin 'name' (distribution 'dist')", for every installed mpqcore plugin."""
+    out: dict[str, str] = {}
+    try:
+        for ep in metadata.entry_points(group="mpqcore"):
+            dist = getattr(ep.dist, "name", None)
+            out[ep.module.split(".")[0]] = f"plugin {ep.name!r}" + (f" (distribution {dist!r})" if dist else "")
+    except Exception:  # the metadata itself is broken: blame no plugin rather than fail here
+        pass
+    return out
+
+
+def _culprit(tb: TracebackType | None) -> str:
+    """Who raised: the innermost frame in an installed plugin's package or in mpq, in words."""
+    plugins = _plugin_packages()
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        package = str(frame.f_globals.get("__name__", "")).split(".")[0]
+        if package in plugins:
+            return plugins[package]
+        if package == "mpqcore":
+            return "mpq"
+    return "mpq"
+
+
+def _failure(exc: BaseException) -> tuple[int, str]:
+    """The exit status and the one-line message of an exception that ended a command."""
+    if isinstance(exc, InfeasibleError):
+        return EXIT_INFEASIBLE, _one_line(str(exc))
+    if isinstance(exc, PluginError):
+        return EXIT_PLUGIN, _one_line(str(exc))
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE, _one_line(str(exc))
+    if isinstance(exc, MpqError):
+        return EXIT_ERROR, _one_line(str(exc))
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {exc.filename!s}" if exc.filename else ""
+        return EXIT_ERROR, _one_line(f"cannot use{where}: {exc.strerror}")
+    if isinstance(exc, MemoryError):
+        return EXIT_ERROR, "out of memory; try a smaller model, fewer layers or fewer calibration batches"
+    text = _one_line(f"{type(exc).__name__}: {exc}")
+    return EXIT_ERROR, (
+        f"internal error, a bug in {_culprit(exc.__traceback__)}: {text} "
+        f"(rerun with --traceback or {ENV_TRACEBACK}=1 to see where, and please report it)"
+    )
+
+
+def _wants_traceback(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "traceback", False)) or os.environ.get(ENV_TRACEBACK, "") not in ("", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``mpq`` command; returns the exit status (argparse exits with 2 on a bad command line)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
+    head = f"mpq {args.command}"
     try:
+        if getattr(args, "threads", None):
+            import torch
+
+            torch.set_num_threads(args.threads)
         return args.func(args)
-    except MpqError as exc:
-        print(f"mpq {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if _wants_traceback(args):
+            traceback.print_exc()
+        print(f"{head}: interrupted; every file already written is complete", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (mpq solve ... | head): nothing left to tell it
+        _silence_stdout()
         return EXIT_ERROR
+    except Exception as exc:
+        if _wants_traceback(args):
+            traceback.print_exc()
+        code, message = _failure(exc)
+        print(f"{head}: error: {message}", file=sys.stderr)
+        return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so Python's own flush at exit does not fail again on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real descriptor (captured in tests): nothing to redirect
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import sys
+import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,15 +35,18 @@ import attrs
 import numpy as np
 
 from mpqcore.constraints import expand_pins, within_budget
-from mpqcore.errors import ConfigError, InfeasibleError
-from mpqcore.types import Objective, Problem, check_bits
+from mpqcore.errors import ConfigError, InfeasibleError, MpqError, PluginError
+from mpqcore.files import atomic_write_json
+from mpqcore.types import Allocation, Objective, Problem, check_bits, check_width
 
 __all__ = [
     "ReducedProblem",
     "allocation_costs",
     "allocation_violations",
     "cheapest_costs",
+    "check_allocation",
     "check_budgets_reachable",
+    "check_magnitudes",
     "dump_problem",
     "expand_pins",
     "load_problem",
@@ -48,6 +55,7 @@ __all__ = [
     "raise_jointly_infeasible",
     "reduce_problem",
     "resolve_pins",
+    "run_solver",
     "validate_problem",
 ]
 
@@ -57,93 +65,220 @@ __all__ = [
 # ---------------------------------------------------------------------------
 
 
-def _table(raw: Any, layers: list[str], bits: list[int], what: str) -> np.ndarray:
+#: JSON numbers as :mod:`json` reads them; ``bool`` (``true``) is deliberately not one.
+_NUMBER_TYPES = (int, float)
+
+
+def _number(value: Any, where: str, *, nonnegative: bool = False) -> float:
+    """One number of the file as a float, or a :class:`ConfigError` naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES):
+        why = " (true/false is a boolean)" if isinstance(value, bool) else ""
+        raise ConfigError(f"{where} = {value!r} is not a number{why}; give a JSON number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ConfigError(f"{where} = {value:.3e} is beyond the largest float ({sys.float_info.max:.3g})") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{where} = {value!r} is not finite; give a finite number")
+    if nonnegative and number < 0:
+        raise ConfigError(f"{where} = {value!r} is negative; costs and limits are >= 0")
+    return number
+
+
+def _row(row: Any, keys: list[str], bits: list[int], where: str) -> list[Any]:
+    """A table row's raw values in the order of ``bits`` (keys ``"4"``; ``"04"`` is read too)."""
+    if not isinstance(row, Mapping):
+        raise ConfigError(f"{where} must be an object {{bits: value}}, got {type(row).__name__}")
+    try:
+        return [row[k] for k in keys]
+    except KeyError:
+        pass
+    by_bits: dict[int, Any] = {}
+    for key, value in row.items():
+        try:
+            by_bits[int(key)] = value
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f'{where} has key {key!r}, which is not a bit-width; keys are bit-widths like "4"'
+            ) from None
+    lacking = [b for b in bits if b not in by_bits]
+    if lacking:
+        raise ConfigError(f"{where} lacks bits {lacking}; every layer needs every bit-width in {bits}")
+    return [by_bits[b] for b in bits]
+
+
+def _table(
+    raw: Any, layers: list[str], known: set[str], bits: list[int], what: str, *, nonnegative: bool = False
+) -> np.ndarray:
+    """A ``{layer: {bits: value}}`` object as a ``[layer, bits]`` array.
+
+    Linear in its size: layer names are looked up in ``known`` (a set), and the numbers
+    are checked once as a whole array; only a bad table is walked entry by entry, to name
+    the first bad entry.
+    """
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{what} must be an object {{layer: {{bits: value}}}}, got {type(raw).__name__}")
     missing = [name for name in layers if name not in raw]
     if missing:
         raise ConfigError(f"{what} has no entry for layers {missing[:5]}")
-    unknown = [name for name in raw if name not in layers]
-    if unknown:
+    if len(raw) != len(layers):
+        unknown = [name for name in raw if name not in known]
         raise ConfigError(f"{what} names layers not in 'layers': {unknown[:5]}")
-    out = np.empty((len(layers), len(bits)))
-    for i, name in enumerate(layers):
-        row = raw[name]
-        if not isinstance(row, Mapping):
-            raise ConfigError(f"{what}[{name!r}] must be an object {{bits: value}}")
+    keys = [str(b) for b in bits]
+    rows = [_row(raw[name], keys, bits, f"{what}[{name!r}]") for name in layers]
+    flat = [v for r in rows for v in r]
+    # type() (not isinstance) on purpose: bool is an int subclass, and true is not a number
+    if all(type(v) is float or type(v) is int for v in flat):
         try:
-            values = {int(b): float(v) for b, v in row.items()}
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{what}[{name!r}] has a non-numeric key or value: {exc}") from exc
-        lacking = [b for b in bits if b not in values]
-        if lacking:
-            raise ConfigError(f"{what}[{name!r}] lacks bits {lacking}; every layer needs every bit-width in {bits}")
-        out[i] = [values[b] for b in bits]
+            out = np.array(rows, dtype=float).reshape(len(layers), len(bits))
+        except OverflowError:  # an integer beyond the float range: named below
+            out = None
+        if out is not None and np.all(np.isfinite(out)) and not (nonnegative and np.any(out < 0)):
+            return out
+    for name, r in zip(layers, rows, strict=True):  # the slow path names the first bad entry
+        for b, value in zip(bits, r, strict=True):
+            _number(value, f'{what}[{name!r}]["{b}"]', nonnegative=nonnegative)
+    raise AssertionError("unreachable: some entry failed the array check")  # pragma: no cover
+
+
+def _layers(data: Mapping[str, Any]) -> list[str]:
+    layers = data["layers"]
+    if not isinstance(layers, list) or not layers or not all(isinstance(x, str) for x in layers):
+        raise ConfigError("'layers' must be a non-empty list of layer names (strings)")
+    if len(set(layers)) != len(layers):
+        dup = [n for n, count in Counter(layers).items() if count > 1]
+        raise ConfigError(f"'layers' names some layers more than once: {dup[:5]}; list each layer once")
+    return layers
+
+
+def _pairs(raw: Any) -> list[tuple[str, int, str, int, float]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(f"'pairs' must be a list of [layer, bits, layer, bits, value], got {type(raw).__name__}")
+    out = []
+    for k, p in enumerate(raw):
+        if not (isinstance(p, list) and len(p) == 5):
+            raise ConfigError(f"'pairs'[{k}] must be [layer, bits, layer, bits, value], got {p!r}")
+        a, ba, c, bc, v = p
+        if not (isinstance(a, str) and isinstance(c, str)):
+            raise ConfigError(f"'pairs'[{k}] = {p!r}: the layers (items 0 and 2) must be layer names (strings)")
+        out.append(
+            (
+                a,
+                check_width(ba, what=f"'pairs'[{k}][1]"),
+                c,
+                check_width(bc, what=f"'pairs'[{k}][3]"),
+                _number(v, f"'pairs'[{k}][4]"),
+            )
+        )
     return out
 
 
 def problem_from_dict(data: Mapping[str, Any]) -> Problem:
-    """Build a :class:`Problem` from the problem file's JSON object."""
+    """Build a :class:`Problem` from the problem file's JSON object.
+
+    Every entry is checked (numbers are JSON numbers, ``true`` is not; costs and limits
+    are finite and >= 0; widths are integers 1..16), and the work is linear in the
+    file's size.
+    """
     if not isinstance(data, Mapping):
-        raise ConfigError("a problem file must hold a JSON object")
+        raise ConfigError(f"a problem file must hold a JSON object, got a JSON {type(data).__name__}")
     for key in ("layers", "bits", "objective"):
         if key not in data:
             raise ConfigError(f"problem file lacks the required key {key!r}; required: layers, bits, objective")
-    layers = data["layers"]
-    if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers) or not layers:
-        raise ConfigError("'layers' must be a non-empty list of layer names")
+    layers = _layers(data)
+    known = set(layers)
     bits = list(check_bits(data["bits"], what="'bits'"))
-    unary = _table(data["objective"], layers, bits, "'objective'")
-    pairs = []
-    for k, p in enumerate(data.get("pairs") or []):
-        if not (isinstance(p, list) and len(p) == 5):
-            raise ConfigError(f"'pairs'[{k}] must be [layer, bits, layer, bits, value], got {p!r}")
-        try:
-            pairs.append((str(p[0]), int(p[1]), str(p[2]), int(p[3]), float(p[4])))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"'pairs'[{k}] = {p!r}: {exc}") from exc
-    costs = {name: _table(t, layers, bits, f"'costs'[{name!r}]") for name, t in (data.get("costs") or {}).items()}
+    unary = _table(data["objective"], layers, known, bits, "'objective'")
+    pairs = _pairs(data.get("pairs"))
+    raw_costs = data.get("costs") or {}
+    if not isinstance(raw_costs, Mapping):
+        raise ConfigError(f"'costs' must be an object {{cost name: table}}, got {type(raw_costs).__name__}")
+    costs = {
+        name: _table(t, layers, known, bits, f"'costs'[{name!r}]", nonnegative=True) for name, t in raw_costs.items()
+    }
     budgets = _numbers(data.get("budgets"), "'budgets'", "{cost name: limit}", float)
     pins = _numbers(data.get("pins"), "'pins'", "{layer or pattern: bits}", int)
     ties = data.get("ties") or []
     if not isinstance(ties, list) or not all(isinstance(g, list) and all(isinstance(x, str) for x in g) for g in ties):
         raise ConfigError(f'\'ties\' must be a list of lists of layer names, e.g. [["fc1", "fc2"]], got {ties!r}')
     objective = Objective(layers=layers, bits=bits, unary=unary, pairs=pairs)
-    return Problem(objective=objective, costs=costs, budgets=budgets, pins=pins, ties=ties)
+    problem = Problem(objective=objective, costs=costs, budgets=budgets, pins=pins, ties=ties)
+    check_magnitudes(problem)
+    return problem
 
 
 def _numbers(raw: Any, what: str, shape: str, kind: type) -> dict[str, Any]:
-    """An object of numbers from the file, or a :class:`ConfigError` naming the bad entry."""
+    """An object of numbers from the file (limits, or widths), or a :class:`ConfigError` naming the bad entry."""
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{what} must be an object {shape}, got {type(raw).__name__}")
-    out = {}
-    for key, value in raw.items():
-        # bool is an int in Python; true/false is never a limit or a bit-width.
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok and kind is int:
-            ok = float(value).is_integer()
-        if not ok:
-            noun = "an integer" if kind is int else "a number"
-            raise ConfigError(f"{what}[{key!r}] = {value!r} is not {noun}")
-        out[str(key)] = kind(value)
-    return out
+    if kind is int:
+        return {str(key): check_width(value, what=f"{what}[{key!r}]") for key, value in raw.items()}
+    return {str(key): _number(value, f"{what}[{key!r}]", nonnegative=True) for key, value in raw.items()}
+
+
+def check_magnitudes(problem: Problem) -> None:
+    """Refuse tables whose sums over the layers leave the float range.
+
+    Every solver adds one entry per layer (and the pair terms); a sum beyond
+    ``sys.float_info.max`` (about 1.8e308) is ``inf`` and no longer compares. Inside that
+    range the built-in solvers take any finite value: ``highs`` scales the objective and
+    each budget row by a power of two before HiGHS sees them (HiGHS itself treats costs
+    and bounds from 1e20 on as infinite and refuses matrix entries above 1e15).
+    """
+    tables = {"objective": problem.objective.unary, **{f"cost table {n!r}": t for n, t in problem.costs.items()}}
+    for what, arr in tables.items():
+        if not arr.size:
+            continue
+        with np.errstate(over="ignore"):
+            worst = float(np.abs(arr).max(axis=1).sum())
+            if what == "objective" and problem.objective.pairs:
+                worst += float(np.abs(np.fromiter(problem.objective.pairs.values(), dtype=float)).sum())
+        if not math.isfinite(worst):
+            biggest = float(np.abs(arr).max())
+            raise ConfigError(
+                f"{what}: values up to {biggest:.3g} over {arr.shape[0]} layers sum beyond the largest float "
+                f"({sys.float_info.max:.3g}); divide the table by a constant (and its budget with it) so that "
+                f"the largest entry times the number of layers stays below {sys.float_info.max:.3g}"
+            )
 
 
 def load_problem(path: str | Path) -> Problem:
-    """Read a problem file; errors name the file."""
+    """Read a problem file; errors name the file and what is wrong with it."""
     path = Path(path)
+    name = str(path)
     try:
-        data = json.loads(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"problem file {str(path)!r} does not exist") from None
+        raise ConfigError(f"problem file {name!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"problem file {name!r} is a directory; give the path of a JSON file") from None
+    except PermissionError:
+        raise ConfigError(f"problem file {name!r} cannot be read: permission denied") from None
+    except OSError as exc:
+        raise ConfigError(f"problem file {name!r} cannot be read: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark is tolerated
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"problem file {name!r} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "a problem file is JSON, saved as UTF-8"
+        ) from None
+    if not text.strip():
+        raise ConfigError(f"problem file {name!r} is empty; a problem file holds one JSON object")
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"problem file {str(path)!r} is not valid JSON: {exc}") from exc
+        raise ConfigError(f"problem file {name!r} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"problem file {name!r} nests arrays or objects too deeply to read") from None
     try:
         return problem_from_dict(data)
     except ConfigError as exc:
-        raise ConfigError(f"problem file {str(path)!r}: {exc}") from exc
+        raise ConfigError(f"problem file {name!r}: {exc}") from exc
 
 
 def problem_to_dict(problem: Problem) -> dict[str, Any]:
@@ -166,7 +301,8 @@ def problem_to_dict(problem: Problem) -> dict[str, Any]:
 
 
 def dump_problem(problem: Problem, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(problem_to_dict(problem), indent=1))
+    """Write ``problem`` as a problem file, atomically (a reader sees the old file or the whole new one)."""
+    atomic_write_json(path, problem_to_dict(problem))
 
 
 # ---------------------------------------------------------------------------
@@ -330,6 +466,108 @@ def allocation_violations(problem: Problem, bits_of: Mapping[str, int]) -> list[
         if len({bits_of[n] for n in group}) > 1:
             out.append(f"tie {list(group)} broken: {[bits_of[n] for n in group]}")
     return out
+
+
+#: The statuses an :class:`~mpqcore.types.Allocation` may carry.
+STATUSES = ("optimal", "time_limit", "heuristic")
+
+#: How far a solver's reported objective or cost may be from the core's own sum
+#: (relative, at least absolute below 1): summing in another order differs by ~1e-15.
+_REPORT_RTOL = 1e-6
+
+
+def _agrees(reported: float, actual: float) -> bool:
+    return abs(reported - actual) <= _REPORT_RTOL * max(1.0, abs(actual))
+
+
+def check_allocation(
+    problem: Problem, allocation: Any, *, solver: str, where: str, plugin: str | None = None
+) -> Allocation:
+    """The solver's answer, checked before anything uses it, or a :class:`PluginError` naming ``where``.
+
+    ``solver`` is the solver's name and ``where`` the plugin it comes from in words (a
+    registry entry's ``.where``); ``plugin`` goes to the error's ``.plugin``. Checked:
+    it is an :class:`Allocation`; it gives every layer of the problem a width and names no
+    other layer; every width is a candidate; every budget (at
+    :func:`mpqcore.constraints.within_budget`'s tolerance), pin and tie holds; the status
+    is one of :data:`STATUSES`, the gap is not NaN or negative, and the objective and
+    costs it reports are the problem's own sums at these widths (within 1e-6, relative).
+    Returned with the cost tables it left out filled in, and ``solver`` set if empty.
+    """
+    head = f"solver {solver!r} ({where})"
+
+    def fail(what: str) -> PluginError:
+        return PluginError(f"{head} returned an allocation that {what}", plugin=plugin)
+
+    if not isinstance(allocation, Allocation):
+        shown = repr(allocation)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise PluginError(
+            f"{head} returned a {type(allocation).__name__} ({shown}), not an mpqcore.Allocation; "
+            "a solver's solve(problem) returns Allocation(bits={layer: bits}, objective=..., costs=...)",
+            plugin=plugin,
+        )
+    bits_of = allocation.bits
+    layers = problem.layers
+    known = set(layers)
+    missing = [n for n in layers if n not in bits_of]
+    if missing:
+        raise fail(f"gives no bit-width to {len(missing)} of the {len(layers)} layers, e.g. {missing[:5]}")
+    unknown = [n for n in bits_of if n not in known]
+    if unknown:
+        raise fail(f"names layers that are not in the problem: {unknown[:5]}; its layers: {list(layers)[:10]}")
+    candidates = set(problem.bits)
+    off = {n: b for n, b in bits_of.items() if b not in candidates}
+    if off:
+        first = dict(itertools.islice(off.items(), 5))
+        raise fail(f"uses bit-widths that are not candidates: {first}; candidates: {list(problem.bits)}")
+    broken = allocation_violations(problem, bits_of)
+    if broken:
+        raise fail("breaks the problem's constraints: " + "; ".join(broken[:5]))
+    if allocation.status not in STATUSES:
+        raise fail(f"has status {allocation.status!r}; valid: {', '.join(STATUSES)}")
+    if math.isnan(allocation.gap) or allocation.gap < 0:
+        raise fail(f"has gap {allocation.gap!r}; a gap is >= 0 (0 when proven optimal, inf when unknown)")
+    actual = problem.objective.value(bits_of)
+    if not _agrees(allocation.objective, actual):
+        raise fail(f"reports objective {allocation.objective!r}, but the problem's objective at its bits is {actual!r}")
+    costs = allocation_costs(problem, bits_of)
+    wrong = {n: (v, costs[n]) for n, v in allocation.costs.items() if n in costs and not _agrees(v, costs[n])}
+    if wrong:
+        parts = [f"{n}: reported {v!r}, actual {c!r}" for n, (v, c) in wrong.items()]
+        raise fail("reports costs that are not the tables' sums at its bits (" + "; ".join(parts) + ")")
+    extra = [n for n in allocation.costs if n not in costs]
+    if extra:
+        raise fail(f"reports costs {extra} that the problem has no table for; tables: {sorted(costs)}")
+    if set(allocation.costs) != set(costs) or not allocation.solver:
+        allocation = attrs.evolve(allocation, costs={**costs, **allocation.costs}, solver=allocation.solver or solver)
+    return allocation
+
+
+def run_solver(problem: Problem, impl: Any, *, solver: str, where: str, plugin: str | None = None) -> Allocation:
+    """``impl.solve(problem)``, its answer checked by :func:`check_allocation`, its faults named.
+
+    A solver's own :class:`~mpqcore.errors.MpqError` (an infeasible budget, a problem too
+    large) passes through, a :class:`ConfigError` prefixed with the solver's name and
+    ``where`` unless it starts with them; any other exception is a :class:`PluginError` naming the solver
+    and ``where``, with the exception chained. ``solve_time`` is measured when the solver
+    left it at 0.
+    """
+    started = time.perf_counter()
+    try:
+        allocation = impl.solve(problem)
+    except ConfigError as exc:  # the solver refuses this problem (or built a malformed Allocation): say whose words
+        if str(exc).startswith(f"solver {solver!r}"):
+            raise
+        raise ConfigError(f"solver {solver!r} ({where}): {exc}") from exc
+    except MpqError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"solver {solver!r} ({where}) raised {type(exc).__name__}: {exc}", plugin=plugin) from exc
+    allocation = check_allocation(problem, allocation, solver=solver, where=where, plugin=plugin)
+    if not allocation.solve_time:
+        allocation = attrs.evolve(allocation, solve_time=time.perf_counter() - started)
+    return allocation
 
 
 def cheapest_costs(reduced: ReducedProblem) -> dict[str, float]:

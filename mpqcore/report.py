@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import platform
 from collections.abc import Mapping, Sequence
@@ -14,6 +13,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from mpqcore.files import atomic_path, atomic_write_json, atomic_writer, check_output_dir
 from mpqcore.frozen import freeze
 from mpqcore.metrics import direction_words
 from mpqcore.problem import problem_to_dict
@@ -129,18 +129,21 @@ class Report:
 
     def write(self, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
         """Write report.json, allocation.csv, problem.json and (optionally) bits.png."""
-        out = Path(out_dir)
+        out = check_output_dir(out_dir, what="report folder")
         out.mkdir(parents=True, exist_ok=True)
         paths = {"report": out / "report.json", "allocation": out / "allocation.csv", "problem": out / "problem.json"}
-        paths["report"].write_text(json.dumps(self.to_json(), indent=1))
-        paths["problem"].write_text(json.dumps(problem_to_dict(self.problem), indent=1))
-        with paths["allocation"].open("w", newline="") as fh:
+        # each file atomically (mpqcore.files): an interrupted or concurrent write never leaves half a file
+        atomic_write_json(paths["report"], self.to_json())
+        atomic_write_json(paths["problem"], problem_to_dict(self.problem))
+        with atomic_writer(paths["allocation"], newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["layer", "kind", "params", "macs", "bits"])
             for layer in self.spec.layers:
                 writer.writerow([layer.fqn, layer.kind, layer.params, layer.macs, self.allocation.bits[layer.fqn]])
         if plots:
-            paths["plot"] = plot_bits_per_layer(self, out / "bits.png")
+            with atomic_path(out / "bits.png") as tmp:
+                plot_bits_per_layer(self, tmp)
+            paths["plot"] = out / "bits.png"
         return paths
 
 
@@ -211,16 +214,18 @@ def _direction(rows: Sequence[dict], y: str) -> str:
 
 
 def write_sweep(rows: Sequence[dict], out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
-    out = Path(out_dir)
+    out = check_output_dir(out_dir, what="sweep folder")
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "pareto.csv", "json": out / "pareto.json"}
     keys = list(dict.fromkeys(k for r in rows for k in r if not isinstance(r[k], dict)))
-    with paths["csv"].open("w", newline="") as fh:
+    with atomic_writer(paths["csv"], newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    paths["json"].write_text(json.dumps(jsonable(list(rows)), indent=1))
+    atomic_write_json(paths["json"], jsonable(list(rows)))
     if plots:
         y = "metric" if any(r.get("metric") is not None for r in rows) else "loss"
-        paths["plot"] = plot_pareto(rows, out / "pareto.png", y=y)
+        with atomic_path(out / "pareto.png") as tmp:
+            plot_pareto(rows, tmp, y=y)
+        paths["plot"] = out / "pareto.png"
     return paths

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from mpqcore.constraints import Ties, check_ties, expand_pins, normalize_ties
+from mpqcore.constraints import BITS_RANGE, Ties, check_ties, check_width, expand_pins, normalize_ties
 from mpqcore.errors import ConfigError
 from mpqcore.frozen import FrozenDict, freeze
 from mpqcore.naming import suggest
@@ -37,10 +37,9 @@ __all__ = [
     "Objective",
     "PairKey",
     "Problem",
+    "check_bits",
+    "check_width",
 ]
-
-#: The weight bit-widths mpq accepts anywhere.
-BITS_RANGE = range(1, 17)
 
 #: A pair term's key: (layer, bits, other layer, other bits).
 PairKey = tuple[str, int, str, int]
@@ -61,18 +60,24 @@ def _optional_frozen_array(value: Any) -> np.ndarray | None:
 
 
 def check_bits(bits: Iterable[Any], *, what: str = "bits") -> tuple[int, ...]:
-    """Candidate bit-widths as a sorted tuple, or a :class:`ConfigError` saying what is wrong."""
-    try:
-        out = tuple(int(b) for b in bits)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what} must be a sequence of integers, got {bits!r}") from exc
-    if not out:
-        raise ConfigError(f"{what} is empty; give at least one bit-width between 1 and 16")
-    bad = [b for b in out if b not in BITS_RANGE]
-    if bad:
-        raise ConfigError(f"{what} {bad} outside the valid range 1..16")
+    """Candidate bit-widths as a sorted tuple, or a :class:`ConfigError` naming the bad item.
+
+    The one check of a set of candidates: a sequence (not a string: ``"248"`` is not
+    ``(2, 4, 8)``, nor a mapping), non-empty, no repeats, and each item a bit-width by
+    :func:`mpqcore.constraints.check_width` (an integer 1..16; ``2.5`` and ``True`` are refused).
+    """
+    valid = f"integers {BITS_RANGE.start}..{BITS_RANGE.stop - 1}"
+    if isinstance(bits, (str, bytes)):
+        raise ConfigError(f"{what} = {bits!r} is a string, not a sequence of bit-widths; write e.g. (2, 4, 8)")
+    if isinstance(bits, Mapping) or not isinstance(bits, Iterable):
+        raise ConfigError(f"{what} must be a sequence of bit-widths ({valid}), e.g. (2, 4, 8); got {bits!r}")
+    items = list(bits)
+    if not items:
+        raise ConfigError(f"{what} is empty; give at least one bit-width ({valid})")
+    out = tuple(check_width(b, what=f"{what}[{i}]") for i, b in enumerate(items))
     if len(set(out)) != len(out):
-        raise ConfigError(f"{what} {list(out)} contains duplicates")
+        repeated = sorted({b for b in out if out.count(b) > 1})
+        raise ConfigError(f"{what} = {list(out)} repeats {repeated}; give each bit-width once")
     return tuple(sorted(out))
 
 
@@ -283,6 +288,16 @@ class ModelSpec:
 _BUDGET_KINDS = ("absolute", "average_bits", "relative")
 
 
+def _budget_value(value: Any) -> float:
+    # bool is an int in Python, and a string is text: neither is a limit (float("4") would take it)
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise ConfigError(f"a budget's value must be a positive number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError(f"a budget's value must be a positive number, got {value!r}") from exc
+
+
 @attrs.frozen
 class Budget:
     """An upper bound on the sum over layers of one cost model's cost.
@@ -294,20 +309,23 @@ class Budget:
 
     cost: str = attrs.field(validator=attrs.validators.instance_of(str))
     kind: str = attrs.field(validator=attrs.validators.in_(_BUDGET_KINDS))
-    value: float = attrs.field(converter=float)
-    reference_bits: int = attrs.field(converter=int, default=8)
+    value: float = attrs.field(converter=_budget_value)
+    reference_bits: int = attrs.field(converter=lambda b: check_width(b, what="reference_bits"), default=8)
+
+    @cost.validator
+    def _check_cost(self, _attr, value):
+        if not value.strip():
+            raise ConfigError("a budget needs the name of a cost model, e.g. 'size' or 'bops'; got ''")
 
     @value.validator
     def _check_value(self, _attr, value):
         if not math.isfinite(value) or value <= 0:
             raise ConfigError(f"budget on {self.cost!r}: value must be a positive finite number, got {value}")
         if self.kind == "relative" and value > 1e6:
-            raise ConfigError(f"relative budget fraction {value} is not a fraction")
-
-    @reference_bits.validator
-    def _check_ref(self, _attr, value):
-        if value not in BITS_RANGE:
-            raise ConfigError(f"reference_bits {value} outside 1..16")
+            raise ConfigError(
+                f"relative budget fraction {value:g} is not a fraction; give e.g. 0.6 for 60% of the "
+                f"{self.reference_bits}-bit cost (at most 1e6)"
+            )
 
     @classmethod
     def absolute(cls, cost: str, limit: float) -> Budget:
@@ -538,7 +556,14 @@ def _budgets_converter(budgets: Mapping[str, Any] | None) -> FrozenDict[str, flo
 
 
 def _pins_converter(pins: Mapping[str, Any] | None) -> FrozenDict[str, int]:
-    return FrozenDict({str(k): int(v) for k, v in dict(pins or {}).items()})
+    # checked, not truncated: a pin to 4.5 is an error, not a pin to 4
+    return FrozenDict({str(k): check_width(v, what=f"pin {k!r}") for k, v in dict(pins or {}).items()})
+
+
+def _allocation_bits(bits: Mapping[str, Any]) -> FrozenDict[str, int]:
+    if not isinstance(bits, Mapping):
+        raise ConfigError(f"Allocation.bits must map each layer to its bit-width, got {type(bits).__name__}")
+    return FrozenDict({str(k): check_width(v, what=f"Allocation.bits[{k!r}]") for k, v in bits.items()})
 
 
 @attrs.frozen(eq=False)
@@ -610,7 +635,7 @@ class Allocation:
     the best proven lower bound on the objective where the solver has one.
     """
 
-    bits: Mapping[str, int] = attrs.field(converter=lambda b: FrozenDict({str(k): int(v) for k, v in dict(b).items()}))
+    bits: Mapping[str, int] = attrs.field(converter=_allocation_bits)
     objective: float = attrs.field(converter=float)
     costs: Mapping[str, float] = attrs.field(factory=FrozenDict, converter=_budgets_converter)
     status: str = "optimal"

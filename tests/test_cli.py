@@ -126,7 +126,7 @@ def test_budget_override_changes_the_answer(capsys):
 
 def test_budget_override_on_a_missing_table(capsys):
     rc, out, err = run(capsys, "solve", str(SMALL), "--budget", "bops=10")
-    assert rc == 1 and out == ""
+    assert rc == 2 and out == ""
     assert "mpq solve: error: budget 'bops' names no cost table; tables: ['size']" in err
 
 
@@ -140,9 +140,9 @@ def test_budget_override_on_a_missing_table(capsys):
          "solver 'highs' (plugin 'mpqcore.solvers'): unknown option 'colour'; valid options: time_limit"),
     ],
 )
-def test_bad_input_exits_1_with_a_message(capsys, argv, message):
+def test_bad_input_exits_2_with_a_message(capsys, argv, message):
     rc, out, err = run(capsys, *argv)
-    assert rc == 1 and out == ""
+    assert rc == 2 and out == ""
     assert err.startswith(f"mpq {argv[0]}: error: ")
     assert message in err
     assert "Traceback" not in err
@@ -152,14 +152,14 @@ def test_bad_json_names_the_file(capsys, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{\"layers\": [")
     rc, _, err = run(capsys, "solve", str(bad))
-    assert rc == 1 and f"problem file '{bad}' is not valid JSON" in err
+    assert rc == 2 and f"problem file '{bad}' is not valid JSON" in err
 
 
 def test_infeasible_budget_names_the_cheapest(capsys):
     # conv1 is pinned to 8 (1152), fc1 and fc2 are tied (cheapest 65536 + 1280 at 2 bits),
     # conv2 at 2 bits is 9216: nothing costs less than 77184.
     rc, out, err = run(capsys, "solve", str(SMALL), "--budget", "size=50000")
-    assert rc == 1 and out == ""
+    assert rc == 3 and out == ""
     assert "no allocation meets the budget" in err
     assert "asked <= 50000, cheapest achievable 77184" in err
 

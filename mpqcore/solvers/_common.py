@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mpqcore.constraints import BUDGET_RTOL, budget_slack, within_budget
-from mpqcore.problem import ReducedProblem, check_budgets_reachable, reduce_problem
+from mpqcore.problem import ReducedProblem, check_budgets_reachable, check_magnitudes, reduce_problem
 from mpqcore.types import Allocation, Problem
 
 __all__ = [
@@ -32,7 +32,9 @@ __all__ = [
 
 
 def prepare(problem: Problem) -> ReducedProblem:
-    """Merge ties, apply pins and fail early (with the cheapest costs) on unreachable budgets."""
+    """Refuse sums beyond the float range, merge ties, apply pins and fail early (with the
+    cheapest costs) on unreachable budgets."""
+    check_magnitudes(problem)
     reduced = reduce_problem(problem)
     check_budgets_reachable(reduced)
     return reduced

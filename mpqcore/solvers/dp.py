@@ -80,6 +80,12 @@ class DPSolver:
         grid = self.grid if self.grid is not None else self._default_grid(name, cost, extra, allowed)
 
         scaled = extra / grid
+        if np.any(scaled[allowed] >= _EXACT_INT):  # beyond int64 counting (and exact floats)
+            raise ProblemTooLargeError(
+                f"solver 'dp': on grid {grid:g} the costs of budget {name!r} span up to {float(scaled.max()):.3g} "
+                f"steps, beyond 2**53; pass a coarser grid (grid={float(extra.max()) / 1e6:.3g} gives a million "
+                "steps), or use the 'highs' solver"
+            )
         exact = _is_integral(scaled[allowed])
         up = np.where(allowed, np.ceil(scaled - _GRID_RTOL * np.maximum(1.0, scaled)), 0).astype(np.int64)
         # The budget's own slack widens the capacity, as it widens every solver's limit.
@@ -124,9 +130,16 @@ class DPSolver:
 
     def _default_grid(self, name: str, cost: np.ndarray, extra: np.ndarray, allowed: np.ndarray) -> float:
         used = cost[allowed]
-        if not (_is_integral(used) and np.all(np.abs(used) < _EXACT_INT)):
+        if not np.all(np.abs(used) < _EXACT_INT):
             raise ConfigError(
-                f"solver 'dp': cost table {name!r} has non-integer costs (e.g. {used[np.abs(used - np.round(used)) > 0][:3].tolist()}); "
+                f"solver 'dp': cost table {name!r} has costs up to {float(np.abs(used).max()):.3g}, beyond 2**53 "
+                "where floats stop being exact integers, so it has no default grid; pass grid=STEP (costs are "
+                "rounded up to multiples of STEP), or use the 'highs' solver"
+            )
+        if not _is_integral(used):
+            off = used[np.abs(used - np.round(used)) > _GRID_RTOL * np.maximum(1.0, np.abs(used))]
+            raise ConfigError(
+                f"solver 'dp': cost table {name!r} has non-integer costs (e.g. {off[:3].tolist()}); "
                 "pass grid=STEP to put them on a grid of STEP units (costs are rounded up), or use the 'highs' solver"
             )
         steps = [int(v) for v in np.unique(np.round(extra[allowed]).astype(np.int64)) if v != 0]

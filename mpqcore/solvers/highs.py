@@ -129,14 +129,17 @@ class HighsModel:
         vals.append(np.ones(len(x_col)))
         row_lo.append(np.ones(G))
         row_hi.append(np.ones(G))
+        #: Each budget row is divided by its own power of two (1 unless its entries need it).
+        self.row_scale: dict[str, float] = {}
         for name in self.budget_names:
             coef = reduced.costs[name][g_idx, j_idx]
             keep = coef != 0.0
+            self.row_scale[name] = _scale(coef)
             rows.append(np.full(int(keep.sum()), self.budget_rows[name]))
             cols.append(x_col[keep])
-            vals.append(coef[keep])
+            vals.append(coef[keep] / self.row_scale[name])
         row_lo.append(np.full(len(self.budget_names), -inf))
-        row_hi.append(np.array([_row_bound(self.limits[n]) for n in self.budget_names], dtype=float))
+        row_hi.append(np.array([self._bound(n, _row_bound(self.limits[n])) for n in self.budget_names], dtype=float))
         n_row = G + len(self.budget_names)
         n_col = n_x
 
@@ -204,7 +207,10 @@ class HighsModel:
         lp = highspy.HighsLp()
         lp.num_col_ = n_col
         lp.num_row_ = n_row
-        lp.col_cost_ = np.concatenate(col_cost)
+        objective = np.concatenate(col_cost)
+        #: The objective is divided by it before HiGHS sees it (1 unless its entries need it).
+        self.obj_scale = _scale(objective)
+        lp.col_cost_ = objective / self.obj_scale
         lp.col_lower_ = np.zeros(n_col)
         lp.col_upper_ = np.concatenate(col_hi)
         lp.row_lower_ = np.concatenate(row_lo).astype(float)
@@ -237,7 +243,15 @@ class HighsModel:
     def set_limit(self, name: str, limit: float) -> None:
         """Move budget ``name``'s row bound; the next :meth:`optimize` uses it."""
         self.limits[name] = float(limit)
-        self.highs.changeRowBounds(self.budget_rows[name], -self._highspy.kHighsInf, _row_bound(limit))
+        self._set_row(name, _row_bound(limit))
+
+    def _bound(self, name: str, value: float) -> float:
+        """A budget row's bound in HiGHS's units (the row is scaled by ``row_scale[name]``)."""
+        return value / self.row_scale[name]
+
+    def _set_row(self, name: str, value: float) -> None:
+        """Budget ``name``'s row upper bound at ``value`` (in the cost table's units)."""
+        self.highs.changeRowBounds(self.budget_rows[name], -self._highspy.kHighsInf, self._bound(name, value))
 
     def rebudget(self, reduced: ReducedProblem) -> None:
         """Solve ``reduced`` next: the problem this model was built for, under its own budgets.
@@ -252,7 +266,7 @@ class HighsModel:
             )
         for name, limit in reduced.problem.budgets.items():
             self.limits[name] = float(limit)
-            self.highs.changeRowBounds(self.budget_rows[name], -self._highspy.kHighsInf, _row_bound(limit))
+            self._set_row(name, _row_bound(limit))
         self.reduced = reduced
 
     def start_vector(self, choice: np.ndarray) -> list[float]:
@@ -307,13 +321,13 @@ class HighsModel:
                 for name, excess in over.items():
                     row = tightened.get(name, _row_bound(self.limits[name]))
                     tightened[name] = row - excess - budget_slack(self.limits[name])
-                    h.changeRowBounds(self.budget_rows[name], -hs.kHighsInf, tightened[name])
+                    self._set_row(name, tightened[name])
             else:
                 raise MpqError(f"solver 'highs' kept returning allocations over the budgets {sorted(over)} by {over}")
         finally:
             for name in tightened:  # leave the model as the caller set it
-                h.changeRowBounds(self.budget_rows[name], -hs.kHighsInf, _row_bound(self.limits[name]))
-        dual_bound = float(info.mip_dual_bound)
+                self._set_row(name, _row_bound(self.limits[name]))
+        dual_bound = float(info.mip_dual_bound) * self.obj_scale  # back from HiGHS's scaled objective
         bound = dual_bound if math.isfinite(dual_bound) else None  # stopped before the root LP: no bound yet
         gap = float(info.mip_gap)
         if status == hs.HighsModelStatus.kOptimal:
@@ -329,6 +343,22 @@ class HighsModel:
             "bound": bound,
             "gap": gap if math.isfinite(gap) and gap >= 0 else math.inf,
         }
+
+
+#: Largest entries kept as they are: an objective or a budget row whose largest magnitude
+#: lies in [2**-20, 2**40] (about 1e-6 to 1.1e12) reaches HiGHS unscaled.
+_UNSCALED = (2.0**-20, 2.0**40)
+
+
+def _scale(values: np.ndarray) -> float:
+    """1, or the power of two that brings the largest ``|value|`` into [0.5, 1) when it lies outside
+    :data:`_UNSCALED`: dividing by a power of two is exact in floating point, and the scaled
+    entries are far inside what HiGHS takes (it reads costs and bounds from 1e20 on as
+    infinite, refuses matrix entries above 1e15 and drops those below 1e-9)."""
+    biggest = float(np.max(np.abs(values))) if values.size else 0.0
+    if biggest == 0.0 or _UNSCALED[0] <= biggest <= _UNSCALED[1]:
+        return 1.0
+    return math.ldexp(1.0, math.frexp(biggest)[1])
 
 
 def _row_bound(limit: float) -> float:
