@@ -99,11 +99,21 @@ def spearman(x, y) -> float | None:
     return float(rho) if math.isfinite(rho) else None
 
 
+def higher_is_better(meta: dict, task: str) -> bool:
+    """The task's metric direction (tiny-lm's perplexity is lower-is-better); runs before it was recorded: higher."""
+    return meta["tasks"].get(task, {}).get("higher_is_better", True)
+
+
+def drop(meta: dict, task: str, metric: float) -> float:
+    """How much worse than float ``metric`` is, in metric points: float - metric, or metric - float when lower is better."""
+    fm = meta["tasks"][task]["float"]["metric"]
+    return fm - metric if higher_is_better(meta, task) else metric - fm
+
+
 def correlations(records: list[dict], meta: dict) -> dict:
     """Per task and method: Spearman of the predicted objective vs the metric drop and the loss."""
     out: dict = {}
     for task in dict.fromkeys(r["task"] for r in records):
-        fm = meta["tasks"][task]["float"]["metric"]
         for method in method_sort(r["method"] for r in records if r["task"] == task):
             rs = [r for r in records if r["task"] == task and r["method"] == method and r["config"] == "main" and r["status"] == "ok"]
             if not rs:
@@ -111,25 +121,29 @@ def correlations(records: list[dict], meta: dict) -> dict:
             pred = [r["predicted"] for r in rs]
             out.setdefault(task, {})[method] = {
                 "n": len(rs),
-                "rho_metric_drop": spearman(pred, [fm - r["metric"] for r in rs]),
+                "rho_metric_drop": spearman(pred, [drop(meta, task, r["metric"]) for r in rs]),
                 "rho_loss": spearman(pred, [r["loss"] for r in rs]),
             }
     return out
 
 
-def best_table(rows: list[dict]) -> list[dict]:
-    """Per task and budget (main configuration): the best method and its margins."""
+def best_table(rows: list[dict], meta: dict | None = None) -> list[dict]:
+    """Per task and budget (main configuration): the best method and its margins (> 0: better than the baseline).
+
+    Best is the highest mean metric, the lowest for a lower-is-better one (``meta``'s ``higher_is_better``).
+    """
     out = []
     by = defaultdict(dict)
     for r in rows:
         if r["config"] == "main":
             by[(r["task"], r["budget"])][r["method"]] = r
     for (task, budget), ms in by.items():
-        best = max(ms.values(), key=lambda r: (r["metric_mean"], -(r["measure_s"] or 0)))
+        sign = 1.0 if meta is None or higher_is_better(meta, task) else -1.0
+        best = max(ms.values(), key=lambda r: (sign * r["metric_mean"], -(r["measure_s"] or 0)))
         tied = sorted(m for m, r in ms.items() if abs(r["metric_mean"] - best["metric_mean"]) < 1e-12)
         entry = {"task": task, "budget": budget, "best": best["method"], "tied": tied, "metric": best["metric_mean"]}
         for base in ("hawq", "uniform"):
-            entry[f"over_{base}"] = best["metric_mean"] - ms[base]["metric_mean"] if base in ms else None
+            entry[f"over_{base}"] = sign * (best["metric_mean"] - ms[base]["metric_mean"]) if base in ms else None
             entry[base] = ms[base]["metric_mean"] if base in ms else None
         out.append(entry)
     return out
@@ -171,7 +185,7 @@ def plot_pareto(rows, meta, task, path) -> Path:
     ax.axhline(fm, color="k", ls=":", lw=1, label="float")
     ax.set_title(f"{task}: {name} vs average weight bits")
     ax.set_xlabel("achieved average weight bits")
-    ax.set_ylabel(name)
+    ax.set_ylabel(f"{name} ({'higher' if higher_is_better(meta, task) else 'lower'} is better)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     if pinned:
@@ -198,7 +212,6 @@ def plot_predicted(records, meta, corr, task, path) -> Path:
     rs = [r for r in records if r["task"] == task and r["config"] == "main" and r["status"] == "ok"]
     methods = method_sort(r["method"] for r in rs)
     colors = _colors(methods)
-    fm = meta["tasks"][task]["float"]["metric"]
     n = len(methods)
     cols = min(4, n)
     rows_n = math.ceil(n / cols)
@@ -206,7 +219,7 @@ def plot_predicted(records, meta, corr, task, path) -> Path:
     for ax in axes.flat[n:]:
         ax.axis("off")
     for ax, m in zip(axes.flat, methods):
-        pts = [(r["predicted"], fm - r["metric"], r["budget"]) for r in rs if r["method"] == m]
+        pts = [(r["predicted"], drop(meta, task, r["metric"]), r["budget"]) for r in rs if r["method"] == m]
         x, y, b = map(np.array, zip(*pts))
         sc = ax.scatter(x, y, c=b, cmap="viridis", s=18, vmin=2.5, vmax=5)
         rho = corr.get(task, {}).get(m, {}).get("rho_metric_drop")
@@ -217,7 +230,8 @@ def plot_predicted(records, meta, corr, task, path) -> Path:
         ax.set_ylabel("measured metric drop", fontsize=8)
     for ax in axes[-1, :]:
         ax.set_xlabel("predicted objective", fontsize=8)
-    fig.suptitle(f"{task}: predicted objective vs measured drop (float − quantized), one point per budget and seed", fontsize=9)
+    worse = "float minus quantized" if higher_is_better(meta, task) else "quantized minus float"
+    fig.suptitle(f"{task}: predicted objective vs measured drop ({worse}), one point per budget and seed", fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.93, 0.95))
     fig.colorbar(sc, ax=axes, shrink=0.6, label="budget (avg bits)", fraction=0.03, pad=0.02)
     fig.savefig(path, dpi=80)
@@ -283,7 +297,7 @@ def _failed(records, task, config, method, budget) -> str | None:
 def results_markdown(rows, records, meta, link_prefix: str = "") -> str:
     """The generated block: best-method table, metric per method, times, missing, plots."""
     corr = correlations(records, meta)
-    best = best_table(rows)
+    best = best_table(rows, meta)
     main = [r for r in rows if r["config"] == "main"]
     methods = method_sort(r["method"] for r in main)
     tasks = list(meta["tasks"])
@@ -304,7 +318,8 @@ def results_markdown(rows, records, meta, link_prefix: str = "") -> str:
     lines.append("")
     for t in tasks:
         info = meta["tasks"][t]
-        lines.append(f"*{t}* — {info.get('metric_name', 'metric')}, float {info['float']['metric']:.4f}, "
+        lower = "" if higher_is_better(meta, t) else " (lower is better; the best-minus-baseline columns say how much lower)"
+        lines.append(f"*{t}* — {info.get('metric_name', 'metric')}{lower}, float {info['float']['metric']:.4f}, "
                      f"{info['layers']} layers, {info['params']:,} weights")
         lines.append("")
         lines.append("| avg bits | " + " | ".join(methods) + " | best − hawq | best − uniform |")
@@ -390,7 +405,7 @@ def results_markdown(rows, records, meta, link_prefix: str = "") -> str:
     missing = [x for i, x in enumerate(missing) if x not in missing[:i]]
     pinned_failed = [x for x in meta.get("missing", []) if x.get("config") == "pinned"]
     run_tasks = set(tasks)
-    not_run = [t for t in ("digits-cnn", "digits-resnet18", "minilm") if t not in run_tasks and not any(x["task"] == t for x in missing)]
+    not_run = [t for t in ("digits-cnn", "digits-resnet18", "minilm", "tiny-lm") if t not in run_tasks and not any(x["task"] == t for x in missing)]
     if not missing and not not_run:
         lines.append("**Missing:** none — every installed method and both baselines ran on every task.")
     else:
@@ -418,10 +433,11 @@ def results_markdown(rows, records, meta, link_prefix: str = "") -> str:
 
 
 def write_summary(out: Path, rows, records, meta) -> Path:
-    best = best_table(rows)
+    best = best_table(rows, meta)
     lines = ["# Benchmark summary", ""]
-    lines.append("Best method per task and average-bits budget (highest mean metric; ties listed), and its margin "
-                 "over the `hawq` and `uniform` baselines (metric points, same budget).")
+    lines.append("Best method per task and average-bits budget (highest mean metric, lowest for a lower-is-better "
+                 "one such as tiny-lm's perplexity; ties listed), and its margin over the `hawq` and `uniform` "
+                 "baselines (metric points, same budget; > 0 = better).")
     lines.append("")
     lines.append("| task | avg bits | best | metric | − hawq | − uniform | tied with |")
     lines.append("|---|---|---|---|---|---|---|")

@@ -4,7 +4,7 @@
     python benchmarks/run.py                         # the full run
     python benchmarks/run.py --render-only           # redraw plots/summary/README from table
 
-For each task (digits-cnn, digits-resnet18, minilm when its extra is installed) and each
+For each task (digits-cnn, digits-resnet18, minilm and tiny-lm when their extras are installed) and each
 method (every registered one: the plugins plus ``uniform`` and ``hawq``) the harness
 measures ONCE per (task, configuration, method, seed) with :func:`mpqcore.measure`, then
 solves the measured problem for each average-bits budget {2.5, 3, 4, 5}
@@ -43,7 +43,7 @@ import _render  # noqa: E402  (benchmarks/_render.py)
 BUDGETS = (2.5, 3.0, 4.0, 5.0)
 BITS = (2, 3, 4, 5, 6, 8)
 CLADO_BITS = (2, 4, 8)
-TASKS = ("digits-cnn", "digits-resnet18", "minilm")
+TASKS = ("digits-cnn", "digits-resnet18", "minilm", "tiny-lm")
 BASELINES = ("uniform", "hawq")
 RANDOM_METHODS = ("hawq", "smpq")
 #: The pinned configuration: first and last quantizable layer at this width.
@@ -123,7 +123,7 @@ def method_plan(method: str, task: str, quick: bool, config: str) -> dict:
             notes.append("max_evaluations=150 (quick; full: 2000)")
     elif method == "clado":
         bits = CLADO_BITS
-        if task == "digits-cnn":
+        if task in ("digits-cnn", "tiny-lm"):  # tiny-lm: 9 layers (8 Conv1D, the tied embedding / lm_head)
             options = {"pairs": "all"}
         elif task == "digits-resnet18":
             options = {"pairs": "window", "window": 1} if quick else {"pairs": "all"}
@@ -170,6 +170,12 @@ def task_available(name: str) -> str | None:
             import torchvision  # noqa: F401
         except ImportError:
             return 'torchvision is not installed (pip install "mpqcore[vision]")'
+    if name == "tiny-lm":
+        try:
+            import tokenizers  # noqa: F401
+            import transformers  # noqa: F401
+        except ImportError as exc:
+            return f'{exc.name} is not installed (pip install "mpqcore[lm]")'
     return None
 
 
@@ -412,6 +418,7 @@ def run(args) -> int:
         meta["tasks"][name] = {
             "description": task.description,
             "metric_name": task.metric_name,
+            "higher_is_better": task.higher_is_better,
             "float": float_scores,
             "layers": len(spec.layers),
             "params": spec.total_params,

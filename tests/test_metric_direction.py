@@ -100,3 +100,20 @@ def test_cli_summary_and_sweep_plot_say_which_way_is_better(tmp_path):
     assert _direction(rows, "metric") == "lower is better"
     assert _direction([{"metric": 1.0, "metric_higher_is_better": True}], "metric") == "higher is better"
     assert _direction(rows, "loss") == "lower is better"
+
+
+def test_benchmark_tables_pick_the_lowest_perplexity(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import _render
+
+    meta = {"tasks": {"lm": {"float": {"metric": 100.0}, "higher_is_better": False}, "cls": {"float": {"metric": 0.9}}}}
+    rows = [
+        {"task": t, "config": "main", "budget": 4.0, "method": m, "metric_mean": v, "measure_s": 1.0}
+        for t, m, v in [("lm", "hawq", 120.0), ("lm", "uniform", 150.0), ("cls", "hawq", 0.8), ("cls", "uniform", 0.7)]
+    ]
+    best = {e["task"]: e for e in _render.best_table(rows, meta)}
+    assert best["lm"]["best"] == "hawq" and best["lm"]["over_uniform"] == 30.0  # 30 perplexity points lower
+    assert best["cls"]["best"] == "hawq" and best["cls"]["over_uniform"] == pytest.approx(0.1)
+    assert _render.drop(meta, "lm", 120.0) == 20.0 and _render.drop(meta, "cls", 0.8) == pytest.approx(0.1)
