@@ -24,6 +24,7 @@ import attrs
 import numpy as np
 import torch
 
+from mpqcore.errors import InfeasibleError
 from mpqcore.plugins import get_plugins
 from mpqcore.protocols import TaskLike
 from mpqcore.report import Report
@@ -191,16 +192,18 @@ class BudgetComparison:
             task.model, task.calibration, method=self.reference, bits=self.bits, budgets=budgets, metric=task.metric
         )
         params = layer_params(meas.spec)
-        return {
-            str(b): {
+        rows: dict[str, dict[str, Any]] = {}
+        for b, p in zip(self.budgets, points, strict=True):
+            if p.allocation is None:
+                raise InfeasibleError(f"the reference {self.reference!r} cannot meet {b} average bits: {p.error}")
+            rows[str(b)] = {
                 "allocation": dict(p.allocation.bits),
                 "average_bits": p.allocation.average_bits(params),
                 "accuracy": p.results["metric"],
                 "loss": p.results["loss"],
                 "measure_s": meas.timings["measure"],
             }
-            for b, p in zip(self.budgets, points, strict=True)
-        }
+        return rows
 
     def intro(self, out: Mapping[str, Any]) -> list[str]:
         return [f"Task: {out['task']}. Bits {list(out['bits'])}; torch threads: {out['threads']}."]
