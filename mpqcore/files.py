@@ -1,9 +1,10 @@
 """Writing files so that a reader never sees half of one, and checking an output folder first.
 
-Every file mpq writes (the report's JSON and CSV, the problem file, the plots) goes
-through :func:`atomic_writer`: the content is written to a temporary file in the same
-folder, flushed to disk, and renamed over the target with :func:`os.replace`, which is
-atomic on POSIX and Windows within one file system. A run that is interrupted (Ctrl-C, a
+Every file mpq writes (the report's JSON and CSV, the problem file, the plots) is
+written atomically: the content goes to a temporary file in the same folder, is flushed
+to disk, and is renamed over the target with :func:`os.replace`, which is atomic on
+POSIX and Windows within one file system (:func:`atomic_files` does it for a set of files,
+renaming none until all are written). A run that is interrupted (Ctrl-C, a
 crash, a full disk) or two runs writing the same file at once leave either the old file
 or a complete new one, never a partial one. A hard kill (SIGKILL, power loss) can leave
 a temporary ``.NAME.XXXXXXXX.tmp`` file beside the target; it is never read.
@@ -18,13 +19,21 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from mpqcore.errors import ConfigError
 
-__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "atomic_writer", "check_output_dir"]
+__all__ = [
+    "atomic_files",
+    "atomic_path",
+    "atomic_write_json",
+    "atomic_write_text",
+    "atomic_writer",
+    "check_output_dir",
+    "write_json",
+]
 
 
 def _temporary(path: Path) -> Path:
@@ -44,23 +53,46 @@ def _temporary(path: Path) -> Path:
 
 
 @contextlib.contextmanager
+def atomic_files() -> Iterator[Callable[[str | Path], Path]]:
+    """Write several files as a set: ``stage(target)`` gives a temporary path to write ``target``'s
+    content to; when the block ends, every staged file is flushed to disk and then renamed
+    over its target.
+
+    If the block raises (or is interrupted), every temporary file is removed and every
+    target is left as it was: a report folder never mixes a new CSV with an old JSON
+    because the JSON failed. (Only a crash between the renames, which take microseconds,
+    could.)
+    """
+    staged: list[tuple[Path, Path]] = []
+
+    def stage(target: str | Path) -> Path:
+        tmp = _temporary(Path(target))
+        staged.append((tmp, Path(target)))
+        return tmp
+
+    try:
+        yield stage
+        for tmp, _ in staged:  # what the writers wrote reaches the disk before any rename
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        for tmp, target in staged:
+            os.replace(tmp, target)
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # the renamed ones are gone already
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path to write ``path``'s content to; renamed over ``path`` when the block ends.
 
     If the block raises (or is interrupted), the temporary file is removed and ``path``
     is left as it was. For writers that take a file name (``savefig``).
     """
-    target = Path(path)
-    tmp = _temporary(target)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:  # what the writer wrote reaches the disk before the rename
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    with atomic_files() as stage:
+        yield stage(path)
 
 
 @contextlib.contextmanager
@@ -68,7 +100,6 @@ def atomic_writer(path: str | Path, *, newline: str | None = None) -> Iterator[I
     """A text file (UTF-8) whose content replaces ``path`` only when the block completes."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline=newline) as fh:
         yield fh
-        fh.flush()
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -78,10 +109,18 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def write_json(path: str | Path, data: Any, *, indent: int | None = 1) -> Path:
+    """Write ``data`` to ``path`` as strict JSON (NaN and infinity refused), UTF-8; not atomic by
+    itself: give it a path from :func:`atomic_files` or use :func:`atomic_write_json`."""
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=indent, allow_nan=False)
+    return Path(path)
+
+
 def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 1) -> Path:
     """Write ``data`` as strict JSON (NaN and infinity refused) to ``path``, atomically."""
-    with atomic_writer(path) as fh:
-        json.dump(data, fh, indent=indent, allow_nan=False)
+    with atomic_path(path) as tmp:
+        write_json(tmp, data, indent=indent)
     return Path(path)
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from mpqcore.constraints import expand_pins, within_budget
+from mpqcore.constraints import budget_slack, expand_pins, within_budget
 from mpqcore.errors import ConfigError, InfeasibleError, MpqError, PluginError
 from mpqcore.files import atomic_write_json
 from mpqcore.types import Allocation, Objective, Problem, check_bits, check_width
@@ -77,7 +77,10 @@ def _number(value: Any, where: str, *, nonnegative: bool = False) -> float:
     try:
         number = float(value)
     except OverflowError:
-        raise ConfigError(f"{where} = {value:.3e} is beyond the largest float ({sys.float_info.max:.3g})") from None
+        digits = int(value.bit_length() * math.log10(2)) + 1
+        raise ConfigError(
+            f"{where} is an integer of about {digits} digits, beyond the largest float ({sys.float_info.max:.3g})"
+        ) from None
     if not math.isfinite(number):
         raise ConfigError(f"{where} = {value!r} is not finite; give a finite number")
     if nonnegative and number < 0:
@@ -220,14 +223,20 @@ def _numbers(raw: Any, what: str, shape: str, kind: type) -> dict[str, Any]:
     return {str(key): _number(value, f"{what}[{key!r}]", nonnegative=True) for key, value in raw.items()}
 
 
+#: The smallest positive budget limit: below it the budget tolerance (1e-9, absolute
+#: below 1) is more than 0.1% of the limit, and the budget no longer means what it says.
+SMALLEST_LIMIT = 1e-6
+
+
 def check_magnitudes(problem: Problem) -> None:
-    """Refuse tables whose sums over the layers leave the float range.
+    """Refuse tables whose sums over the layers leave the float range, and limits too small to hold.
 
     Every solver adds one entry per layer (and the pair terms); a sum beyond
     ``sys.float_info.max`` (about 1.8e308) is ``inf`` and no longer compares. Inside that
     range the built-in solvers take any finite value: ``highs`` scales the objective and
     each budget row by a power of two before HiGHS sees them (HiGHS itself treats costs
-    and bounds from 1e20 on as infinite and refuses matrix entries above 1e15).
+    and bounds from 1e20 on as infinite and refuses matrix entries above 1e15). A positive
+    budget limit below :data:`SMALLEST_LIMIT` is refused: the budget tolerance would swamp it.
     """
     tables = {"objective": problem.objective.unary, **{f"cost table {n!r}": t for n, t in problem.costs.items()}}
     for what, arr in tables.items():
@@ -243,6 +252,14 @@ def check_magnitudes(problem: Problem) -> None:
                 f"{what}: values up to {biggest:.3g} over {arr.shape[0]} layers sum beyond the largest float "
                 f"({sys.float_info.max:.3g}); divide the table by a constant (and its budget with it) so that "
                 f"the largest entry times the number of layers stays below {sys.float_info.max:.3g}"
+            )
+    for name, limit in problem.budgets.items():
+        if 0 < abs(limit) < SMALLEST_LIMIT:
+            raise ConfigError(
+                f"budget {name!r} = {limit:g} is below {SMALLEST_LIMIT:g}: mpq meets a budget within "
+                f"{budget_slack(limit):g} (mpqcore.constraints.budget_slack, absolute below 1), which is "
+                f"{100 * budget_slack(limit) / abs(limit):.2g}% of this limit; express the costs in a smaller unit "
+                f"(multiply the cost table and its budget by the same factor) so the limit is at least {SMALLEST_LIMIT:g}"
             )
 
 
@@ -275,6 +292,8 @@ def load_problem(path: str | Path) -> Problem:
         raise ConfigError(f"problem file {name!r} is not valid JSON: {exc}") from exc
     except RecursionError:
         raise ConfigError(f"problem file {name!r} nests arrays or objects too deeply to read") from None
+    except ValueError as exc:  # an integer literal beyond Python's digit limit
+        raise ConfigError(f"problem file {name!r} cannot be read as JSON: {exc}") from None
     try:
         return problem_from_dict(data)
     except ConfigError as exc:

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from mpqcore.files import atomic_path, atomic_write_json, atomic_writer, check_output_dir
+from mpqcore.files import atomic_files, check_output_dir, write_json
 from mpqcore.frozen import freeze
 from mpqcore.metrics import direction_words
 from mpqcore.problem import problem_to_dict
@@ -132,18 +132,20 @@ class Report:
         out = check_output_dir(out_dir, what="report folder")
         out.mkdir(parents=True, exist_ok=True)
         paths = {"report": out / "report.json", "allocation": out / "allocation.csv", "problem": out / "problem.json"}
-        # each file atomically (mpqcore.files): an interrupted or concurrent write never leaves half a file
-        atomic_write_json(paths["report"], self.to_json())
-        atomic_write_json(paths["problem"], problem_to_dict(self.problem))
-        with atomic_writer(paths["allocation"], newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["layer", "kind", "params", "macs", "bits"])
-            for layer in self.spec.layers:
-                writer.writerow([layer.fqn, layer.kind, layer.params, layer.macs, self.allocation.bits[layer.fqn]])
         if plots:
-            with atomic_path(out / "bits.png") as tmp:
-                plot_bits_per_layer(self, tmp)
             paths["plot"] = out / "bits.png"
+        # as one set of atomic writes (mpqcore.files): an interrupted or concurrent write never
+        # leaves half a file, nor a new CSV beside an old JSON
+        with atomic_files() as stage:
+            write_json(stage(paths["report"]), self.to_json())
+            write_json(stage(paths["problem"]), problem_to_dict(self.problem))
+            with open(stage(paths["allocation"]), "w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["layer", "kind", "params", "macs", "bits"])
+                for layer in self.spec.layers:
+                    writer.writerow([layer.fqn, layer.kind, layer.params, layer.macs, self.allocation.bits[layer.fqn]])
+            if plots:
+                plot_bits_per_layer(self, stage(paths["plot"]))
         return paths
 
 
@@ -218,14 +220,14 @@ def write_sweep(rows: Sequence[dict], out_dir: str | Path, *, plots: bool = True
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "pareto.csv", "json": out / "pareto.json"}
     keys = list(dict.fromkeys(k for r in rows for k in r if not isinstance(r[k], dict)))
-    with atomic_writer(paths["csv"], newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    atomic_write_json(paths["json"], jsonable(list(rows)))
-    if plots:
-        y = "metric" if any(r.get("metric") is not None for r in rows) else "loss"
-        with atomic_path(out / "pareto.png") as tmp:
-            plot_pareto(rows, tmp, y=y)
-        paths["plot"] = out / "pareto.png"
+    with atomic_files() as stage:  # all or nothing, as in Report.write
+        with open(stage(paths["csv"]), "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        write_json(stage(paths["json"]), jsonable(list(rows)))
+        if plots:
+            y = "metric" if any(r.get("metric") is not None for r in rows) else "loss"
+            paths["plot"] = out / "pareto.png"
+            plot_pareto(rows, stage(paths["plot"]), y=y)
     return paths

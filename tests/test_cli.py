@@ -199,3 +199,78 @@ def test_sweep_on_a_latency_table_from_the_command_line(capsys, tmp_path):
     # digits-cnn: 3 convs and 2 linears, 8-bit latency 3*4 + 2*2 = 16
     assert [r["cost_latency"] for r in rows] == [8.0, 16.0]
     assert [r["average_bits"] for r in rows] == [4.0, 8.0]
+
+
+# -- issue 13: every bad input is a usage error (exit 2), one line, no traceback ---------
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["search", "--bits", "2,,4"], "argument --bits: item 2 of '2,,4' is empty; write comma-separated integers 1..16"),
+        (["search", "--bits", "2,4,"], "argument --bits: item 3 of '2,4,' is empty"),
+        (["search", "--bits", "2,4.5,8"], "argument --bits: item 2 of '2,4.5,8', '4.5', is not an integer"),
+        (["search", "--bits", "248"], "argument --bits: item 1 of '248' = 248 is outside the valid range; bit-widths are integers 1..16"),
+        (["sweep", "--bits", "4,2,4"], "argument --bits: '4,2,4' = [4, 2, 4] repeats [4]; give each bit-width once"),
+        (["demo", "--bits", "0,4"], "argument --bits: item 1 of '0,4' = 0 is outside the valid range"),
+        (["search", "--pin", "conv1=4.5"], "argument --pin: pin 'conv1=4.5': bits '4.5' is not an integer"),
+        (["search", "--pin", "conv1=17"], "argument --pin: pin 'conv1=17': bits = 17 is outside the valid range"),
+        (["search", "--pin", "conv1"], "argument --pin: pin 'conv1' is not LAYER=BITS"),
+        (["search", "--tie", "fc1,,fc2"], "argument --tie: tie 'fc1,,fc2' has an empty layer name"),
+        (["solve", str(SMALL), "--time-limit", "0"], "argument --time-limit: '0' is not a positive, finite number"),
+        (["solve", str(SMALL), "--time-limit", "inf"], "argument --time-limit: 'inf' is not a positive, finite number"),
+    ],
+)
+def test_bad_arguments_exit_2_when_the_command_line_is_read(capsys, argv, message):
+    # Before: '2,,4' was read as (2, 4), '2,4.5,8' refused only as a whole, a pin to 4.5 at the end.
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["solve", str(SMALL), "--budget", "size=-1"], "--budget size=-1: the limit must be a finite number >= 0"),
+        (["solve", str(SMALL), "--budget", "size=nan"], "--budget size=nan: the limit must be a finite number >= 0"),
+        (["solve", str(SMALL), "--solver", "dp", "--time-limit", "3"], "--time-limit 3: solver 'dp' takes no time_limit option"),
+        (["solve", str(SMALL), "--solver", "no-such"], "unknown solver 'no-such'"),
+    ],
+)
+def test_bad_input_found_by_mpq_exits_2(capsys, argv, message):
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("mpq solve: error: ") and message in err
+
+
+def test_the_time_limit_covers_reading_the_file(capsys, monkeypatch):
+    import time as clock
+
+    import mpqcore.problem
+
+    real = mpqcore.problem.load_problem
+
+    def slow(path):
+        clock.sleep(0.3)
+        return real(path)
+
+    monkeypatch.setattr(mpqcore.problem, "load_problem", slow)
+    rc, out, err = run(capsys, "solve", str(SMALL), "--time-limit", "0.2")
+    assert rc == 1 and out == ""
+    assert "all of --time-limit 0.2 s, before solving began; raise --time-limit" in err
+
+
+def test_traceback_is_taken_before_and_after_the_command(capsys):
+    for argv in (["--traceback", "solve", str(SMALL), "--compact"], ["solve", str(SMALL), "--compact", "--traceback"]):
+        rc, out, err = run(capsys, *argv)
+        assert rc == 0, err
+        check_solution(json.loads(out), RAW, RAW["budgets"])
+
+
+def test_help_documents_the_exit_statuses(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 success, 1 run failed (or an internal error), 2 usage or bad input, 3 infeasible budget" in out

@@ -302,3 +302,162 @@ def test_allocation_violations_reports_each_kind():
     assert not any("tie" in x for x in lines) and len([x for x in lines if x.startswith("pin")]) == 2
     p2 = five(obj_ties=[("layer1", "layer2")])
     assert allocation_violations(p2, {**good, "layer1": 2}) == ["tie ['layer1', 'layer2'] broken: [2, 4]"]
+
+
+# ---------------------------------------------------------------------------
+# issue 13: every entry checked, nothing silently accepted
+# ---------------------------------------------------------------------------
+
+
+def _row(**values):
+    return {"2": 1.5, "4": 0.2, "8": 0.0, **values}
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"bits": [2, 4.5, 8]}, r"'bits'\[1\] = 4.5 is not an integer; bit-widths are integers 1..16"),
+        ({"bits": "248"}, r"'bits' = '248' is a string, not a sequence of bit-widths"),
+        ({"bits": [True, 4, 8]}, r"'bits'\[0\] = True is a boolean"),
+        (
+            {"objective": {"conv1": _row(**{"2": True}), "fc": ISSUE_PROBLEM["objective"]["fc"]}},
+            r"'objective'\['conv1'\]\[\"2\"\] = True is not a number \(true/false is a boolean\)",
+        ),
+        (
+            {"objective": {"conv1": _row(**{"4": "0.2"}), "fc": ISSUE_PROBLEM["objective"]["fc"]}},
+            r"'objective'\['conv1'\]\[\"4\"\] = '0.2' is not a number; give a JSON number",
+        ),
+        (
+            {"objective": {"conv1": _row(**{"8": None}), "fc": ISSUE_PROBLEM["objective"]["fc"]}},
+            r"'objective'\['conv1'\]\[\"8\"\] = None is not a number",
+        ),
+        (
+            {"costs": {"size": {"conv1": {"2": 864, "4": -1728, "8": 3456}, "fc": {"2": 20, "4": 40, "8": 80}}}},
+            r"'costs'\['size'\]\['conv1'\]\[\"4\"\] = -1728 is negative; costs and limits are >= 0",
+        ),
+        (
+            {"costs": {"size": {"conv1": {"2": 864, "4": False, "8": 3456}, "fc": {"2": 20, "4": 40, "8": 80}}}},
+            r"'costs'\['size'\]\['conv1'\]\[\"4\"\] = False is not a number",
+        ),
+        ({"costs": [1, 2]}, r"'costs' must be an object \{cost name: table\}, got list"),
+        ({"budgets": {"size": -5}}, r"'budgets'\['size'\] = -5 is negative"),
+        ({"budgets": {"size": math.inf}}, r"'budgets'\['size'\] = inf is not finite"),
+        ({"pins": {"conv1": 4.5}}, r"'pins'\['conv1'\] = 4.5 is not an integer"),
+        ({"pins": {"conv1": True}}, r"'pins'\['conv1'\] = True is a boolean"),
+        ({"pairs": [["conv1", 2.5, "fc", 2, 0.3]]}, r"'pairs'\[0\]\[1\] = 2.5 is not an integer"),
+        ({"pairs": [["conv1", 2, "fc", 2, True]]}, r"'pairs'\[0\]\[4\] = True is not a number"),
+        ({"pairs": [["conv1", 2, "fc", 2, math.nan]]}, r"'pairs'\[0\]\[4\] = nan is not finite"),
+        ({"pairs": [[1, 2, "fc", 2, 0.3]]}, r"the layers \(items 0 and 2\) must be layer names"),
+        ({"pairs": {"a": 1}}, r"'pairs' must be a list"),
+        ({"layers": ["conv1", "fc", "conv1"]}, r"'layers' names some layers more than once: \['conv1'\]"),
+        ({"layers": ["conv1", 7]}, r"'layers' must be a non-empty list of layer names \(strings\)"),
+        (
+            {"objective": {"conv1": {"2": 1, "four": 0, "8": 0}, "fc": ISSUE_PROBLEM["objective"]["fc"]}},
+            r"'objective'\['conv1'\] has key 'four', which is not a bit-width",
+        ),
+    ],
+)
+def test_bad_entries_are_refused_naming_the_entry(changes, message):
+    # Before: true read as 1.0, '0.2' as 0.2, -1728 kept, 4.5 truncated to 4, 2.5 to 2.
+    with pytest.raises(ConfigError, match=message):
+        problem_from_dict(issue(**changes))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('"2": NaN', r"= nan is not finite"),
+        ('"2": Infinity', r"= inf is not finite"),
+        ('"2": -Infinity', r"= -inf is not finite"),
+        ('"2": 1e400', r"= inf is not finite"),  # json reads it as inf
+        ('"2": 1' + "0" * 400, r"is an integer of about 401 digits, beyond the largest float \(1.8e\+308\)"),
+    ],
+)
+def test_json_numbers_the_solvers_cannot_take(tmp_path, text, message):
+    raw = json.dumps(ISSUE_PROBLEM).replace('"2": 1.5', text, 1)
+    path = tmp_path / "p.json"
+    path.write_text(raw)
+    with pytest.raises(ConfigError, match=f"problem file '{path}': 'objective'\\['conv1'\\]\\[\"2\"\\] " + message):
+        load_problem(path)
+
+
+def test_an_integer_beyond_pythons_digit_limit(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(ISSUE_PROBLEM).replace('"2": 1.5', '"2": 1' + "0" * 5000, 1))
+    with pytest.raises(ConfigError, match=f"problem file '{path}' cannot be read as JSON: .*digits"):
+        load_problem(path)
+
+
+def test_sums_beyond_the_float_range_are_refused_with_the_range_that_works():
+    big = issue(objective={"conv1": _row(**{"2": 1e308}), "fc": _row(**{"2": 1e308})})
+    with pytest.raises(ConfigError, match=r"objective: values up to 1e\+308 over 2 layers sum beyond the largest float"):
+        problem_from_dict(big)
+    # 1e300 is far inside: loaded as it is (and solved, see test_solvers_checked.py)
+    assert problem_from_dict(issue(objective={"conv1": _row(**{"2": 1e300}), "fc": _row()})).objective.unary[0, 0] == 1e300
+
+
+def test_file_system_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=f"problem file '{tmp_path}' is a directory; give the path of a JSON file"):
+        load_problem(tmp_path)
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(json.dumps(ISSUE_PROBLEM).replace("conv1", "conv\u00e9").encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"is not UTF-8 text \(byte 0xe9 at offset \d+\); a problem file is JSON"):
+        load_problem(latin)
+    empty = tmp_path / "empty.json"
+    empty.write_text("  \n")
+    with pytest.raises(ConfigError, match=f"problem file '{empty}' is empty"):
+        load_problem(empty)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="nests arrays or objects too deeply"):
+        load_problem(deep)
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="must hold a JSON object, got a JSON list"):
+        load_problem(listed)
+
+
+def test_a_byte_order_mark_is_tolerated(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(ISSUE_PROBLEM).encode())
+    assert load_problem(path).layers == ("conv1", "fc")
+
+
+class CountingName(str):
+    """A layer name that counts how often it is compared for equality."""
+
+    comparisons = 0
+
+    def __eq__(self, other):
+        CountingName.comparisons += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_loading_is_linear_in_the_layer_count():
+    # Before, every table checked each of its names against the list of layers: 20k layers
+    # took 18 s in the issue (3.2 s here), 100k 110 s. Counted, not timed: n**2/2 comparisons
+    # then, a few per layer now (dict and set lookups compare only on a hash match).
+    n = 3000
+    names = [CountingName(f"block{i}.conv") for i in range(n)]
+    table = {name: {"2": 2.0, "4": 1.0, "8": 0.0} for name in names}
+    data = {
+        "layers": names,
+        "bits": [2, 4, 8],
+        "objective": table,
+        "costs": {"size": {name: {"2": 2, "4": 4, "8": 8} for name in names}},
+        "budgets": {"size": 4.0 * n},
+        "pins": {name: 8 for name in names[::10]},  # plain names: one lookup each
+    }
+    CountingName.comparisons = 0
+    problem = problem_from_dict(data)
+    assert len(problem.layers) == n and len(problem.pinned()) == n // 10
+    assert CountingName.comparisons < 10 * n, CountingName.comparisons
+
+
+def test_an_integer_beyond_pythons_digit_limit(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(ISSUE_PROBLEM).replace('"2": 1.5', '"2": 1' + "0" * 5000, 1))
+    with pytest.raises(ConfigError, match=f"problem file '{path}' cannot be read as JSON: .*digits"):
+        load_problem(path)
