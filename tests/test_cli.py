@@ -274,3 +274,18 @@ def test_help_documents_the_exit_statuses(capsys):
         main(["--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "exit status: 0 success, 1 run failed (or an internal error), 2 usage or bad input, 3 infeasible budget" in out
+
+
+def test_the_default_solver_fits_the_problem(capsys, tmp_path):
+    # auto: the example has a pair term (highs); without it, one budget and no pairs (mckp,
+    # which proves 430,000 layers in seconds where highs ran into --time-limit 30).
+    rc, out, _ = run(capsys, "solve", str(SMALL), "--compact")
+    assert rc == 0 and json.loads(out)["solver"] == "highs"
+    separable = {**RAW, "pairs": []}
+    path = tmp_path / "separable.json"
+    path.write_text(json.dumps(separable))
+    rc, out, err = run(capsys, "solve", str(path), "--time-limit", "30")
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["solver"] == "mckp"
+    check_solution(result, separable, separable["budgets"])
