@@ -77,7 +77,7 @@ def _number(value: Any, where: str, *, nonnegative: bool = False) -> float:
     try:
         number = float(value)
     except OverflowError:
-        digits = int(value.bit_length() * math.log10(2)) + 1
+        digits = int(int(value).bit_length() * math.log10(2)) + 1  # only an int overflows float()
         raise ConfigError(
             f"{where} is an integer of about {digits} digits, beyond the largest float ({sys.float_info.max:.3g})"
         ) from None

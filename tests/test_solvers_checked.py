@@ -175,6 +175,20 @@ def test_run_solver_is_the_one_call_search_can_make():
         run_solver(problem, impl, solver="tie-broken", where="somewhere")
 
 
+def test_a_pareto_sweep_checks_every_answer():
+    from mpqcore.solvers.pareto import pareto_sweep
+
+    @attrs.frozen
+    class Greedy:  # ignores the budget: 8 bits everywhere
+        def solve(self, problem):
+            return honest(problem, {"conv1": 8, "conv2": 8, "fc1": 8, "fc2": 8})
+
+    with pytest.raises(PluginError, match=r"solver 'Greedy' \(the .*Greedy given\) returned an allocation that breaks .*budget 'size'"):
+        pareto_sweep(small(), "size", [400000.0, 160000.0], Greedy())
+    kept = pareto_sweep(small(), "size", [400000.0, 160000.0, 100.0], "highs")  # the infeasible one skipped
+    assert [a.info["limit"] for a in kept] == [400000.0, 160000.0]
+
+
 # -- the CLI: the same checks, exit status 4 -----------------------------------------------
 
 
@@ -287,3 +301,12 @@ def test_a_problem_built_in_python_is_checked_for_overflowing_sums():
     objective = Objective(layers=["a", "b"], bits=[2, 4], unary=np.full((2, 2), 1e308))
     with pytest.raises(ConfigError, match=r"objective: values up to 1e\+308 over 2 layers sum beyond the largest float"):
         mpqcore.solve(Problem(objective=objective), "highs")
+
+
+def test_the_highs_budget_resolver_checks_each_new_limit():
+    from mpqcore.solvers.highs import HighsSolver
+
+    resolve = HighsSolver().budget_resolver(small())
+    assert dict(resolve({"size": 160000.0}).bits) == GOOD
+    with pytest.raises(ConfigError, match=r"budget 'size' = 1e-09 is below 1e-06"):
+        resolve({"size": 1e-9})

@@ -36,7 +36,13 @@ import numpy as np
 from mpqcore.constraints import budget_slack
 from mpqcore.errors import ConfigError, MpqError
 from mpqcore.options import option
-from mpqcore.problem import ReducedProblem, check_budgets_reachable, raise_jointly_infeasible, reduce_problem
+from mpqcore.problem import (
+    ReducedProblem,
+    check_budgets_reachable,
+    check_magnitudes,
+    raise_jointly_infeasible,
+    reduce_problem,
+)
 from mpqcore.solvers._common import (
     argmin_choice,
     effective_terms,
@@ -433,6 +439,7 @@ class HighsSolver:
         later solves with the same budget names only move its budget rows
         (``info["reused_model"]`` says which did). Other budget names build a new model.
         """
+        check_magnitudes(problem)
         base = reduce_problem(problem)
         model: HighsModel | None = None
 
@@ -440,6 +447,7 @@ class HighsSolver:
             nonlocal model
             started = time.perf_counter()
             reduced = _with_budgets(base, budgets)
+            check_magnitudes(reduced.problem)  # the new limits too
             check_budgets_reachable(reduced)
             trivial = self._solve_trivial(reduced, started)
             if trivial is not None:

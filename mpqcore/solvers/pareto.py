@@ -24,6 +24,7 @@ import attrs
 
 from mpqcore.errors import ConfigError, InfeasibleError
 from mpqcore.plugins import get_plugins
+from mpqcore.problem import check_allocation
 from mpqcore.protocols import Solver
 from mpqcore.types import Allocation, Problem
 
@@ -70,22 +71,31 @@ def pareto_sweep(
         raise ConfigError(f"pareto_sweep: on_infeasible must be 'skip' or 'raise', got {on_infeasible!r}")
     if budget_name not in problem.costs:
         raise ConfigError(f"pareto_sweep: budget {budget_name!r} names no cost table; tables: {sorted(problem.costs)}")
+    registry = get_plugins().solvers
     if isinstance(solver, str):
-        impl: Solver = get_plugins().solvers.create(solver, **solver_options)
+        impl: Solver = registry.create(solver, **solver_options)
+        name, where, plugin = solver, registry.get(solver).where, registry.get(solver).plugin
     elif solver_options:
         raise ConfigError(
             f"pareto_sweep: options {sorted(solver_options)} go with a solver name; this solver is already built"
         )
     else:
-        impl = solver
+        impl, name = solver, registry.name_of(solver)
+        if name in registry and registry.get(name).factory is type(solver):
+            where, plugin = registry.get(name).where, registry.get(name).plugin
+        else:
+            where, plugin = f"the {type(solver).__module__}.{type(solver).__qualname__} given", None
     resolve = resolver_for(impl, problem)
     out = []
     for limit in (float(v) for v in limits):
+        budgets = {**problem.budgets, budget_name: limit}
         try:
-            alloc = resolve({**problem.budgets, budget_name: limit})
+            alloc = resolve(budgets)
         except InfeasibleError:
             if on_infeasible == "raise":
                 raise
             continue
+        # every answer checked before it is used, as mpqcore.solve checks one
+        alloc = check_allocation(problem.with_budgets(budgets), alloc, solver=name, where=where, plugin=plugin)
         out.append(attrs.evolve(alloc, info={**alloc.info, "limit": limit}))
     return out
