@@ -199,7 +199,7 @@ def test_installed_method_and_solver_run_a_search_by_name(runs):
 
 def test_a_plugin_that_fails_to_import_is_named_with_its_cause(runs):
     proc = runs["broken"]
-    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.returncode == 4 and proc.stdout == ""  # 4: a plugin failed (docs/errors.md)
     err = proc.stderr
     assert err.startswith("mpq plugins: error: plugin 'broken' failed to import")
     assert "distribution 'mpq-broken-example'" in err
