@@ -598,10 +598,19 @@ def _wants_traceback(args: argparse.Namespace) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``mpq`` command; returns the exit status (argparse exits with 2 on a bad command line)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_USAGE
+    args = argparse.Namespace(command=None)
+    try:
+        args = parser.parse_args(argv)  # a usage error exits 2 from here (SystemExit)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("mpq: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug in an argument's own check: still one line
+        code, message = _failure(exc)
+        print(f"mpq: error: {message}", file=sys.stderr)
+        return code
     head = f"mpq {args.command}"
     try:
         if getattr(args, "threads", None):

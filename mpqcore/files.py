@@ -133,9 +133,15 @@ def check_output_dir(path: str | Path, *, what: str = "output folder") -> Path:
     where permission bits do not (a read-only mount, a root user, access control lists).
     Nothing is left behind.
     """
-    target = Path(path)
     if not str(path):
         raise ConfigError(f"{what}: an empty path; give a folder, e.g. mpq-out/run1")
+    try:
+        return _check_output_dir(Path(path), what)
+    except OSError as exc:  # a name too long, a folder that cannot be listed, ...
+        raise ConfigError(f"{what} {str(path)[:200]!r} cannot be used: {exc.strerror or exc}") from None
+
+
+def _check_output_dir(target: Path, what: str) -> Path:
     if target.exists() and not target.is_dir():
         raise ConfigError(
             f"{what} {str(target)!r} is an existing file, not a folder; give a folder for the report files"

@@ -208,6 +208,8 @@ def test_check_output_dir(tmp_path):
         check_output_dir(afile / "sub")
     with pytest.raises(ConfigError, match="an empty path"):
         check_output_dir("")
+    with pytest.raises(ConfigError, match="cannot be used: File name too long"):
+        check_output_dir(tmp_path / ("a" * 5000))  # was an OSError traceback out of argparse
 
 
 @pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True, reason="root writes anywhere")
