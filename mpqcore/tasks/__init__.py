@@ -131,7 +131,7 @@ BUILTIN_TASKS = {
     ),
     "tiny-lm": (
         "tiny_lm",
-        "GPT-2-style causal LM (transformers, 0.7 M parameters) trained on Python's documentation "
+        "GPT-2-style causal LM (transformers, 0.54 M parameters) trained on Python's documentation "
         '(pip install "mpqcore[lm]"); metric: held-out perplexity, lower is better',
     ),
     "minilm": (

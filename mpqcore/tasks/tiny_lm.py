@@ -11,9 +11,11 @@ tokenizer is part of the model cache key, so a different tokenizer retrains.
 
 Model: ``transformers.GPT2LMHeadModel`` from a small ``GPT2Config`` (by default 2 blocks of
 width 128, 4 heads, 128 positions; the input embedding and ``lm_head`` share one weight,
-as in GPT-2): about 0.7 M parameters. Trained with AdamW on random windows of the
-training token stream, with fixed seeds and a fixed thread count, and cached (see
-:mod:`mpqcore.tasks._cache`); ``info`` has the training time.
+as in GPT-2), a vocabulary of 1024: 0.54 M parameters. Trained with AdamW for 800 steps
+of 16 random 128-token windows of the training stream (111 k tokens, so 15 epochs),
+on one thread with fixed seeds, and cached (see :mod:`mpqcore.tasks._cache`); ``info``
+has the training time: 103 s of CPU (129 s wall on a shared 2-core machine), held-out
+perplexity 33.5 (1.84 bits per character).
 
 Calibration: ``n_calibration`` held-apart paragraphs as Hugging Face dict batches
 (``input_ids``, ``attention_mask``), right-padded, so the default loss is the per-token KL
@@ -214,15 +216,15 @@ def calibration_batches(tokenizer: Any, texts: Sequence[str], opts: TinyLMOption
 class TinyLMOptions(TaskOptions):
     """The options of ``tiny-lm``; those that decide the trained weights are its cache key."""
 
-    steps: int = option(int, default=700, minimum=1, help="training steps")
+    steps: int = option(int, default=800, minimum=1, help="training steps")
     lr: float = option(float, default=3e-3, greater_than=0.0, help="AdamW peak learning rate")
     batch_size: int = option(int, default=16, minimum=1, help="training windows per step")
     context: int = option(int, default=128, minimum=8, help="tokens per window (the model's positions)")
-    vocab_size: int = option(int, default=2048, minimum=300, help="BPE vocabulary size")
+    vocab_size: int = option(int, default=1024, minimum=300, help="BPE vocabulary size")
     width: int = option(int, default=128, minimum=8, help="embedding width")
     layers: int = option(int, default=2, minimum=1, help="transformer blocks")
     heads: int = option(int, default=4, minimum=1, help="attention heads")
-    dropout: float = option(float, default=0.1, minimum=0.0, help="dropout while training")
+    dropout: float = option(float, default=0.0, minimum=0.0, help="dropout while training")
     threads: int = option(int, default=1, minimum=1, help="torch threads while training (part of the cache key)")
     n_calibration: int = option(int, default=32, minimum=1, help="calibration paragraphs")
     calibration_batch_size: int = option(int, default=8, minimum=1, help="paragraphs per calibration batch")
