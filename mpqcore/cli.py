@@ -248,6 +248,7 @@ def _search_options(args, task) -> dict:
         "quantizer_options": _options(args.quantizer_option),
         "cost_options": {args.cost: _options(args.cost_option)},
         "act_bits": args.act_bits,
+        "exclude": None if args.exclude is None else [p for p in args.exclude if p],
         "progress": _progress_wanted(args),
     }
 
@@ -427,6 +428,13 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
     )
     p.add_argument(
         "--tie", action="append", type=_tie, metavar="L1,L2,...", help="layers that must share one bit-width"
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        metavar="PATTERN",
+        help="keep matching weights in float (fnmatch; repeatable); replaces the default exclusions "
+        "(position embeddings, class tokens); --exclude '' quantizes every weight",
     )
     p.add_argument(
         "--quantizer", default="minmax-per-tensor", help="a registered weight quantizer; default minmax-per-tensor"

@@ -30,7 +30,7 @@ from mpqcore.layer_kinds import bake, quantize_along
 from mpqcore.naming import suggest
 from mpqcore.plugins import PluginSet, get_plugins
 from mpqcore.preflight import check_act_bits, check_callable, check_device, check_model, check_seed, checked_metric
-from mpqcore.problem import allocation_costs, check_budgets_reachable, reduce_problem
+from mpqcore.problem import allocation_costs, check_budgets_reachable, reduce_problem, run_solver
 from mpqcore.protocols import CostModel, Quantizer, SensitivityMethod, Solver
 from mpqcore.report import Report, versions
 from mpqcore.types import Allocation, Budget, ModelSpec, Objective, Problem, check_bits
@@ -562,14 +562,10 @@ def _uniform_reference(
 
 
 def _solve(problem: Problem, name: str, impl: Solver, plugins: PluginSet) -> Allocation:
-    t0 = time.perf_counter()
-    allocation = impl.solve(problem)
-    if not isinstance(allocation, Allocation):
-        where = plugins.solvers.get(name).where if name in plugins.solvers else type(impl).__module__
-        raise MpqError(f"solver {name!r} ({where}) returned {type(allocation).__name__}, expected Allocation")
-    if not allocation.solve_time:
-        allocation = attrs.evolve(allocation, solve_time=time.perf_counter() - t0)
-    return allocation
+    """Solve with ``impl``; its answer is checked (layers, widths, budgets, pins, ties) before use."""
+    entry = plugins.solvers.get(name) if name in plugins.solvers else None
+    where = entry.where if entry is not None else f"the solver given ({type(impl).__module__})"
+    return run_solver(problem, impl, solver=name, where=where, plugin=entry.plugin if entry is not None else None)
 
 
 def _evaluate(meas: Measurement, allocation: Allocation, uniform_reference: bool = True) -> dict[str, Any]:

@@ -289,3 +289,30 @@ def test_the_default_solver_fits_the_problem(capsys, tmp_path):
     result = json.loads(out)
     assert result["solver"] == "mckp"
     check_solution(result, separable, separable["budgets"])
+
+
+def test_search_excludes_layers_from_the_command_line(capsys, tmp_path):
+    rc, out, err = run(capsys, "search", "--task", "digits-cnn", "--method", "uniform", "--bits", "2,4,8",
+                       "--exclude", "conv1", "--exclude", "fc2", "--out", str(tmp_path))  # fmt: skip
+    assert rc == 0, err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["allocation"]) == {"conv2", "conv3", "fc1"}
+    rc, out, err = run(capsys, "search", "--task", "digits-cnn", "--method", "uniform", "--exclude", "nothing*")
+    assert rc == 2 and "nothing*" in err and "Traceback" not in err
+
+
+class _DropsALayer:
+    """A faulty solver plugin: its answer leaves a layer out."""
+
+    def solve(self, problem):
+        bits = {f: problem.bits[0] for f in problem.layers[1:]}
+        return mpqcore.Allocation(bits, 0.0)
+
+
+def test_a_search_checks_the_solvers_answer_naming_it():
+    from mpqcore.testing import digits_task
+
+    task = digits_task()
+    with pytest.raises(mpqcore.PluginError, match="solver '_DropsALayer'.*conv1"):
+        mpqcore.search(task.model, task.calibration, method="uniform", bits=(2, 4, 8), solver=_DropsALayer(),
+                       plugins=mpqcore.PluginSet(autoload=False))  # fmt: skip
