@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from mpqcore.errors import ConfigError, MpqError
+from mpqcore.metrics import higher_is_better
 
 __all__ = [
     "MAX_SEED",
@@ -147,4 +148,6 @@ def checked_metric(metric: Callable[[nn.Module], Any] | None) -> Callable[[nn.Mo
 
     checked._mpq_checked = True  # type: ignore[attr-defined]  # marks a function already wrapped
     checked.__wrapped__ = metric  # type: ignore[attr-defined]  # functools' convention, for introspection
+    # the direction the metric declares travels with it (mpqcore.metrics reads this attribute)
+    checked.higher_is_better = higher_is_better(metric)  # type: ignore[attr-defined]
     return checked

@@ -259,3 +259,11 @@ def test_a_sweep_of_impossible_budgets_is_refused_before_measuring(task):
     assert spy.calls == 0
     with pytest.raises(ConfigError, match="sweep got unknown options"):
         mpqcore.sweep(task.model, task.calibration, budgets=[Budget.average_bits(3)], quantiser="x", plugins=BUILTINS)
+
+
+def test_the_checked_metric_keeps_the_direction_the_metric_declares():
+    from mpqcore.metrics import higher_is_better, lower_is_better
+
+    perplexity = checked_metric(lower_is_better(lambda m: 3.0))
+    assert perplexity.higher_is_better is False and not higher_is_better(perplexity)
+    assert checked_metric(lambda m: 0.9).higher_is_better is True
