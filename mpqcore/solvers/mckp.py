@@ -63,6 +63,10 @@ _BOUND_RTOL = 1e-11
 #: checker's) is re-solved with that capacity tightened by the overshoot.
 _TIGHTEN_RETRIES = 3
 
+#: The DP keeps every stage's states for backtracking (6 bytes each): past this many times
+#: ``max_states`` in all, the core goes to HiGHS instead (120 MB at the default).
+_STORED_STATES = 20
+
 #: Groups in the first core of one budget's expanding core: small enough to solve in
 #: milliseconds, large enough that its optimum is usually the final incumbent.
 _FIRST_CORE = 64
@@ -339,7 +343,8 @@ def _core_dp(
     max_states: int,
     info: dict[str, Any],
 ) -> _Outcome | None:
-    """Exact DP over the groups with two or more surviving choices; ``None`` past ``max_states``.
+    """Exact DP over the groups with two or more surviving choices; ``None`` past ``max_states``
+    states in one stage (or :data:`_STORED_STATES` times that in all).
 
     States are partial allocations of the core groups taken so far, as (weight, objective)
     lists without dominated entries. Each state is bounded by its objective plus the LP
@@ -386,7 +391,7 @@ def _core_dp(
     Wst, Vst = np.zeros(1), np.zeros(1)
     parents: list[np.ndarray] = []
     picks: list[np.ndarray] = []
-    peak = 1
+    peak, stored = 1, 0
     status = "optimal"
     for t in range(k):
         if time.perf_counter() > deadline:
@@ -415,13 +420,14 @@ def _core_dp(
             running = np.minimum.accumulate(V2)
             front = np.concatenate([[True], V2[1:] < running[:-1]])
             W2, V2, P, C = W2[front], V2[front], P[front], C[front]
-        parents.append(P.astype(np.int64))
+        parents.append(P.astype(np.int32))
         picks.append(C.astype(np.int16))
         Wst, Vst = W2, V2
         peak = max(peak, len(Wst))
+        stored += len(Wst)
         if len(Wst) == 0:
             break  # every partial allocation is bounded out: the incumbent is optimal
-        if len(Wst) > max_states:
+        if len(Wst) > max_states or stored > _STORED_STATES * max_states:
             info["max_states"] = peak
             return None
     info["method"] = "dp"
