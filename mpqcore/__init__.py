@@ -24,7 +24,7 @@ from mpqcore.types import Allocation, Budget, LayerInfo, ModelSpec, Objective, P
 
 
 def solve(
-    problem: Problem, solver: str | Solver = "highs", *, plugins: PluginSet | None = None, **options: Any
+    problem: Problem, solver: str | Solver = "auto", *, plugins: PluginSet | None = None, **options: Any
 ) -> Allocation:
     """Solve an allocation problem with the named solver or a solver instance (names from ``plugins``).
 

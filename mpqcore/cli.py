@@ -454,7 +454,11 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
         metavar="KEY=VALUE",
         help="option for the --cost model, e.g. --cost latency --cost-option table=lat.json",
     )
-    p.add_argument("--solver", default="highs")
+    p.add_argument(
+        "--solver",
+        default="auto",
+        help="a registered solver; default auto: mckp for one budget without pair terms, else highs",
+    )
     p.add_argument("--solver-option", action="append", type=_key_value, metavar="KEY=VALUE")
     p.add_argument(
         "--act-bits", type=int, default=None, help="also fake-quantize the inputs of quantized layers at this width"

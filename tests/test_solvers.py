@@ -297,7 +297,7 @@ def test_pareto_sweep_is_monotone_and_matches_independent_solves():
         costs={"size": params[:, None] * np.array(bits)},
     )
     limits = [float(a * params.sum()) for a in (1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)]
-    sweep = pareto_sweep(problem, "size", limits)
+    sweep = pareto_sweep(problem, "size", limits, "highs")  # highs declares the re-solving capability
     assert [a.info["limit"] for a in sweep] == limits[1:]  # 1.5 bits average is below the cheapest
     assert all(a.info["reused_model"] for a in sweep[1:])
     values = [a.objective for a in sweep]

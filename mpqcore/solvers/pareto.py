@@ -55,7 +55,7 @@ def pareto_sweep(
     problem: Problem,
     budget_name: str,
     limits: Iterable[float],
-    solver: str | Solver = "highs",
+    solver: str | Solver = "auto",
     *,
     on_infeasible: str = "skip",
     **solver_options: Any,
