@@ -110,6 +110,15 @@ def _check_feasible(problem: Problem) -> None:
     """
     reduced = reduce_problem(problem)
     check_budgets_reachable(reduced)
+    for name, limit in problem.budgets.items():
+        dearest = float(np.where(reduced.allowed, reduced.costs[name], -np.inf).max(axis=1).sum())
+        if limit > dearest and not within_budget(limit, dearest):
+            warnings.warn(
+                f"the budget on {name!r} ({limit:g}) is above the dearest allocation ({dearest:g}): it never "
+                "binds, so every layer may take the highest width; was a smaller budget meant?",
+                UserWarning,
+                stacklevel=4,
+            )
     if len(problem.budgets) > 1:
         from mpqcore.solvers.highs import HighsSolver
 

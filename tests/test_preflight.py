@@ -267,3 +267,15 @@ def test_the_checked_metric_keeps_the_direction_the_metric_declares():
     perplexity = checked_metric(lower_is_better(lambda m: 3.0))
     assert perplexity.higher_is_better is False and not higher_is_better(perplexity)
     assert checked_metric(lambda m: 0.9).higher_is_better is True
+
+
+def test_a_budget_that_never_binds_is_said_to_be_so(task):
+    with pytest.warns(UserWarning, match=r"budget on 'size' .* is above the dearest allocation"):
+        mpqcore.measure(task.model, task.calibration, method=Spy(), bits=(2, 4, 8), budget=Budget.average_bits(12),
+                        plugins=BUILTINS)  # fmt: skip
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # exactly the dearest allocation binds: no warning
+        mpqcore.measure(task.model, task.calibration, method=Spy(), bits=(2, 4, 8), budget=Budget.average_bits(8),
+                        plugins=BUILTINS)  # fmt: skip
