@@ -8,11 +8,10 @@ import math
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from mpqcore.report import jsonable  # noqa: F401 - used here and by run.py
+from mpqcore.report import jsonable
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 METHOD_ORDER = ("uniform", "hawq", "alps", "clado", "eagl", "mixquant", "smpq")
@@ -27,9 +26,30 @@ def method_sort(names) -> list[str]:
 # -- aggregation ---------------------------------------------------------------------------
 
 COLUMNS = [
-    "task", "config", "method", "budget", "bits_candidates", "seeds", "average_bits", "cost_bits", "limit_bits",
-    "metric_mean", "metric_std", "metric_min", "metric_max", "loss_mean", "top10_agreement_mean",
-    "predicted_mean", "forward_passes", "measure_s", "measure_cpu_s", "solve_s", "solver_status", "gap", "options", "notes",
+    "task",
+    "config",
+    "method",
+    "budget",
+    "bits_candidates",
+    "seeds",
+    "average_bits",
+    "cost_bits",
+    "limit_bits",
+    "metric_mean",
+    "metric_std",
+    "metric_min",
+    "metric_max",
+    "loss_mean",
+    "top10_agreement_mean",
+    "predicted_mean",
+    "forward_passes",
+    "measure_s",
+    "measure_cpu_s",
+    "solve_s",
+    "solver_status",
+    "gap",
+    "options",
+    "notes",
 ]
 
 
@@ -46,29 +66,34 @@ def aggregate(records: list[dict]) -> list[dict]:
     rows = []
     for (task, config, method, budget), rs in groups.items():
         metric = [r["metric"] for r in rs]
-        rows.append({
-            "task": task, "config": config, "method": method, "budget": budget,
-            "bits_candidates": ",".join(map(str, rs[0]["bits_candidates"])),
-            "seeds": len(rs),
-            "average_bits": _mean(r["average_bits"] for r in rs),
-            "cost_bits": _mean(r["cost_bits"] for r in rs),
-            "limit_bits": rs[0].get("limit_bits"),
-            "metric_mean": float(np.mean(metric)),
-            "metric_std": float(np.std(metric, ddof=1)) if len(metric) > 1 else 0.0,
-            "metric_min": float(np.min(metric)),
-            "metric_max": float(np.max(metric)),
-            "loss_mean": _mean(r.get("loss") for r in rs),
-            "top10_agreement_mean": _mean(r.get("top10_agreement") for r in rs),
-            "predicted_mean": _mean(r["predicted"] for r in rs),
-            "forward_passes": _mean(r["forward_passes"] for r in rs),
-            "measure_s": _mean(r["measure_s"] for r in rs),
-            "measure_cpu_s": _mean(r.get("measure_cpu_s") for r in rs),
-            "solve_s": _mean(r["solve_s"] for r in rs),
-            "solver_status": "/".join(sorted({r["solver_status"] for r in rs})),
-            "gap": max((r["gap"] for r in rs if r.get("gap") is not None), default=None),
-            "options": json.dumps(rs[0]["options"], sort_keys=True),
-            "notes": "; ".join(rs[0]["notes"]),
-        })
+        rows.append(
+            {
+                "task": task,
+                "config": config,
+                "method": method,
+                "budget": budget,
+                "bits_candidates": ",".join(map(str, rs[0]["bits_candidates"])),
+                "seeds": len(rs),
+                "average_bits": _mean(r["average_bits"] for r in rs),
+                "cost_bits": _mean(r["cost_bits"] for r in rs),
+                "limit_bits": rs[0].get("limit_bits"),
+                "metric_mean": float(np.mean(metric)),
+                "metric_std": float(np.std(metric, ddof=1)) if len(metric) > 1 else 0.0,
+                "metric_min": float(np.min(metric)),
+                "metric_max": float(np.max(metric)),
+                "loss_mean": _mean(r.get("loss") for r in rs),
+                "top10_agreement_mean": _mean(r.get("top10_agreement") for r in rs),
+                "predicted_mean": _mean(r["predicted"] for r in rs),
+                "forward_passes": _mean(r["forward_passes"] for r in rs),
+                "measure_s": _mean(r["measure_s"] for r in rs),
+                "measure_cpu_s": _mean(r.get("measure_cpu_s") for r in rs),
+                "solve_s": _mean(r["solve_s"] for r in rs),
+                "solver_status": "/".join(sorted({r["solver_status"] for r in rs})),
+                "gap": max((r["gap"] for r in rs if r.get("gap") is not None), default=None),
+                "options": json.dumps(rs[0]["options"], sort_keys=True),
+                "notes": "; ".join(rs[0]["notes"]),
+            }
+        )
     task_order = {t: i for i, t in enumerate(dict.fromkeys(r["task"] for r in records))}
     order = {m: i for i, m in enumerate(method_sort(r["method"] for r in records))}
     rows.sort(key=lambda r: (task_order[r["task"]], r["config"] != "main", order[r["method"]], r["budget"]))
@@ -115,7 +140,11 @@ def correlations(records: list[dict], meta: dict) -> dict:
     out: dict = {}
     for task in dict.fromkeys(r["task"] for r in records):
         for method in method_sort(r["method"] for r in records if r["task"] == task):
-            rs = [r for r in records if r["task"] == task and r["method"] == method and r["config"] == "main" and r["status"] == "ok"]
+            rs = [
+                r
+                for r in records
+                if r["task"] == task and r["method"] == method and r["config"] == "main" and r["status"] == "ok"
+            ]
             if not rs:
                 continue
             pred = [r["predicted"] for r in rs]
@@ -178,9 +207,13 @@ def plot_pareto(rows, meta, task, path) -> Path:
     name = meta["tasks"][task].get("metric_name", "metric")
     ax = axes[0, 0]
     for m in methods:
-        pts = sorted((r["average_bits"], r["metric_mean"], r["metric_std"]) for r in rs if r["method"] == m and r["config"] == "main")
+        pts = sorted(
+            (r["average_bits"], r["metric_mean"], r["metric_std"])
+            for r in rs
+            if r["method"] == m and r["config"] == "main"
+        )
         if pts:
-            x, y, e = map(np.array, zip(*pts))
+            x, y, e = map(np.array, zip(*pts, strict=False))
             ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=2, label=m, color=colors[m], lw=1.3)
     ax.axhline(fm, color="k", ls=":", lw=1, label="float")
     ax.set_title(f"{task}: {name} vs average weight bits")
@@ -192,9 +225,18 @@ def plot_pareto(rows, meta, task, path) -> Path:
         ax = axes[0, 1]
         for m in method_sort(r["method"] for r in pinned):
             for config, style in (("main", "-"), ("pinned", "--")):
-                pts = sorted((r["average_bits"], r["metric_mean"]) for r in rs if r["method"] == m and r["config"] == config)
+                pts = sorted(
+                    (r["average_bits"], r["metric_mean"]) for r in rs if r["method"] == m and r["config"] == config
+                )
                 if pts:
-                    ax.plot(*zip(*pts), style, marker="o", ms=3, color=colors[m], label=f"{m} ({'free' if config == 'main' else 'pinned'})")
+                    ax.plot(
+                        *zip(*pts, strict=False),
+                        style,
+                        marker="o",
+                        ms=3,
+                        color=colors[m],
+                        label=f"{m} ({'free' if config == 'main' else 'pinned'})",
+                    )
         ax.axhline(fm, color="k", ls=":", lw=1)
         extra = " + QKV tied" if meta["tasks"][task].get("ties") else ""
         ax.set_title(f"first/last layer pinned at 8 bits{extra} (dashed)", fontsize=9)
@@ -218,9 +260,9 @@ def plot_predicted(records, meta, corr, task, path) -> Path:
     fig, axes = plt.subplots(rows_n, cols, figsize=(3.1 * cols, 2.6 * rows_n), squeeze=False)
     for ax in axes.flat[n:]:
         ax.axis("off")
-    for ax, m in zip(axes.flat, methods):
+    for ax, m in zip(axes.flat, methods, strict=False):
         pts = [(r["predicted"], drop(meta, task, r["metric"]), r["budget"]) for r in rs if r["method"] == m]
-        x, y, b = map(np.array, zip(*pts))
+        x, y, b = map(np.array, zip(*pts, strict=False))
         sc = ax.scatter(x, y, c=b, cmap="viridis", s=18, vmin=2.5, vmax=5)
         rho = corr.get(task, {}).get(m, {}).get("rho_metric_drop")
         ax.set_title(f"{m}: Spearman ρ = {'n/a' if rho is None else f'{rho:.2f}'}", fontsize=9, color=colors[m])
@@ -279,12 +321,17 @@ def _signed(v, fmt="+.4f"):
 def machine_line(meta) -> str:
     m = meta["machine"]
     dev = m.get("device", "cpu")
-    gpu = (f"GPU: {m['device_name']}" if dev.startswith("cuda")
-           else "GPU: none on this machine, so GPU timings were not available (with one, `--device auto` runs on it and names it here)")
+    gpu = (
+        f"GPU: {m['device_name']}"
+        if dev.startswith("cuda")
+        else "GPU: none on this machine, so GPU timings were not available (with one, `--device auto` runs on it and names it here)"
+    )
     load = m.get("load_average_start")
     load_s = f"; load average at start {load[0]:.1f}" if load else ""
-    return (f"{m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads{load_s}; torch {m['torch']}, "
-            f"Python {m['python']}. {gpu}.")
+    return (
+        f"{m['cpu']}, {m['cpu_count']} cores, {m['torch_threads']} torch threads{load_s}; torch {m['torch']}, "
+        f"Python {m['python']}. {gpu}."
+    )
 
 
 def _failed(records, task, config, method, budget) -> str | None:
@@ -303,24 +350,40 @@ def results_markdown(rows, records, meta, link_prefix: str = "") -> str:
     tasks = list(meta["tasks"])
     lines = []
     wall, cpu = meta.get("wall_s"), meta.get("cpu_s")
-    cpu_s = (f", process CPU time {cpu:.0f} s ({cpu / 60:.1f} min); the machine was shared with other jobs, so "
-             f"both vary from run to run") if cpu else ""
+    cpu_s = (
+        (
+            f", process CPU time {cpu:.0f} s ({cpu / 60:.1f} min); the machine was shared with other jobs, so "
+            f"both vary from run to run"
+        )
+        if cpu
+        else ""
+    )
     resumed = "".join(f" + `{c}`" for c in meta.get("resumed", []))
-    lines.append(f"Generated by `{meta['command']}`{resumed} on {meta.get('finished', meta['started'])[:10]}"
-                 f"{'' if meta.get('complete') else ' (PARTIAL: the run did not finish)'}; wall time "
-                 f"{_f(wall, '.0f')} s ({_f(wall / 60 if wall else None, '.1f')} min){cpu_s}. Machine: {machine_line(meta)}")
+    lines.append(
+        f"Generated by `{meta['command']}`{resumed} on {meta.get('finished', meta['started'])[:10]}"
+        f"{'' if meta.get('complete') else ' (PARTIAL: the run did not finish)'}; wall time "
+        f"{_f(wall, '.0f')} s ({_f(wall / 60 if wall else None, '.1f')} min){cpu_s}. Machine: {machine_line(meta)}"
+    )
     if meta.get("quick"):
         lines.append("")
-        lines.append("This is the **quick** run (cheaper settings, listed below the tables); numbers are "
-                     "comparable between methods within the run, not with the full run.")
+        lines.append(
+            "This is the **quick** run (cheaper settings, listed below the tables); numbers are "
+            "comparable between methods within the run, not with the full run."
+        )
     lines.append("")
     lines.append("**Metric at each average-bits budget** (mean over seeds; ± = std over seeds; **bold** = best):")
     lines.append("")
     for t in tasks:
         info = meta["tasks"][t]
-        lower = "" if higher_is_better(meta, t) else " (lower is better; the best-minus-baseline columns say how much lower)"
-        lines.append(f"*{t}* — {info.get('metric_name', 'metric')}{lower}, float {info['float']['metric']:.4f}, "
-                     f"{info['layers']} layers, {info['params']:,} weights")
+        lower = (
+            ""
+            if higher_is_better(meta, t)
+            else " (lower is better; the best-minus-baseline columns say how much lower)"
+        )
+        lines.append(
+            f"*{t}* — {info.get('metric_name', 'metric')}{lower}, float {info['float']['metric']:.4f}, "
+            f"{info['layers']} layers, {info['params']:,} weights"
+        )
         lines.append("")
         lines.append("| avg bits | " + " | ".join(methods) + " | best − hawq | best − uniform |")
         lines.append("|---" * (len(methods) + 3) + "|")
@@ -336,11 +399,17 @@ def results_markdown(rows, records, meta, link_prefix: str = "") -> str:
                 if bt and m in bt["tied"]:
                     s = f"**{s}**"
                 cells.append(s)
-            lines.append(f"| {b:g} | " + " | ".join(cells) + f" | {_signed(bt and bt['over_hawq'])} | {_signed(bt and bt['over_uniform'])} |")
+            lines.append(
+                f"| {b:g} | "
+                + " | ".join(cells)
+                + f" | {_signed(bt and bt['over_hawq'])} | {_signed(bt and bt['over_uniform'])} |"
+            )
         lines.append("")
-    lines.append("**Cost of one measurement** (wall seconds / CPU seconds of the process, forward passes) and "
-                 "Spearman ρ of the predicted objective against the measured metric drop over budgets and seeds "
-                 "(one measurement serves all four budgets):")
+    lines.append(
+        "**Cost of one measurement** (wall seconds / CPU seconds of the process, forward passes) and "
+        "Spearman ρ of the predicted objective against the measured metric drop over budgets and seeds "
+        "(one measurement serves all four budgets):"
+    )
     lines.append("")
     lines.append("| task | " + " | ".join(methods) + " |")
     lines.append("|---" * (len(methods) + 1) + "|")
@@ -358,8 +427,10 @@ def results_markdown(rows, records, meta, link_prefix: str = "") -> str:
     lines.append("")
     pinned = [r for r in rows if r["config"] == "pinned"]
     if pinned:
-        lines.append("**Pins and ties**: first and last quantizable layer pinned at 8 bits (on minilm also the "
-                     "query/key/value of each attention block tied); metric pinned − free at the same budget:")
+        lines.append(
+            "**Pins and ties**: first and last quantizable layer pinned at 8 bits (on minilm also the "
+            "query/key/value of each attention block tied); metric pinned − free at the same budget:"
+        )
         lines.append("")
         pm = method_sort(r["method"] for r in pinned)
         lines.append("| task | avg bits | " + " | ".join(pm) + " |")
@@ -382,11 +453,13 @@ def results_markdown(rows, records, meta, link_prefix: str = "") -> str:
         for f in (r.get("method_info") or {}).get("negative_traces") or []:
             negative[(r["task"], r["config"], r["seed"])].add(f)
     if negative:
-        lines.append("**hawq caveat:** some layers' Hutchinson trace estimates came out negative (noise; the true "
-                     "trace is >= 0); negative or clamped to 0, such a layer looks free to quantize and gets the "
-                     "lowest candidate at every budget: "
-                     + "; ".join(f"{t} [{c}] seed {s}: {', '.join(sorted(fs))}" for (t, c, s), fs in sorted(negative.items()))
-                     + ".")
+        lines.append(
+            "**hawq caveat:** some layers' Hutchinson trace estimates came out negative (noise; the true "
+            "trace is >= 0); negative or clamped to 0, such a layer looks free to quantize and gets the "
+            "lowest candidate at every budget: "
+            + "; ".join(f"{t} [{c}] seed {s}: {', '.join(sorted(fs))}" for (t, c, s), fs in sorted(negative.items()))
+            + "."
+        )
         lines.append("")
     notes = defaultdict(set)
     for r in main:
@@ -401,11 +474,19 @@ def results_markdown(rows, records, meta, link_prefix: str = "") -> str:
         for (t, m), ns in notes.items():
             lines.append(f"- {t} / {m}: {'; '.join(sorted(ns))}")
         lines.append("")
-    missing = [x for x in meta.get("missing", []) if x.get("config", "main") == "main" and "pinned configuration" not in x["reason"]]
+    missing = [
+        x
+        for x in meta.get("missing", [])
+        if x.get("config", "main") == "main" and "pinned configuration" not in x["reason"]
+    ]
     missing = [x for i, x in enumerate(missing) if x not in missing[:i]]
     pinned_failed = [x for x in meta.get("missing", []) if x.get("config") == "pinned"]
     run_tasks = set(tasks)
-    not_run = [t for t in ("digits-cnn", "digits-resnet18", "minilm", "tiny-lm") if t not in run_tasks and not any(x["task"] == t for x in missing)]
+    not_run = [
+        t
+        for t in ("digits-cnn", "digits-resnet18", "minilm", "tiny-lm")
+        if t not in run_tasks and not any(x["task"] == t for x in missing)
+    ]
     if not missing and not not_run:
         lines.append("**Missing:** none — every installed method and both baselines ran on every task.")
     else:
@@ -423,8 +504,10 @@ def results_markdown(rows, records, meta, link_prefix: str = "") -> str:
     for (t, c, m), bs in infeasible.items():
         why = "the pinned and tied layers alone cost more than the budget"
         if m == "uniform":
-            why += ("; uniform ties every free layer together, so a tie to a pinned layer (minilm: block 0's "
-                    "query is pinned and tied to its key and value) puts every layer at 8 bits")
+            why += (
+                "; uniform ties every free layer together, so a tie to a pinned layer (minilm: block 0's "
+                "query is pinned and tied to its key and value) puts every layer at 8 bits"
+            )
         lines.append(f"- {t} / {m} [{c}] at {', '.join(f'{b:g}' for b in sorted(bs))} bits: infeasible: {why}")
     lines.append("")
     plots = ["measure_time.png"] + [f"pareto_{t}.png" for t in tasks] + [f"predicted_{t}.png" for t in tasks]
@@ -435,16 +518,20 @@ def results_markdown(rows, records, meta, link_prefix: str = "") -> str:
 def write_summary(out: Path, rows, records, meta) -> Path:
     best = best_table(rows, meta)
     lines = ["# Benchmark summary", ""]
-    lines.append("Best method per task and average-bits budget (highest mean metric, lowest for a lower-is-better "
-                 "one such as tiny-lm's perplexity; ties listed), and its margin over the `hawq` and `uniform` "
-                 "baselines (metric points, same budget; > 0 = better).")
+    lines.append(
+        "Best method per task and average-bits budget (highest mean metric, lowest for a lower-is-better "
+        "one such as tiny-lm's perplexity; ties listed), and its margin over the `hawq` and `uniform` "
+        "baselines (metric points, same budget; > 0 = better)."
+    )
     lines.append("")
     lines.append("| task | avg bits | best | metric | − hawq | − uniform | tied with |")
     lines.append("|---|---|---|---|---|---|---|")
     for e in best:
         tied = ", ".join(m for m in e["tied"] if m != e["best"]) or ""
-        lines.append(f"| {e['task']} | {e['budget']:g} | {e['best']} | {e['metric']:.4f} | {_signed(e['over_hawq'])} | "
-                     f"{_signed(e['over_uniform'])} | {tied} |")
+        lines.append(
+            f"| {e['task']} | {e['budget']:g} | {e['best']} | {e['metric']:.4f} | {_signed(e['over_hawq'])} | "
+            f"{_signed(e['over_uniform'])} | {tied} |"
+        )
     lines.append("")
     lines.append(results_markdown(rows, records, meta))
     path = out / "summary.md"
@@ -480,7 +567,7 @@ def update_readme(readme: Path, out: Path, meta: dict, records: list[dict] | Non
     rows = aggregate(records)
     prefix = os.path.relpath(out.resolve(), readme.resolve().parent).replace(os.sep, "/") + "/"
     block = results_markdown(rows, records, meta, link_prefix=prefix)
-    new = text[: text.index(START) + len(START)] + "\n" + block + "\n" + text[text.index(END):]
+    new = text[: text.index(START) + len(START)] + "\n" + block + "\n" + text[text.index(END) :]
     readme.write_text(new)
     print(f"updated the benchmark block of {readme}", flush=True)
     return True

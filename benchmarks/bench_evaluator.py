@@ -49,7 +49,10 @@ def naive_terms(model, calibration, fqns, bits, quantizer):
             layer = work.get_submodule(fqn)
             with torch.no_grad():
                 layer.weight.copy_(quantizer.quantize(layer.weight, b).dequantize().reshape(layer.weight.shape))
-                total = sum(float(default_loss(call_model(work, batch), ref)) * n for batch, ref, n in zip(calibration, reference, sizes))
+                total = sum(
+                    float(default_loss(call_model(work, batch), ref)) * n
+                    for batch, ref, n in zip(calibration, reference, sizes, strict=False)
+                )
             passes += len(calibration)
             out[i, j] = total / sum(sizes)
     return out, passes
@@ -72,8 +75,14 @@ def run_task(name: str, repeats: int) -> dict:
     spec = mpqcore.introspect(model, task.calibration[0])
     fqns = spec.fqns
     quantizer = MinMaxPerTensor()
-    row = {"task": name, "layers": len(fqns), "bits": list(BITS), "terms": len(fqns) * len(BITS),
-           "calibration_batches": len(task.calibration), "params": spec.total_params}
+    row = {
+        "task": name,
+        "layers": len(fqns),
+        "bits": list(BITS),
+        "terms": len(fqns) * len(BITS),
+        "calibration_batches": len(task.calibration),
+        "params": spec.total_params,
+    }
     for label, fn in (("naive", naive_terms), ("no_reuse", evaluator_no_reuse_terms), ("evaluator", evaluator_terms)):
         times = []
         for _ in range(repeats):
@@ -144,8 +153,12 @@ def main(argv=None) -> None:
         except ImportError as exc:  # the minilm extra is not installed
             print(f"skipping {name}: {exc}")
         print(rows[-1] if rows else "")
-    meta = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or 'cpu'}",
-            "torch": torch.__version__, "threads": args.threads, "repeats": args.repeats}
+    meta = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or 'cpu'}",
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "repeats": args.repeats,
+    }
     write(rows, meta)
 
 

@@ -62,9 +62,28 @@ PAIR_BITS = (2, 4, 8)
 # decay with distance; the CLADO-like instance assumes one (see DISTANCE_DECAY).
 MEASURED: dict = {
     "source": "CLADO on digits-resnet18, pairs='all', bits {2,4,8}; plugins/clado/scripts/results.md",
-    "median_ratio": {1: 0.540, 2: 0.565, 3: 0.621, 4: 0.501, 5: 0.564, 6: 0.613, 7: 0.594, 8: 0.582, 9: 0.527,
-                     10: 0.574, 11: 0.574, 12: 0.609, 13: 0.645, 14: 0.546, 15: 0.605, 16: 0.547, 17: 0.438,
-                     18: 0.521, 19: 0.753, 20: 0.537},
+    "median_ratio": {
+        1: 0.540,
+        2: 0.565,
+        3: 0.621,
+        4: 0.501,
+        5: 0.564,
+        6: 0.613,
+        7: 0.594,
+        8: 0.582,
+        9: 0.527,
+        10: 0.574,
+        11: 0.574,
+        12: 0.609,
+        13: 0.645,
+        14: 0.546,
+        15: 0.605,
+        16: 0.547,
+        17: 0.438,
+        18: 0.521,
+        19: 0.753,
+        20: 0.537,
+    },
     "negative_fraction": 0.45,
     "log_ratio_std_digits_cnn": [0.80, 1.13, 0.95, 0.92],
 }
@@ -100,7 +119,10 @@ def adversarial_pair_problem(L: int, seed: int = 0, avg_bits: float = 5.0) -> Pr
     scale = math.exp(np.log(unary).mean())
     pairs = [
         (f"layer{i}", x, f"layer{k}", y, scale * rng.uniform(0.1, 0.5) * rng.choice([-1.0, 1.0]))
-        for i in range(L) for k in range(i + 1, L) for x in PAIR_BITS for y in PAIR_BITS
+        for i in range(L)
+        for k in range(i + 1, L)
+        for x in PAIR_BITS
+        for y in PAIR_BITS
     ]
     return Problem(
         objective=Objective(layers=[f"layer{i}" for i in range(L)], bits=PAIR_BITS, unary=unary, pairs=pairs),
@@ -140,7 +162,11 @@ def clado_like_problem(L: int, seed: int = 0, avg_bits: float = 5.0, decay: floa
             noise = rng.lognormal(0.0, NOISE_SIGMA, (nb, nb))
             sign = np.where(rng.random((nb, nb)) < NEGATIVE_FRACTION, -1.0, 1.0)
             vals = mag * noise * sign
-            pairs += [(f"layer{i}", int(b[x]), f"layer{k}", int(b[y]), float(vals[x, y])) for x in range(nb) for y in range(nb)]
+            pairs += [
+                (f"layer{i}", int(b[x]), f"layer{k}", int(b[y]), float(vals[x, y]))
+                for x in range(nb)
+                for y in range(nb)
+            ]
     return Problem(
         objective=Objective(layers=[f"layer{i}" for i in range(L)], bits=PAIR_BITS, unary=unary, pairs=pairs),
         costs={"size": params[:, None] * b},
@@ -186,13 +212,21 @@ def bench_mckp(sizes: list[int]) -> list[dict]:
         try:
             dp = DPSolver(grid=grid).solve(problem)
             dp_s = time.perf_counter() - t
-            row["dp"] = record(dp, dp_s, grid=grid, cells=dp.info["cells"],
-                               vs_highs=(dp.objective - highs.objective) / abs(highs.objective))
+            row["dp"] = record(
+                dp,
+                dp_s,
+                grid=grid,
+                cells=dp.info["cells"],
+                vs_highs=(dp.objective - highs.objective) / abs(highs.objective),
+            )
         except MpqError as exc:
             row["dp"] = {"error": str(exc), "grid": grid}
-        print(f"mckp {L:5d} layers: highs {highs_s:6.2f} s ({highs.status}, build {build_s:.2f} s), "
-              f"dp {row['dp'].get('seconds', '-')} s on grid {grid:g} ({row['dp'].get('status', 'error')}, "
-              f"gap {row['dp'].get('gap', float('nan')):.2e})", flush=True)
+        print(
+            f"mckp {L:5d} layers: highs {highs_s:6.2f} s ({highs.status}, build {build_s:.2f} s), "
+            f"dp {row['dp'].get('seconds', '-')} s on grid {grid:g} ({row['dp'].get('status', 'error')}, "
+            f"gap {row['dp'].get('gap', float('nan')):.2e})",
+            flush=True,
+        )
         out.append(row)
     return out
 
@@ -201,10 +235,19 @@ def _solve_row(problem: Problem, limit: float, label: str, **options) -> dict:
     t = time.perf_counter()
     alloc = HighsSolver(time_limit=limit, **options).solve(problem)
     seconds = time.perf_counter() - t
-    row = record(alloc, seconds, time_limit=limit, start_objective=alloc.info.get("start_objective"),
-                 linearization=options.get("linearization", "onehot"), threads=options.get("threads"))
-    print(f"  {label:34s} {seconds:6.1f} s {alloc.status} objective {alloc.objective:.6g} bound {alloc.bound} "
-          f"gap {alloc.gap:.3g} ({alloc.info['columns']} cols, {alloc.info['rows']} rows)", flush=True)
+    row = record(
+        alloc,
+        seconds,
+        time_limit=limit,
+        start_objective=alloc.info.get("start_objective"),
+        linearization=options.get("linearization", "onehot"),
+        threads=options.get("threads"),
+    )
+    print(
+        f"  {label:34s} {seconds:6.1f} s {alloc.status} objective {alloc.objective:.6g} bound {alloc.bound} "
+        f"gap {alloc.gap:.3g} ({alloc.info['columns']} cols, {alloc.info['rows']} rows)",
+        flush=True,
+    )
     return row
 
 
@@ -217,29 +260,50 @@ def solve_file_cli(path: Path, limit: float, *options: str) -> dict:
     out = json.loads(done.stdout)
     shown = ["mpq", "solve", str(path.relative_to(ROOT)), *options]
     print(f"  {' '.join(shown)}: {wall:.1f} s wall, {out['status']}, solve_time {out['solve_time']:.1f} s", flush=True)
-    return {"command": " ".join(shown), "wall_seconds": round(wall, 3), "status": out["status"],
-            "solve_seconds": round(out["solve_time"], 3), "objective": out["objective"], "gap": out["gap"],
-            "bound": out.get("bound")}
+    return {
+        "command": " ".join(shown),
+        "wall_seconds": round(wall, 3),
+        "status": out["status"],
+        "solve_seconds": round(out["solve_time"], 3),
+        "objective": out["objective"],
+        "gap": out["gap"],
+        "bound": out.get("bound"),
+    }
 
 
 def bench_pairs(L: int, limit: float, problem_file: Path | None) -> dict:
     """CLADO-like and adversarial dense pair objectives; onehot vs generic; threads."""
     realistic = clado_like_problem(L)
     adversarial = adversarial_pair_problem(L)
-    out: dict = {"layers": L, "bits": len(PAIR_BITS), "pair_terms": len(realistic.objective.pairs), "time_limit": limit,
-                 "measured": MEASURED, "model": {"ratio_near": RATIO_NEAR, "distance_decay": DISTANCE_DECAY,
-                 "noise_sigma": NOISE_SIGMA, "negative_fraction": NEGATIVE_FRACTION}}
+    out: dict = {
+        "layers": L,
+        "bits": len(PAIR_BITS),
+        "pair_terms": len(realistic.objective.pairs),
+        "time_limit": limit,
+        "measured": MEASURED,
+        "model": {
+            "ratio_near": RATIO_NEAR,
+            "distance_decay": DISTANCE_DECAY,
+            "noise_sigma": NOISE_SIGMA,
+            "negative_fraction": NEGATIVE_FRACTION,
+        },
+    }
     print(f"pairs {L} layers, CLADO-like (decay {DISTANCE_DECAY:g} per layer of distance):", flush=True)
     out["clado_like"] = {
         "onehot": _solve_row(realistic, limit, "onehot", linearization="onehot"),
         "onehot_threads2": _solve_row(realistic, limit, "onehot, threads=2", linearization="onehot", threads=2),
-        "onehot_no_warm_start": _solve_row(realistic, limit, "onehot, warm_start=False", linearization="onehot", warm_start=False),
+        "onehot_no_warm_start": _solve_row(
+            realistic, limit, "onehot, warm_start=False", linearization="onehot", warm_start=False
+        ),
         "generic": _solve_row(realistic, limit, "generic", linearization="generic"),
     }
     if problem_file is not None:
         dump_problem(realistic, problem_file)
-        out["file"] = {"path": str(problem_file.relative_to(ROOT)), "bytes": problem_file.stat().st_size,
-                       "onehot": solve_file_cli(problem_file, limit)}
+        out["file"] = {
+            "path": str(problem_file.relative_to(ROOT)),
+            "bytes": problem_file.stat().st_size,
+            "onehot": solve_file_cli(problem_file, limit),
+        }
     print(f"pairs {L} layers, measured shape without decay:", flush=True)
     out["no_decay"] = {"onehot": _solve_row(clado_like_problem(L, decay=1.0), limit, "onehot", linearization="onehot")}
     print(f"pairs {L} layers, adversarial (all pairs equally strong):", flush=True)
@@ -302,8 +366,13 @@ def bench_measured(path: Path, limit: float) -> dict:
 
     problem = load_problem(path)
     params = float(np.asarray(problem.costs["size"])[:, 0].sum() / PAIR_BITS[0])
-    out = {"path": str(path.relative_to(ROOT)), "layers": len(problem.layers), "pair_terms": len(problem.objective.pairs),
-           "time_limit": limit, "rows": []}
+    out = {
+        "path": str(path.relative_to(ROOT)),
+        "layers": len(problem.layers),
+        "pair_terms": len(problem.objective.pairs),
+        "time_limit": limit,
+        "rows": [],
+    }
     print(f"pairs, measured deep MLP ({len(problem.layers)} layers):", flush=True)
     for avg, lins in ((2.5, ("onehot", "generic")), (3.0, ("onehot",)), (4.0, ("onehot",))):
         q = attrs.evolve(problem, budgets={"size": avg * params})
@@ -330,15 +399,19 @@ def write_markdown(result: dict, path: Path) -> None:
         if "error" in d:
             dp_cols = f"- | {d['grid']:g} | - | {d['error'][:60]} | -"
         else:
-            dp_cols = (f"{d['seconds']:.2f} | {d['grid']:g} | {d['cells']:,} | {d['status']}, {d['gap']:.1e} | "
-                       f"+{d['vs_highs']:.1e}")
-        lines.append(f"| {r['layers']} | {h['seconds']:.2f} ({h['build_seconds']:.2f}) | {h['status']}, {h['gap']:.1e} | {dp_cols} |")
+            dp_cols = (
+                f"{d['seconds']:.2f} | {d['grid']:g} | {d['cells']:,} | {d['status']}, {d['gap']:.1e} | "
+                f"+{d['vs_highs']:.1e}"
+            )
+        lines.append(
+            f"| {r['layers']} | {h['seconds']:.2f} ({h['build_seconds']:.2f}) | {h['status']}, {h['gap']:.1e} | {dp_cols} |"
+        )
     p = result["pairs"]
     lines += [
         "",
         f"## Dense pair objectives: {p['layers']} layers x {p['bits']} bits, {p['pair_terms']:,} pair terms, average <= 5 bits",
         "",
-        "Every pair of layers and every pair of bit-widths has a term (CLADO's `pairs=\"all\"` at the size of its",
+        'Every pair of layers and every pair of bit-widths has a term (CLADO\'s `pairs="all"` at the size of its',
         "ResNet-50 runs). Three synthetic instances, same unary terms and sizes:",
         "",
         "- **CLADO-like**: a pair term is `ratio(d) * sqrt(u[i,x] u[k,y])` times lognormal noise (median 1) and a",
@@ -354,17 +427,21 @@ def write_markdown(result: dict, path: Path) -> None:
         "| instance | linearization | threads | columns | rows | seconds (limit) | status | objective | bound | gap |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    rows = [("CLADO-like", "onehot", p["clado_like"]["onehot"]),
-            ("CLADO-like", "onehot", p["clado_like"]["onehot_threads2"]),
-            ("CLADO-like", "onehot, no warm start", p["clado_like"]["onehot_no_warm_start"]),
-            ("CLADO-like", "generic", p["clado_like"]["generic"]),
-            ("measured shape, no decay", "onehot", p["no_decay"]["onehot"]),
-            ("adversarial", "onehot", p["adversarial"]["onehot"]),
-            ("adversarial", "generic", p["adversarial"]["generic"])]
+    rows = [
+        ("CLADO-like", "onehot", p["clado_like"]["onehot"]),
+        ("CLADO-like", "onehot", p["clado_like"]["onehot_threads2"]),
+        ("CLADO-like", "onehot, no warm start", p["clado_like"]["onehot_no_warm_start"]),
+        ("CLADO-like", "generic", p["clado_like"]["generic"]),
+        ("measured shape, no decay", "onehot", p["no_decay"]["onehot"]),
+        ("adversarial", "onehot", p["adversarial"]["onehot"]),
+        ("adversarial", "generic", p["adversarial"]["generic"]),
+    ]
     for inst, lin, r in rows:
         bound = "-" if r["bound"] is None else f"{r['bound']:.6g}"
-        lines.append(f"| {inst} | {lin} | {r['threads'] or 'default'} | {r['columns']:,} | {r['rows']:,} | "
-                     f"{r['seconds']:.1f} ({r['time_limit']:g}) | {r['status']} | {r['objective']:.6g} | {bound} | {r['gap']:.3g} |")
+        lines.append(
+            f"| {inst} | {lin} | {r['threads'] or 'default'} | {r['columns']:,} | {r['rows']:,} | "
+            f"{r['seconds']:.1f} ({r['time_limit']:g}) | {r['status']} | {r['objective']:.6g} | {bound} | {r['gap']:.3g} |"
+        )
     if "file" in p:
         f = p["file"]
         lines += [
@@ -376,8 +453,10 @@ def write_markdown(result: dict, path: Path) -> None:
         ]
         for key in ("onehot",):
             r = f[key]
-            lines.append(f"| `{r['command']} --time-limit {p['time_limit']:g}` | {r['status']} | {r['solve_seconds']:.1f} | "
-                         f"{r['wall_seconds']:.1f} | {r['gap']:.3g} |")
+            lines.append(
+                f"| `{r['command']} --time-limit {p['time_limit']:g}` | {r['status']} | {r['solve_seconds']:.1f} | "
+                f"{r['wall_seconds']:.1f} | {r['gap']:.3g} |"
+            )
     m = p["measured"]
     lines += [
         "",
@@ -400,7 +479,7 @@ def write_markdown(result: dict, path: Path) -> None:
             "",
             f"## A real CLADO measurement at 52 layers: `{mm['path']}`",
             "",
-            "CLADO (`pairs=\"all\"`, bits {2,4,8}) measured on a 52-linear-layer residual MLP trained on the",
+            'CLADO (`pairs="all"`, bits {2,4,8}) measured on a 52-linear-layer residual MLP trained on the',
             f"8x8 digits ({mm['pair_terms']:,} pair terms; 12,091 loss evaluations, 66 s on one thread; see `measure_deep_mlp`).",
             "Its ratio `|pair| / sqrt(u u)` has a median of 0.43-0.60 at each distance looked at (1, 2, 3, 5, 10, 20,",
             "30, 40, 51: no decay here either), about half the terms negative. The file's budget is 4 average bits",
@@ -411,8 +490,10 @@ def write_markdown(result: dict, path: Path) -> None:
         ]
         for r in mm["rows"]:
             bound = "-" if r["bound"] is None else f"{r['bound']:.4g}"
-            lines.append(f"| {r['average_bits']:g} | {r['linearization']} | {r['seconds']:.1f} ({r['time_limit']:g}) | "
-                         f"{r['status']} | {r['objective']:.4g} | {bound} | {r['gap']:.3g} |")
+            lines.append(
+                f"| {r['average_bits']:g} | {r['linearization']} | {r['seconds']:.1f} ({r['time_limit']:g}) | "
+                f"{r['status']} | {r['objective']:.4g} | {bound} | {r['gap']:.3g} |"
+            )
         lines += [
             "",
             "The optimum of the measured Ω is a *negative* predicted loss change: Ω is not positive",
@@ -489,9 +570,17 @@ def _run_cli(path: Path, limit: float, kill_after: float, *options: str) -> dict
     done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT, timeout=kill_after)
     wall = time.perf_counter() - t
     out = json.loads(done.stdout)
-    print(f"  mpq solve {path.name} {' '.join(options)}: {wall:.1f} s wall, {out['status']}, gap {out['gap']}", flush=True)
-    return {"wall_seconds": round(wall, 3), "status": out["status"], "solve_seconds": round(out["solve_time"], 3),
-            "objective": out["objective"], "gap": out["gap"], "bound": out.get("bound")}
+    print(
+        f"  mpq solve {path.name} {' '.join(options)}: {wall:.1f} s wall, {out['status']}, gap {out['gap']}", flush=True
+    )
+    return {
+        "wall_seconds": round(wall, 3),
+        "status": out["status"],
+        "solve_seconds": round(out["solve_time"], 3),
+        "objective": out["objective"],
+        "gap": out["gap"],
+        "bound": out.get("bound"),
+    }
 
 
 def bench_mckp_scale(sizes, two_budget_sizes, limit: float, kill_after: float) -> dict:
@@ -507,23 +596,36 @@ def bench_mckp_scale(sizes, two_budget_sizes, limit: float, kill_after: float) -
     folder = RESULTS / "tmp" / "mckp"  # git-ignored: the 50,000-layer file is 17 MB
     folder.mkdir(parents=True, exist_ok=True)
     out: dict = {"time_limit": limit, "kill_after": kill_after, "one_budget": [], "two_budgets": []}
-    for kind, make, Ls in (("one_budget", mckp_problem, sizes), ("two_budgets", mckp_two_budget_problem, two_budget_sizes)):
+    for kind, make, Ls in (
+        ("one_budget", mckp_problem, sizes),
+        ("two_budgets", mckp_two_budget_problem, two_budget_sizes),
+    ):
         for L in Ls:
             path = folder / f"{kind}_{L}.json"
             dump_problem(make(L), path)
             t = time.perf_counter()
             problem = load_problem(path)
-            row: dict = {"layers": L, "bits": len(MCKP_BITS), "budgets": len(problem.budgets),
-                         "file_mb": round(path.stat().st_size / 1e6, 1), "load_seconds": round(time.perf_counter() - t, 3)}
+            row: dict = {
+                "layers": L,
+                "bits": len(MCKP_BITS),
+                "budgets": len(problem.budgets),
+                "file_mb": round(path.stat().st_size / 1e6, 1),
+                "load_seconds": round(time.perf_counter() - t, 3),
+            }
             row["mckp"] = m = _timed(MCKPSolver(time_limit=limit), problem)
             if kind == "one_budget":
                 row["mckp_cli"] = _cli_row(path, limit, kill_after, "--solver", "mckp")
                 row["highs_cli"] = h = _cli_row(path, limit, kill_after, "--solver", "highs")
             else:
                 row["highs"] = h = _timed(HighsSolver(time_limit=limit), problem)
-            row["mckp_minus_highs"] = None if h.get("killed") else (m["objective"] - h["objective"]) / abs(h["objective"])
-            print(f"mckp scale {kind} {L:6d} layers: mckp {m['seconds']:6.2f} s {m['status']} "
-                  f"(core {m['info'].get('core_groups')} groups); mckp - highs {row['mckp_minus_highs']}", flush=True)
+            row["mckp_minus_highs"] = (
+                None if h.get("killed") else (m["objective"] - h["objective"]) / abs(h["objective"])
+            )
+            print(
+                f"mckp scale {kind} {L:6d} layers: mckp {m['seconds']:6.2f} s {m['status']} "
+                f"(core {m['info'].get('core_groups')} groups); mckp - highs {row['mckp_minus_highs']}",
+                flush=True,
+            )
             out[kind].append(row)
     return out
 
@@ -552,7 +654,11 @@ def write_mckp_markdown(result: dict, path: Path) -> None:
     ]
     for row in r["one_budget"]:
         m, h, c = row["mckp"], row["highs_cli"], row["mckp_cli"]
-        highs = ("killed, no answer", f"> {kill:g}") if h["killed"] else (f"{h['status']}, {h['gap']:.1e}", f"{h['wall_seconds']:.1f}")
+        highs = (
+            ("killed, no answer", f"> {kill:g}")
+            if h["killed"]
+            else (f"{h['status']}, {h['gap']:.1e}", f"{h['wall_seconds']:.1f}")
+        )
         lines.append(
             f"| {row['layers']:,} | {row['file_mb']:g} ({row['load_seconds']:.2f}) | {m['seconds']:.2f} | "
             f"{m['status']}, {m['gap']:.1e} | {m['info'].get('core_groups', 0):,} ({m['info'].get('max_states', 0):,}) | "
@@ -592,11 +698,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
     parser.add_argument("--render-only", action="store_true", help="rewrite the markdown from the JSON")
-    parser.add_argument("--mckp", action="store_true",
-                        help="only mckp against highs at 2,000-50,000 layers (results/mckp.json and mckp.md, ~7 minutes)")
-    parser.add_argument("--measured-only", action="store_true",
-                        help="only the real 52-layer CLADO measurement (results/clado52_measured.json; "
-                        "measured first if missing), merged into solvers.json")
+    parser.add_argument(
+        "--mckp",
+        action="store_true",
+        help="only mckp against highs at 2,000-50,000 layers (results/mckp.json and mckp.md, ~7 minutes)",
+    )
+    parser.add_argument(
+        "--measured-only",
+        action="store_true",
+        help="only the real 52-layer CLADO measurement (results/clado52_measured.json; "
+        "measured first if missing), merged into solvers.json",
+    )
     args = parser.parse_args()
     measured_path = RESULTS / "clado52_measured.json"
     if args.mckp:
@@ -607,9 +719,15 @@ def main() -> None:
         import highspy
 
         started = time.perf_counter()
-        sizes, two, limit, kill = ((2000, 5000), (2000,), 30.0, 60.0) if args.quick else (MCKP_SCALE, MCKP_TWO_BUDGETS, 120.0, 150.0)
-        result = {"quick": args.quick, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                  "highspy": highspy.Highs().version(), "mckp_scale": bench_mckp_scale(sizes, two, limit, kill)}
+        sizes, two, limit, kill = (
+            ((2000, 5000), (2000,), 30.0, 60.0) if args.quick else (MCKP_SCALE, MCKP_TWO_BUDGETS, 120.0, 150.0)
+        )
+        result = {
+            "quick": args.quick,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "highspy": highspy.Highs().version(),
+            "mckp_scale": bench_mckp_scale(sizes, two, limit, kill),
+        }
         result["total_seconds"] = round(time.perf_counter() - started, 1)
         (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1))
         write_mckp_markdown(result, RESULTS / f"{stem}.md")

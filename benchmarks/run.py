@@ -32,7 +32,7 @@ import platform
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -66,13 +66,19 @@ def task_setup(name: str, quick: bool) -> dict:
     items of each batch to keep (None: all).
     """
     if quick and name == "digits-resnet18":
-        return {"build": {}, "calibration": (slice(0, 1), 32), "notes": ["calibration: 32 images (1 batch) instead of 256"]}
+        return {
+            "build": {},
+            "calibration": (slice(0, 1), 32),
+            "notes": ["calibration: 32 images (1 batch) instead of 256"],
+        }
     if quick and name == "minilm":
         return {
             "build": {"n_eval": 128},
             "calibration": (slice(1, 2), None),
-            "notes": ["calibration: 16 texts (1 batch of medium length) instead of 64",
-                      "metric on 128 held-out texts instead of 256, no top-10 agreement"],
+            "notes": [
+                "calibration: 16 texts (1 batch of medium length) instead of 64",
+                "metric on 128 held-out texts instead of 256, no top-10 agreement",
+            ],
         }
     return {"build": {}, "calibration": None, "notes": []}
 
@@ -116,8 +122,10 @@ def method_plan(method: str, task: str, quick: bool, config: str) -> dict:
             # 21 x 5 or 36 x 5 upgrade players need 420-720; with {2,4,8} 168-288.
             bits = CLADO_BITS
             options = {"max_evaluations": 200 if task == "digits-resnet18" else 320}
-            notes.append(f"candidates {{2,4,8}} and max_evaluations={options['max_evaluations']} (quick; full: "
-                         "{2,3,4,5,6,8} and 2000): sampling needs ~4 evaluations per (layer, bits) player")
+            notes.append(
+                f"candidates {{2,4,8}} and max_evaluations={options['max_evaluations']} (quick; full: "
+                "{2,3,4,5,6,8} and 2000): sampling needs ~4 evaluations per (layer, bits) player"
+            )
         elif quick:
             options = {"max_evaluations": 150}
             notes.append("max_evaluations=150 (quick; full: 2000)")
@@ -132,12 +140,15 @@ def method_plan(method: str, task: str, quick: bool, config: str) -> dict:
         else:
             options = {"pairs": "block"}
             if quick:
-                skip = ("quick: skipped, 36 layers x {2,4,8} need >= 424 loss evaluations even with pairs=window(1) "
-                        "(the full run measures same-block pairs: 918)")
-    elif method == "alps":
-        if task == "minilm" or (quick and heavy):
-            options = {"use_metric": False}
-            notes.append("scored by calibration loss, not the metric" + (" (quick)" if task != "minilm" else " (metric ~5 s/call)"))
+                skip = (
+                    "quick: skipped, 36 layers x {2,4,8} need >= 424 loss evaluations even with pairs=window(1) "
+                    "(the full run measures same-block pairs: 918)"
+                )
+    elif method == "alps" and (task == "minilm" or (quick and heavy)):
+        options = {"use_metric": False}
+        notes.append(
+            "scored by calibration loss, not the metric" + (" (quick)" if task != "minilm" else " (metric ~5 s/call)")
+        )
     if config == "pinned" and quick and method not in PINNED_METHODS_QUICK:
         skip = "pinned configuration: quick runs only " + ", ".join(PINNED_METHODS_QUICK)
     return {"options": options, "seeds": seeds, "bits": bits, "notes": notes, "skip": skip}
@@ -147,7 +158,7 @@ def methods_available(wanted: list[str] | None) -> list[str]:
     import mpqcore
 
     names = list(mpqcore.get_plugins().methods.names())
-    order = ["uniform", "hawq"] + sorted(n for n in names if n not in BASELINES)
+    order = ["uniform", "hawq", *sorted(n for n in names if n not in BASELINES)]
     if wanted:
         unknown = [m for m in wanted if m not in names]
         if unknown:
@@ -298,10 +309,21 @@ def measure_and_solve(task, calibration, scorer, method, plan, seed, config, pin
             status, error = "solve-failed", f"{type(exc).__name__}: {exc}"
         solve_time = time.perf_counter() - s0
         rec = {
-            "task": task.name, "config": config, "method": method, "seed": seed, "budget": b,
-            "bits_candidates": list(plan["bits"]), "options": plan["options"], "notes": plan["notes"],
-            "measure_s": meas.timings.get("measure", wall), "measure_wall_s": wall, "measure_cpu_s": cpu,
-            "forward_passes": passes, "evaluations": evaluations, "solve_s": solve_time, "status": status,
+            "task": task.name,
+            "config": config,
+            "method": method,
+            "seed": seed,
+            "budget": b,
+            "bits_candidates": list(plan["bits"]),
+            "options": plan["options"],
+            "notes": plan["notes"],
+            "measure_s": meas.timings.get("measure", wall),
+            "measure_wall_s": wall,
+            "measure_cpu_s": cpu,
+            "forward_passes": passes,
+            "evaluations": evaluations,
+            "solve_s": solve_time,
+            "status": status,
         }
         if alloc is not None:
             scores = scorer(dict(alloc.bits))
@@ -321,7 +343,9 @@ def measure_and_solve(task, calibration, scorer, method, plan, seed, config, pin
             if k in info and not callable(info[k]):
                 rec.setdefault("method_info", {})[k] = info[k]
         if "hessian_trace" in info:  # hawq: a negative (or zero-clamped) trace makes a layer look free to cut
-            negative = {f for f, t in info["hessian_trace"].items() if t < 0} | set(info.get("clamped_negative_traces") or {})
+            negative = {f for f, t in info["hessian_trace"].items() if t < 0} | set(
+                info.get("clamped_negative_traces") or {}
+            )
             rec.setdefault("method_info", {})["negative_traces"] = sorted(negative)
             rec["method_info"]["estimator"] = info.get("estimator", "hutchinson")
         records.append(rec)
@@ -354,7 +378,7 @@ def run(args) -> int:
         "budgets": list(BUDGETS),
         "bits": list(BITS),
         "clado_bits": list(CLADO_BITS),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(device),
         "tasks": {},
         "missing": [],
@@ -374,7 +398,7 @@ def run(args) -> int:
         meta["missing"] = old.get("missing", [])
         meta["started"] = old.get("started", meta["started"])
         meta["command"] = old.get("command", meta["command"])
-        meta["resumed"] = old.get("resumed", []) + ["python benchmarks/run.py " + " ".join(sys.argv[1:])]
+        meta["resumed"] = [*old.get("resumed", []), "python benchmarks/run.py " + " ".join(sys.argv[1:])]
         log(f"resuming: {len(done)} measurements already in {runs_path}")
 
     def flush(final: bool = False) -> None:
@@ -382,7 +406,7 @@ def run(args) -> int:
         meta["cpu_s"] = previous["cpu_s"] + time.process_time() - cpu_started
         meta["complete"] = final
         if final:
-            meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            meta["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
             meta["machine"]["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
         runs_path.write_text(json.dumps(_render.jsonable(records), indent=0))
         (out / "meta.json").write_text(json.dumps(_render.jsonable(meta), indent=1))
@@ -428,7 +452,9 @@ def run(args) -> int:
             "pins": pins,
             "ties": ties,
         }
-        log(f"{name}: built in {build_s:.1f}s, {len(spec.layers)} layers, float {task.metric_name} {float_scores['metric']:.4f}")
+        log(
+            f"{name}: built in {build_s:.1f}s, {len(spec.layers)} layers, float {task.metric_name} {float_scores['metric']:.4f}"
+        )
         flush()
         task_t0 = time.perf_counter()
         for config in ("main", "pinned"):
@@ -442,7 +468,11 @@ def run(args) -> int:
                 for seed in plan["seeds"]:
                     if (name, config, method, seed) in done:
                         continue
-                    meta["missing"] = [x for x in meta["missing"] if (x["task"], x["method"], x.get("config"), x.get("seed")) != (name, method, config, seed)]
+                    meta["missing"] = [
+                        x
+                        for x in meta["missing"]
+                        if (x["task"], x["method"], x.get("config"), x.get("seed")) != (name, method, config, seed)
+                    ]
                     log(f"{name} [{config}] {method} seed {seed} {plan['options'] or ''} ...")
                     try:
                         recs = measure_and_solve(
@@ -453,15 +483,15 @@ def run(args) -> int:
                     except Exception as exc:
                         traceback.print_exc()
                         reason = f"{type(exc).__name__}: {exc}"
-                        meta["missing"].append({"task": name, "method": method, "config": config, "seed": seed, "reason": reason[:500]})
+                        meta["missing"].append(
+                            {"task": name, "method": method, "config": config, "seed": seed, "reason": reason[:500]}
+                        )
                         log(f"  FAILED: {reason[:300]}")
                         flush()
                         continue
                     records.extend(recs)
                     r = recs[0]
-                    summary = ", ".join(
-                        f"{x['budget']:g}b: {x.get('metric', float('nan')):.4f}" for x in recs
-                    )
+                    summary = ", ".join(f"{x['budget']:g}b: {x.get('metric', float('nan')):.4f}" for x in recs)
                     log(f"  measured in {r['measure_s']:.1f}s, {r['forward_passes']} fwd passes; {summary}")
                     flush()
         meta["tasks"][name]["wall_s"] = prev_task.get("wall_s", 0.0) + time.perf_counter() - task_t0
@@ -485,20 +515,37 @@ def update_readmes(args, out: Path, meta: dict) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="cheaper settings (fewer seeds, probes, evaluations, calibration); < 15 min on 2 cores")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="cheaper settings (fewer seeds, probes, evaluations, calibration); < 15 min on 2 cores",
+    )
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), help=f"tasks (default: {' '.join(TASKS)})")
     parser.add_argument("--methods", nargs="+", default=None, help="methods (default: every installed one)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
     parser.add_argument("--out", default=str(HERE / "results" / "bench"), help="output folder")
-    parser.add_argument("--readme", default=str(HERE.parent / "README.md"),
-                        help="README whose <!-- bench:start --> ... <!-- bench:end --> block is replaced ('' to skip)")
-    parser.add_argument("--bench-readme", default=str(HERE / "README.md"),
-                        help="benchmarks README whose bench block is replaced too ('' to skip)")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the measurements already in OUT/runs.json and run only the missing ones")
-    parser.add_argument("--render-only", action="store_true", help="redraw table, plots, summary and README from OUT/runs.json")
+    parser.add_argument(
+        "--readme",
+        default=str(HERE.parent / "README.md"),
+        help="README whose <!-- bench:start --> ... <!-- bench:end --> block is replaced ('' to skip)",
+    )
+    parser.add_argument(
+        "--bench-readme",
+        default=str(HERE / "README.md"),
+        help="benchmarks README whose bench block is replaced too ('' to skip)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the measurements already in OUT/runs.json and run only the missing ones",
+    )
+    parser.add_argument(
+        "--render-only", action="store_true", help="redraw table, plots, summary and README from OUT/runs.json"
+    )
     args = parser.parse_args(argv)
     if args.render_only:
         out = Path(args.out)

@@ -38,8 +38,26 @@ def test_harness_on_digits_cnn(tmp_path, monkeypatch):
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- bench:start -->\nOLD-TEXT\n<!-- bench:end -->\ntail\n")
     out = tmp_path / "out"
-    rc = bench.main(["--quick", "--tasks", "digits-cnn", "--methods", "uniform", "hawq", "--threads", "1",
-                     "--device", "cpu", "--out", str(out), "--readme", str(readme), "--bench-readme", ""])
+    rc = bench.main(
+        [
+            "--quick",
+            "--tasks",
+            "digits-cnn",
+            "--methods",
+            "uniform",
+            "hawq",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--readme",
+            str(readme),
+            "--bench-readme",
+            "",
+        ]
+    )
     assert rc == 0
     rows = list(csv.DictReader((out / "table.csv").open()))
     got = {(r["config"], r["method"]) for r in rows}

@@ -25,7 +25,7 @@ def best_by_enumeration(raw: dict, budgets: dict | None = None) -> tuple[float, 
     budgets = raw.get("budgets", {}) if budgets is None else budgets
     best = (float("inf"), None)
     for combo in itertools.product(raw["bits"], repeat=len(raw["layers"])):
-        alloc = dict(zip(raw["layers"], combo))
+        alloc = dict(zip(raw["layers"], combo, strict=False))
         if any(alloc[k] != v for k, v in raw.get("pins", {}).items()):
             continue
         if any(len({alloc[n] for n in tie}) > 1 for tie in raw.get("ties", [])):
@@ -136,8 +136,10 @@ def test_budget_override_on_a_missing_table(capsys):
         (["solve", "no/such/problem.json"], "problem file 'no/such/problem.json' does not exist"),
         (["solve", str(SMALL), "--solver", "higs"], "unknown solver 'higs'; did you mean 'highs'?"),
         (["solve", str(SMALL), "--budget", "size=lots"], "--budget size=lots: the limit must be a number"),
-        (["solve", str(SMALL), "--solver", "highs", "--solver-option", "colour=red"],
-         "solver 'highs' (plugin 'mpqcore.solvers'): unknown option 'colour'; valid options: time_limit"),
+        (
+            ["solve", str(SMALL), "--solver", "highs", "--solver-option", "colour=red"],
+            "solver 'highs' (plugin 'mpqcore.solvers'): unknown option 'colour'; valid options: time_limit",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_a_message(capsys, argv, message):
@@ -150,7 +152,7 @@ def test_bad_input_exits_2_with_a_message(capsys, argv, message):
 
 def test_bad_json_names_the_file(capsys, tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_text("{\"layers\": [")
+    bad.write_text('{"layers": [')
     rc, _, err = run(capsys, "solve", str(bad))
     assert rc == 2 and f"problem file '{bad}' is not valid JSON" in err
 
@@ -178,8 +180,14 @@ def test_the_mpq_console_script(tmp_path):
     if script is None:
         pytest.skip("the mpq console script is not installed")
     env = {**os.environ, ENV_DISABLE_AUTOLOAD: "1"}
-    proc = subprocess.run([str(script), "solve", str(SMALL), "--compact"], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [str(script), "solve", str(SMALL), "--compact"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     check_solution(json.loads(proc.stdout), RAW, RAW["budgets"])
 
@@ -190,9 +198,24 @@ def test_sweep_on_a_latency_table_from_the_command_line(capsys, tmp_path):
     table = {"Conv2d": {"2": 1.0, "4": 2.0, "8": 4.0}, "Linear": {"2": 0.5, "4": 1.0, "8": 2.0}}
     path = tmp_path / "latency.json"
     path.write_text(json.dumps(table))
-    code, out, err = run(
-        capsys, "sweep", "--method", "uniform", "--bits", "2,4,8", "--cost", "latency", "--cost-option", f"table={path}",
-        "--budget", "latency=0.5x", "--budget", "latency=1.0x", "--out", str(tmp_path / "out"), "--quiet",
+    code, _out, err = run(
+        capsys,
+        "sweep",
+        "--method",
+        "uniform",
+        "--bits",
+        "2,4,8",
+        "--cost",
+        "latency",
+        "--cost-option",
+        f"table={path}",
+        "--budget",
+        "latency=0.5x",
+        "--budget",
+        "latency=1.0x",
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
     )
     assert code == 0, err
     rows = json.loads((tmp_path / "out" / "pareto.json").read_text())
@@ -207,10 +230,16 @@ def test_sweep_on_a_latency_table_from_the_command_line(capsys, tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["search", "--bits", "2,,4"], "argument --bits: item 2 of '2,,4' is empty; write comma-separated integers 1..16"),
+        (
+            ["search", "--bits", "2,,4"],
+            "argument --bits: item 2 of '2,,4' is empty; write comma-separated integers 1..16",
+        ),
         (["search", "--bits", "2,4,"], "argument --bits: item 3 of '2,4,' is empty"),
         (["search", "--bits", "2,4.5,8"], "argument --bits: item 2 of '2,4.5,8', '4.5', is not an integer"),
-        (["search", "--bits", "248"], "argument --bits: item 1 of '248' = 248 is outside the valid range; bit-widths are integers 1..16"),
+        (
+            ["search", "--bits", "248"],
+            "argument --bits: item 1 of '248' = 248 is outside the valid range; bit-widths are integers 1..16",
+        ),
         (["sweep", "--bits", "4,2,4"], "argument --bits: '4,2,4' = [4, 2, 4] repeats [4]; give each bit-width once"),
         (["demo", "--bits", "0,4"], "argument --bits: item 1 of '0,4' = 0 is outside the valid range"),
         (["search", "--pin", "conv1=4.5"], "argument --pin: pin 'conv1=4.5': bits '4.5' is not an integer"),
@@ -235,7 +264,10 @@ def test_bad_arguments_exit_2_when_the_command_line_is_read(capsys, argv, messag
     [
         (["solve", str(SMALL), "--budget", "size=-1"], "--budget size=-1: the limit must be a finite number >= 0"),
         (["solve", str(SMALL), "--budget", "size=nan"], "--budget size=nan: the limit must be a finite number >= 0"),
-        (["solve", str(SMALL), "--solver", "dp", "--time-limit", "3"], "--time-limit 3: solver 'dp' takes no time_limit option"),
+        (
+            ["solve", str(SMALL), "--solver", "dp", "--time-limit", "3"],
+            "--time-limit 3: solver 'dp' takes no time_limit option",
+        ),
         (["solve", str(SMALL), "--solver", "no-such"], "unknown solver 'no-such'"),
     ],
 )
@@ -273,7 +305,9 @@ def test_help_documents_the_exit_statuses(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "exit status: 0 success, 1 run failed (or an internal error), 2 usage or bad input, 3 infeasible budget" in out
+    assert (
+        "exit status: 0 success, 1 run failed (or an internal error), 2 usage or bad input, 3 infeasible budget" in out
+    )
 
 
 def test_the_default_solver_fits_the_problem(capsys, tmp_path):
@@ -292,12 +326,12 @@ def test_the_default_solver_fits_the_problem(capsys, tmp_path):
 
 
 def test_search_excludes_layers_from_the_command_line(capsys, tmp_path):
-    rc, out, err = run(capsys, "search", "--task", "digits-cnn", "--method", "uniform", "--bits", "2,4,8",
+    rc, _out, err = run(capsys, "search", "--task", "digits-cnn", "--method", "uniform", "--bits", "2,4,8",
                        "--exclude", "conv1", "--exclude", "fc2", "--out", str(tmp_path))  # fmt: skip
     assert rc == 0, err
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["allocation"]) == {"conv2", "conv3", "fc1"}
-    rc, out, err = run(capsys, "search", "--task", "digits-cnn", "--method", "uniform", "--exclude", "nothing*")
+    rc, _out, err = run(capsys, "search", "--task", "digits-cnn", "--method", "uniform", "--exclude", "nothing*")
     assert rc == 2 and "nothing*" in err and "Traceback" not in err
 
 
@@ -305,7 +339,7 @@ class _DropsALayer:
     """A faulty solver plugin: its answer leaves a layer out."""
 
     def solve(self, problem):
-        bits = {f: problem.bits[0] for f in problem.layers[1:]}
+        bits = dict.fromkeys(problem.layers[1:], problem.bits[0])
         return mpqcore.Allocation(bits, 0.0)
 
 
@@ -313,6 +347,6 @@ def test_a_search_checks_the_solvers_answer_naming_it():
     from mpqcore.testing import digits_task
 
     task = digits_task()
-    with pytest.raises(mpqcore.PluginError, match="solver '_DropsALayer'.*conv1"):
+    with pytest.raises(mpqcore.PluginError, match=r"solver '_DropsALayer'.*conv1"):
         mpqcore.search(task.model, task.calibration, method="uniform", bits=(2, 4, 8), solver=_DropsALayer(),
                        plugins=mpqcore.PluginSet(autoload=False))  # fmt: skip

@@ -1,11 +1,13 @@
 """The built-in methods pass the same conformance suite every plugin runs on itself."""
 
+from typing import Any, ClassVar
+
 from mpqcore.testing import MethodConformance
 
 
 class TestHawqConformance(MethodConformance):
     method = "hawq"
-    method_options = {"samples": 4}
+    method_options: ClassVar[dict[str, Any]] = {"samples": 4}
 
 
 class TestUniformConformance(MethodConformance):

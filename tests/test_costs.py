@@ -32,7 +32,10 @@ def test_bops_is_macs_times_weight_bits_times_activation_bits():
 
 
 def test_bops_without_macs_says_to_introspect_with_a_batch():
-    with pytest.raises(ConfigError, match="cost model 'bops': layer 'head' has no MAC count; introspect the model with an example batch"):
+    with pytest.raises(
+        ConfigError,
+        match="cost model 'bops': layer 'head' has no MAC count; introspect the model with an example batch",
+    ):
         BitOperations().cost(NO_MACS, 4)
 
 
@@ -46,7 +49,9 @@ def test_latency_from_a_mapping_fqn_beats_kind():
 
 def test_latency_from_json_file(tmp_path):
     path = tmp_path / "lat.json"
-    path.write_text(json.dumps({"Linear": {"2": 0.5, "4": 0.7}, "features.0": {"2": 1.5, "4": 1.9}, "Conv2d": {"2": 9, "4": 9}}))
+    path.write_text(
+        json.dumps({"Linear": {"2": 0.5, "4": 0.7}, "features.0": {"2": 1.5, "4": 1.9}, "Conv2d": {"2": 9, "4": 9}})
+    )
     model = LatencyTable(str(path))
     np.testing.assert_array_equal(cost_table(model, SPEC, (2, 4), name="latency"), [[1.5, 1.9], [0.5, 0.7]])
     assert LatencyTable(path).cost(FC, 4) == 0.7  # a Path works too
@@ -62,7 +67,9 @@ def test_latency_from_csv_file(tmp_path):
 
 def test_latency_missing_entry_names_layer_kind_and_bits():
     model = LatencyTable({"Conv2d": {4: 1.0}})
-    with pytest.raises(ConfigError, match=r"no entry for layer 'fc' \(kind Linear\) at 4 bits; add a row keyed by 'fc' or 'Linear'"):
+    with pytest.raises(
+        ConfigError, match=r"no entry for layer 'fc' \(kind Linear\) at 4 bits; add a row keyed by 'fc' or 'Linear'"
+    ):
         model.cost(FC, 4)
     with pytest.raises(ConfigError, match="at 8 bits"):
         model.cost(CONV, 8)
@@ -88,7 +95,7 @@ def test_latency_bad_files(tmp_path, name, content, message):
 
 
 def test_latency_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="table file .*nope.json' does not exist"):
+    with pytest.raises(ConfigError, match=r"table file .*nope.json' does not exist"):
         LatencyTable(tmp_path / "nope.json")
 
 
@@ -103,5 +110,7 @@ def test_cost_models_by_name():
     assert models.create("size").cost(FC, 3) == 2160.0
     assert models.create("bops", act_bits=4).cost(FC, 3) == 720 * 3 * 4
     assert models.create("latency", table={"fc": {3: 7.0}}).cost(FC, 3) == 7.0
-    with pytest.raises(ConfigError, match=r"cost model 'latency' \(plugin 'mpqcore.costs'.*missing required option: table"):
+    with pytest.raises(
+        ConfigError, match=r"cost model 'latency' \(plugin 'mpqcore.costs'.*missing required option: table"
+    ):
         models.create("latency")  # the table is required

@@ -206,7 +206,7 @@ def test_evaluator_loss_matches_an_independent_quantized_copy(out_features):
 
 
 def test_user_loss_is_used_and_float_outputs_are_not_needed():
-    model, data = tiny(), calibration(n=2, size=4) + [torch.randn(2, 6)]
+    model, data = tiny(), [*calibration(n=2, size=4), torch.randn(2, 6)]
     seen = []
 
     def loss(outputs, batch):
@@ -219,7 +219,7 @@ def test_user_loss_is_used_and_float_outputs_are_not_needed():
         expected = sum(float(ref_model(x).pow(2).mean()) * len(x) for x in data) / sum(len(x) for x in data)
     assert ev.loss({"2": 2}) == pytest.approx(expected, rel=1e-5)  # weighted by batch size
     assert ev.forward_passes == len(data)  # no float pass
-    assert all(s is d for s, d in zip(seen, ev.calibration))
+    assert all(s is d for s, d in zip(seen, ev.calibration, strict=False))
 
 
 class TwoInputs(nn.Module):
@@ -255,7 +255,14 @@ def test_batches_as_tensor_tuple_or_dict(form):
     kw = {"shift": shift} if form == "dict+kw" else {}
     with torch.no_grad():
         expected = sum(
-            float(F.kl_div(ref_model(x, **kw).log_softmax(1), model(x, **kw).log_softmax(1), log_target=True, reduction="batchmean"))
+            float(
+                F.kl_div(
+                    ref_model(x, **kw).log_softmax(1),
+                    model(x, **kw).log_softmax(1),
+                    log_target=True,
+                    reduction="batchmean",
+                )
+            )
             for x in xs
         ) / len(xs)
     assert ev.loss({"a": 2}) == pytest.approx(expected, rel=1e-5)

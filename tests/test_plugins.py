@@ -55,8 +55,20 @@ def sites(tmp_path_factory) -> dict[str, Path]:
         src = root / "src" / name
         # Built from a copy: an in-tree build would leave build/ and *.egg-info here.
         shutil.copytree(FIXTURES / name, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-               "--disable-pip-version-check", "--quiet", "--target", str(root / name), str(src)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--target",
+            str(root / name),
+            str(src),
+        ]
         procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=300)
@@ -76,7 +88,9 @@ def mpq_process(args, *, sites=(), disable=False, cwd, script=None, block="") ->
     env.pop(ENV_DISABLE_PLUGINS, None)
     if block:
         env[ENV_DISABLE_PLUGINS] = block
-    env["PYTHONPATH"] = os.pathsep.join([str(s) for s in sites] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(s) for s in sites] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
     target = [str(script)] if script else ["-m", "mpqcore.cli", *args]
     cmd = [sys.executable, str(FIXTURES / "only_these_plugins.py"), ",".join(DISTRIBUTIONS.values()), *target]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
@@ -91,7 +105,9 @@ def only_stand_in_plugins(monkeypatch):
         found = real(**params)
         if params.get("group") != "mpqcore":
             return found
-        return importlib.metadata.EntryPoints(e for e in found if e.dist is not None and e.dist.name in DISTRIBUTIONS.values())
+        return importlib.metadata.EntryPoints(
+            e for e in found if e.dist is not None and e.dist.name in DISTRIBUTIONS.values()
+        )
 
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
 
@@ -255,7 +271,9 @@ class Constant:
     """A method whose every (layer, bits) costs minus the bit-width."""
 
     def measure(self, ctx):
-        return mpqcore.Objective(layers=ctx.layers, bits=ctx.bits, unary=-np.tile(np.asarray(ctx.bits, float), (len(ctx.layers), 1)))
+        return mpqcore.Objective(
+            layers=ctx.layers, bits=ctx.bits, unary=-np.tile(np.asarray(ctx.bits, float), (len(ctx.layers), 1))
+        )
 
 
 class MyPlugin:
@@ -296,7 +314,7 @@ def test_an_unknown_hook_is_a_plugin_error():
         def mpq_register_bogus(self, registry):
             registry.add("x", object)
 
-    with pytest.raises(PluginError, match="plugin .*Bogus.* implements a hook mpq does not define") as info:
+    with pytest.raises(PluginError, match=r"plugin .*Bogus.* implements a hook mpq does not define") as info:
         mpqcore.PluginSet(autoload=False, plugins=[Bogus()])
     assert "mpq_register_bogus" in str(info.value)
     assert isinstance(info.value.__cause__, pluggy.PluginValidationError)
@@ -319,7 +337,9 @@ def test_a_raising_hook_is_a_plugin_error_naming_the_plugin():
         def mpq_register_solvers(self, registry):
             raise KeyError("no table")
 
-    with pytest.raises(PluginError, match=r"plugin 'Exploding': hook mpq_register_solvers raised KeyError: 'no table'") as info:
+    with pytest.raises(
+        PluginError, match=r"plugin 'Exploding': hook mpq_register_solvers raised KeyError: 'no table'"
+    ) as info:
         mpqcore.PluginSet(autoload=False, plugins=[Exploding()])
     assert info.value.plugin == "Exploding"
     assert isinstance(info.value.__cause__, KeyError)
@@ -337,8 +357,14 @@ def test_a_plugin_method_runs_in_a_search_in_process():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     plugins = mpqcore.PluginSet(autoload=False, plugins=[MyPlugin()])
-    report = mpqcore.search(model, [torch.randn(6, 4)], method="constant", bits=(2, 4, 8),
-                            budget=mpqcore.Budget.average_bits(8), plugins=plugins)
+    report = mpqcore.search(
+        model,
+        [torch.randn(6, 4)],
+        method="constant",
+        bits=(2, 4, 8),
+        budget=mpqcore.Budget.average_bits(8),
+        plugins=plugins,
+    )
     assert report.method == "constant"
     assert dict(report.allocation.bits) == {"0": 8, "2": 8}  # -bits is lowest at 8; the budget allows it
 

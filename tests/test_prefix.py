@@ -20,7 +20,9 @@ class Residual(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = nn.Conv2d(1, 8, 3, padding=1)
-        self.block = nn.ModuleDict({"conv": nn.Conv2d(8, 8, 3, padding=1), "bn": nn.BatchNorm2d(8), "act": nn.ReLU(inplace=True)})
+        self.block = nn.ModuleDict(
+            {"conv": nn.Conv2d(8, 8, 3, padding=1), "bn": nn.BatchNorm2d(8), "act": nn.ReLU(inplace=True)}
+        )
         self.down = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
         self.head = nn.Linear(16 * 4 * 4, 10)
 

@@ -140,7 +140,7 @@ def test_a_metric_that_raises_returns_text_or_a_vector_is_named():
     def raises(m):
         raise RuntimeError("no test data")
 
-    with pytest.raises(ConfigError, match="the metric .*raises raised RuntimeError: no test data"):
+    with pytest.raises(ConfigError, match=r"the metric .*raises raised RuntimeError: no test data"):
         checked_metric(raises)(model)
     with pytest.raises(ConfigError, match="returned str 'high'"):
         checked_metric(lambda m: "high")(model)
@@ -224,7 +224,7 @@ def test_models_that_cannot_be_worked_on_get_clear_errors():
         meta = nn.Linear(4, 3)
     with pytest.raises(ConfigError, match="meta device"):
         mpqcore.search(meta, [x], method="uniform", plugins=BUILTINS)
-    with pytest.raises(ConfigError, match="copy.deepcopy failed: TypeError"):
+    with pytest.raises(ConfigError, match=r"copy.deepcopy failed: TypeError"):
         mpqcore.search(Holder(), [x], method="uniform", plugins=BUILTINS)
 
 

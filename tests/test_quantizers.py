@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 
 import mpqcore
 from mpqcore import ConfigError
-from mpqcore.quantizers import MSEPerChannel, MinMaxPerTensor, SymmetricPerChannel, fake_quantize_activation
+from mpqcore.quantizers import MinMaxPerTensor, MSEPerChannel, SymmetricPerChannel, fake_quantize_activation
 
 QUANTIZERS = mpqcore.PluginSet(autoload=False).quantizers
 NAMES = QUANTIZERS.names()
@@ -31,8 +33,12 @@ def mse(q, w) -> float:
 
 @pytest.mark.parametrize("name", NAMES)
 @settings(max_examples=200, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), shape=st.sampled_from(SHAPES), scale=st.sampled_from([1e-3, 1.0, 50.0]),
-       bits=st.integers(1, 8))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.sampled_from(SHAPES),
+    scale=st.sampled_from([1e-3, 1.0, 50.0]),
+    bits=st.integers(1, 8),
+)
 def test_codes_in_range_and_at_most_2_to_the_bits_levels(name, seed, shape, scale, bits):
     w = weight(seed, shape, scale)
     original = w.clone()
@@ -63,7 +69,7 @@ def test_error_shrinks_with_bits(name, seed, shape):
     w = weight(seed, shape)
     q = QUANTIZERS.create(name)
     errors = [mse(q.quantize(w, b), w) for b in range(2, 9)]
-    for b, (lo, hi) in enumerate(zip(errors, errors[1:]), start=2):
+    for b, (lo, hi) in enumerate(itertools.pairwise(errors), start=2):
         assert hi < lo, f"{name}: {b + 1} bits no better than {b} bits: {errors}"
     assert errors[-1] < errors[0] / 100  # 8 bits is far better than 2
 

@@ -73,7 +73,9 @@ def test_unknown_name_without_close_match_has_no_suggestion():
 
 
 def test_suggest():
-    assert suggest("minmax-per-tensr", ["minmax-per-tensor", "mse-per-channel"]) == "; did you mean 'minmax-per-tensor'?"
+    assert (
+        suggest("minmax-per-tensr", ["minmax-per-tensor", "mse-per-channel"]) == "; did you mean 'minmax-per-tensor'?"
+    )
     assert suggest("q", ["minmax-per-tensor"]) == ""
 
 
@@ -119,7 +121,9 @@ def test_create_with_an_unknown_option_names_the_plugin():
     with pytest.raises(ConfigError) as info:
         reg.create("hawq", colour="red")
     msg = str(info.value)
-    assert "method 'hawq' (plugin 'mpqcore-fancy'): unknown option 'colour'; valid options: size (int, default 1)" in msg
+    assert (
+        "method 'hawq' (plugin 'mpqcore-fancy'): unknown option 'colour'; valid options: size (int, default 1)" in msg
+    )
     assert info.value.__cause__ is None  # caught before the factory is called
 
 
@@ -147,7 +151,9 @@ def test_create_with_an_unconvertible_option_is_a_config_error():
 def test_create_passes_the_implementations_own_config_error_through_naming_it():
     reg = Registry("method")
     reg.add("counted", Counted)
-    with pytest.raises(ConfigError, match=r"^method 'counted' \(registered directly\): counted: samples must be >= 1, got 0$"):
+    with pytest.raises(
+        ConfigError, match=r"^method 'counted' \(registered directly\): counted: samples must be >= 1, got 0$"
+    ):
         reg.create("counted", samples=0)
 
 
@@ -160,7 +166,10 @@ def test_builtin_registries_through_the_plugin_set():
     assert plugins.registry("task") is plugins.tasks
     with pytest.raises(ConfigError, match="did you mean 'mse-per-channel'"):
         plugins.quantizers.create("mse-per-chanel")
-    with pytest.raises(ConfigError, match=r"quantizer 'mse-per-channel' \(plugin 'mpqcore.quantizers'\): grid must be an integer >= 1, got 'many'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"quantizer 'mse-per-channel' \(plugin 'mpqcore.quantizers'\): grid must be an integer >= 1, got 'many'",
+    ):
         plugins.quantizers.create("mse-per-channel", grid="many")
 
 
@@ -233,7 +242,7 @@ def test_resolve_takes_a_name_or_a_checked_instance():
 
 def test_a_non_string_name_is_a_clear_error_not_a_crash_in_the_suggester():
     reg = registry("hawq")
-    with pytest.raises(ConfigError, match="registered name .* got int"):
+    with pytest.raises(ConfigError, match=r"registered name .* got int"):
         reg.get(3)  # type: ignore[arg-type]
 
 
@@ -248,17 +257,21 @@ def test_a_factory_that_crashes_is_a_plugin_error_naming_it():
     reg = Registry("method", origins={"acme": "plugin 'acme' (distribution 'mpqcore-acme', entry point 'acme')"})
     reg.current_plugin = "acme"
     reg.add("crashes", Crashes)
-    with pytest.raises(PluginError, match=r"method 'crashes' \(plugin 'acme' .*failed to build .*KeyError: 'table'") as info:
+    with pytest.raises(
+        PluginError, match=r"method 'crashes' \(plugin 'acme' .*failed to build .*KeyError: 'table'"
+    ) as info:
         reg.create("crashes")
     assert info.value.plugin == "acme" and isinstance(info.value.__cause__, KeyError)
 
 
 def test_an_unknown_name_says_when_installed_plugins_were_not_loaded_or_blocked(monkeypatch):
     monkeypatch.delenv("MPQ_DISABLE_PLUGINS", raising=False)
-    with pytest.raises(ConfigError, match="installed plugins were not loaded .*only the built-ins") as info:
+    with pytest.raises(ConfigError, match=r"installed plugins were not loaded .*only the built-ins") as info:
         mpqcore.PluginSet(autoload=False).methods.get("clado")
     assert "valid methods: hawq, uniform" in str(info.value)
     blocked = mpqcore.PluginSet(autoload=False, disable=["mpqcore.tasks"])
-    with pytest.raises(ConfigError, match=r"blocked plugins, whose names are not listed: mpqcore.tasks \(disable= argument\)"):
+    with pytest.raises(
+        ConfigError, match=r"blocked plugins, whose names are not listed: mpqcore.tasks \(disable= argument\)"
+    ):
         blocked.tasks.get("digits-cnn")
     assert mpqcore.PluginSet(autoload=True).methods.missing_hint == ""

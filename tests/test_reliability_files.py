@@ -30,7 +30,7 @@ from mpqcore.cli import _failure, main
 from mpqcore.files import atomic_path, atomic_write_json, atomic_write_text, atomic_writer, check_output_dir
 from mpqcore.plugins import ENV_DISABLE_AUTOLOAD
 from mpqcore.report import Report, write_sweep
-from mpqcore.types import Allocation, Budget, LayerInfo, ModelSpec
+from mpqcore.types import Budget, LayerInfo, ModelSpec
 
 SMALL = Path(mpqcore.__file__).parent / "examples" / "small.json"
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,11 +152,27 @@ def test_atomic_writer_and_path(tmp_path):
 def small_report() -> Report:
     problem = mpqcore.load_problem(SMALL)
     alloc = mpqcore.solve(problem)
-    layers = [LayerInfo(fqn=n, kind="Linear", params=int(problem.costs["size"][i, 0] // 2)) for i, n in enumerate(problem.layers)]
+    layers = [
+        LayerInfo(fqn=n, kind="Linear", params=int(problem.costs["size"][i, 0] // 2))
+        for i, n in enumerate(problem.layers)
+    ]
     return Report(
-        allocation=alloc, spec=ModelSpec(layers=layers), problem=problem, budgets=(Budget.absolute("size", 160000),),
-        method="uniform", method_options={}, solver="highs", quantizer="minmax-per-tensor", cost="size",
-        results={"loss": 0.1}, objective_info={}, forward_passes=0, evaluations=0, timings={}, seed=0, versions={},
+        allocation=alloc,
+        spec=ModelSpec(layers=layers),
+        problem=problem,
+        budgets=(Budget.absolute("size", 160000),),
+        method="uniform",
+        method_options={},
+        solver="highs",
+        quantizer="minmax-per-tensor",
+        cost="size",
+        results={"loss": 0.1},
+        objective_info={},
+        forward_passes=0,
+        evaluations=0,
+        timings={},
+        seed=0,
+        versions={},
     )
 
 
@@ -218,7 +234,7 @@ def test_check_output_dir_refuses_a_read_only_folder(tmp_path):
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        with pytest.raises(ConfigError, match="is not writable .*Permission denied"):
+        with pytest.raises(ConfigError, match=r"is not writable .*Permission denied"):
             check_output_dir(locked / "run1")
     finally:
         locked.chmod(0o700)
@@ -227,7 +243,7 @@ def test_check_output_dir_refuses_a_read_only_folder(tmp_path):
 def test_report_write_refuses_a_file_as_its_folder(tmp_path):
     afile = tmp_path / "report"
     afile.write_text("keep me")
-    with pytest.raises(ConfigError, match="report folder .* is an existing file"):
+    with pytest.raises(ConfigError, match=r"report folder .* is an existing file"):
         small_report().write(afile)
     assert afile.read_text() == "keep me"
 
@@ -245,7 +261,11 @@ def test_mpq_out_is_checked_when_the_command_line_is_read(capsys, monkeypatch, t
     afile = tmp_path / "results.json"
     afile.write_text("{}")
     with pytest.raises(SystemExit) as info:
-        main([command, "--out", str(afile), "--budget", "avg-bits=4"] if command != "demo" else [command, "--out", str(afile)])
+        main(
+            [command, "--out", str(afile), "--budget", "avg-bits=4"]
+            if command != "demo"
+            else [command, "--out", str(afile)]
+        )
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert f"argument --out: --out '{afile}' is an existing file, not a folder" in err
@@ -291,7 +311,9 @@ def test_a_real_sigint_exits_130_without_a_traceback(tmp_path):
         """
     )
     env = {**os.environ, ENV_DISABLE_AUTOLOAD: "1"}
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     try:
         deadline = time.monotonic() + 120
         while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:

@@ -38,8 +38,14 @@ def hawq_reports(task):
     out = {}
     for avg in (3.0, 4.0):
         out[avg] = mpqcore.search(
-            task.model, task.calibration, method="hawq", bits=(2, 3, 4, 5, 6, 8), budget=Budget.average_bits(avg),
-            metric=task.metric, plugins=BUILTINS, method_options={"samples": 4},
+            task.model,
+            task.calibration,
+            method="hawq",
+            bits=(2, 3, 4, 5, 6, 8),
+            budget=Budget.average_bits(avg),
+            metric=task.metric,
+            plugins=BUILTINS,
+            method_options={"samples": 4},
         )
     return out
 
@@ -60,7 +66,7 @@ def test_reported_metrics_match_the_applied_models(task, hawq_reports):
         r = report.results
         assert task.metric(report.model) == pytest.approx(r["metric"], abs=1e-12)
         assert task.metric(mpqcore.apply(task.model, report.allocation)) == pytest.approx(r["metric"], abs=1e-12)
-        uniform = {f: r["uniform_bits"] for f in report.allocation.bits}
+        uniform = dict.fromkeys(report.allocation.bits, r["uniform_bits"])
         assert task.metric(mpqcore.apply(task.model, uniform)) == pytest.approx(r["uniform_metric"], abs=1e-12)
     assert hawq_reports[3.0].results["uniform_bits"] == 3
     assert hawq_reports[4.0].results["uniform_bits"] == 4
@@ -70,7 +76,18 @@ def test_report_contents_and_files(hawq_reports, tmp_path):
     report = hawq_reports[3.0]
     data = report.to_json()
     json.dumps(data)  # serializable
-    for key in ("allocation", "average_bits", "costs", "objective", "solver", "results", "forward_passes", "timings", "seed", "versions"):
+    for key in (
+        "allocation",
+        "average_bits",
+        "costs",
+        "objective",
+        "solver",
+        "results",
+        "forward_passes",
+        "timings",
+        "seed",
+        "versions",
+    ):
         assert key in data
     assert set(data["timings"]) == {"introspect", "measure", "solve", "apply", "evaluate"}
     assert data["results"]["float_metric"] >= 0.95
@@ -87,8 +104,14 @@ def test_report_contents_and_files(hawq_reports, tmp_path):
 
 
 def test_search_problem_resolves_under_other_budgets(task):
-    meas = mpqcore.measure(task.model, task.calibration, method="hawq", bits=(2, 4, 8), method_options={"samples": 4, "estimator": "hutchinson"},
-                           plugins=BUILTINS)
+    meas = mpqcore.measure(
+        task.model,
+        task.calibration,
+        method="hawq",
+        bits=(2, 4, 8),
+        method_options={"samples": 4, "estimator": "hutchinson"},
+        plugins=BUILTINS,
+    )
     objectives = []
     for avg in (2.5, 4.0, 6.0):
         problem = meas.with_budgets([Budget.average_bits(avg)])
@@ -96,7 +119,9 @@ def test_search_problem_resolves_under_other_budgets(task):
         assert alloc.average_bits({layer.fqn: layer.params for layer in meas.spec.layers}) <= avg + 1e-9
         objectives.append(alloc.objective)
     assert objectives == sorted(objectives, reverse=True)
-    assert problem_to_dict(mpqcore.search_problem(task.model, task.calibration, method="uniform", bits=(2, 4, 8), plugins=BUILTINS))["layers"]
+    assert problem_to_dict(
+        mpqcore.search_problem(task.model, task.calibration, method="uniform", bits=(2, 4, 8), plugins=BUILTINS)
+    )["layers"]
 
 
 def test_apply_limits_distinct_values(task, hawq_reports):
@@ -115,14 +140,24 @@ def test_apply_limits_distinct_values(task, hawq_reports):
 
 def test_user_model_unchanged_and_inplace(task):
     before = state(task.model)
-    report = mpqcore.search(task.model, task.calibration, method="uniform", bits=(2, 4, 8), budget=Budget.average_bits(4), plugins=BUILTINS)
+    report = mpqcore.search(
+        task.model, task.calibration, method="uniform", bits=(2, 4, 8), budget=Budget.average_bits(4), plugins=BUILTINS
+    )
     assert_same(before, task.model)
     assert report.model is not task.model
     assert set(report.allocation.bits.values()) == {4}
     model = digits_task().model.__class__()
     model.load_state_dict(task.model.state_dict())
     model.eval()
-    rep = mpqcore.search(model, task.calibration, method="uniform", bits=(2, 4, 8), budget=Budget.average_bits(4), inplace=True, plugins=BUILTINS)
+    rep = mpqcore.search(
+        model,
+        task.calibration,
+        method="uniform",
+        bits=(2, 4, 8),
+        budget=Budget.average_bits(4),
+        inplace=True,
+        plugins=BUILTINS,
+    )
     assert rep.model is model
     assert model.conv2.weight.unique().numel() <= 16
     assert not torch.equal(model.conv2.weight, task.model.conv2.weight)
@@ -130,8 +165,15 @@ def test_user_model_unchanged_and_inplace(task):
 
 def test_pins_and_ties_are_honoured(task):
     report = mpqcore.search(
-        task.model, task.calibration, method="hawq", bits=(2, 4, 8), budget=Budget.average_bits(3.0), pins={"conv1": 8, "fc2": 8},
-        ties=[["conv2", "conv3"]], method_options={"samples": 4}, plugins=BUILTINS,
+        task.model,
+        task.calibration,
+        method="hawq",
+        bits=(2, 4, 8),
+        budget=Budget.average_bits(3.0),
+        pins={"conv1": 8, "fc2": 8},
+        ties=[["conv2", "conv3"]],
+        method_options={"samples": 4},
+        plugins=BUILTINS,
     )
     bits = report.allocation.bits
     assert bits["conv1"] == 8 and bits["fc2"] == 8
@@ -143,8 +185,13 @@ def test_several_budgets_at_once(task):
     spec = mpqcore.introspect(task.model, task.calibration[0])
     bops8 = sum(layer.macs * 8 * 8 for layer in spec.layers)
     report = mpqcore.search(
-        task.model, task.calibration, method="hawq", bits=(2, 4, 8), budget=[Budget.average_bits(5.0), Budget.relative("bops", 0.4)],
-        method_options={"samples": 4}, plugins=BUILTINS,
+        task.model,
+        task.calibration,
+        method="hawq",
+        bits=(2, 4, 8),
+        budget=[Budget.average_bits(5.0), Budget.relative("bops", 0.4)],
+        method_options={"samples": 4},
+        plugins=BUILTINS,
     )
     assert report.average_bits <= 5.0 + 1e-9
     assert report.allocation.costs["bops"] <= 0.4 * bops8 * (1 + 1e-9)
@@ -157,7 +204,7 @@ def test_several_budgets_at_once(task):
 
 def _bad(task, match, **kw):
     before = state(task.model)
-    args = dict(method="uniform", bits=(2, 4, 8), budget=Budget.average_bits(4), plugins=BUILTINS)
+    args = {"method": "uniform", "bits": (2, 4, 8), "budget": Budget.average_bits(4), "plugins": BUILTINS}
     args.update(kw)
     with pytest.raises(mpqcore.MpqError, match=match):
         mpqcore.search(task.model, task.calibration, **args)
@@ -188,19 +235,26 @@ def test_bad_input_errors(task, kw, match):
 def test_budget_below_cheapest_names_the_cheapest(task):
     spec = mpqcore.introspect(task.model)
     with pytest.raises(InfeasibleError) as info:
-        mpqcore.search(task.model, task.calibration, method="uniform", bits=(2, 4, 8), budget=Budget.average_bits(1.5), plugins=BUILTINS)
+        mpqcore.search(
+            task.model,
+            task.calibration,
+            method="uniform",
+            bits=(2, 4, 8),
+            budget=Budget.average_bits(1.5),
+            plugins=BUILTINS,
+        )
     assert info.value.cheapest["size"] == pytest.approx(2 * spec.total_params)
     assert info.value.budgets["size"] == pytest.approx(1.5 * spec.total_params)
 
 
 def test_model_without_quantizable_layer():
     model = nn.Sequential(nn.ReLU(), nn.Flatten())
-    with pytest.raises(ConfigError, match="no quantizable layer.*Conv1d, Conv2d, Linear"):
+    with pytest.raises(ConfigError, match=r"no quantizable layer.*Conv1d, Conv2d, Linear"):
         mpqcore.search(model, [torch.randn(2, 4)], method="uniform", plugins=BUILTINS)
 
 
 def test_calibration_failure_names_the_batch(task):
-    batches = list(task.calibration[:2]) + [torch.randn(4, 3, 8, 8)]
+    batches = [*list(task.calibration[:2]), torch.randn(4, 3, 8, 8)]
     before = state(task.model)
     with pytest.raises(ConfigError, match="calibration batch 2"):
         mpqcore.search(task.model, batches, method="hawq", bits=(2, 4, 8), plugins=BUILTINS)
@@ -215,7 +269,9 @@ class _BadMethods:
     @mpqcore.hookimpl
     def mpq_register_methods(self, registry):
         registry.add("nan", lambda: _Returns(lambda ctx: np.full((len(ctx.layers), len(ctx.bits)), np.nan)))
-        registry.add("short", lambda: _Returns(lambda ctx: np.zeros((len(ctx.layers) - 1, len(ctx.bits))), layers_cut=1))
+        registry.add(
+            "short", lambda: _Returns(lambda ctx: np.zeros((len(ctx.layers) - 1, len(ctx.bits))), layers_cut=1)
+        )
         registry.add("raises", lambda: _Returns(lambda ctx: 1 / 0))
         registry.add("not-objective", lambda: _Raw())
 
@@ -254,9 +310,15 @@ def test_malformed_method_output_names_the_plugin(task, method, match):
 
 
 def test_sweep_is_monotone(task):
-    meas, points = mpqcore.sweep(
-        task.model, task.calibration, method="hawq", bits=(2, 4, 8), budgets=[Budget.average_bits(b) for b in (2.5, 3.5, 5.0, 7.0)],
-        metric=task.metric, plugins=BUILTINS, method_options={"samples": 4},
+    _meas, points = mpqcore.sweep(
+        task.model,
+        task.calibration,
+        method="hawq",
+        bits=(2, 4, 8),
+        budgets=[Budget.average_bits(b) for b in (2.5, 3.5, 5.0, 7.0)],
+        metric=task.metric,
+        plugins=BUILTINS,
+        method_options={"samples": 4},
     )
     predicted = [p.results["predicted"] for p in points]
     assert predicted == sorted(predicted, reverse=True)
@@ -264,8 +326,16 @@ def test_sweep_is_monotone(task):
 
 
 def test_without_a_budget_the_uniform_reference_is_the_allocations_size(task):
-    report = mpqcore.search(task.model, task.calibration, method="hawq", bits=(2, 4, 8), budget=None, metric=task.metric,
-                            method_options={"samples": 16}, plugins=BUILTINS)
+    report = mpqcore.search(
+        task.model,
+        task.calibration,
+        method="hawq",
+        bits=(2, 4, 8),
+        budget=None,
+        metric=task.metric,
+        method_options={"samples": 16},
+        plugins=BUILTINS,
+    )
     assert report.budgets == ()
     assert set(report.allocation.bits.values()) == {8}  # nothing to trade: the least loss
     assert report.results["uniform_bits"] == 8
@@ -275,7 +345,9 @@ def test_without_a_budget_the_uniform_reference_is_the_allocations_size(task):
 
 
 def test_a_data_free_method_makes_no_forward_pass_of_its_own(task):
-    report = mpqcore.search(task.model, task.calibration, method="uniform", bits=(2, 4, 8), budget=Budget.average_bits(4), plugins=BUILTINS)
+    report = mpqcore.search(
+        task.model, task.calibration, method="uniform", bits=(2, 4, 8), budget=Budget.average_bits(4), plugins=BUILTINS
+    )
     assert report.measure_forward_passes == 0
     assert report.forward_passes >= len(task.calibration)  # the core's reference pass and the evaluation
 
@@ -283,8 +355,14 @@ def test_a_data_free_method_makes_no_forward_pass_of_its_own(task):
 def test_hawq_never_prefers_fewer_bits(task):
     # With 4 probes conv1's Hutchinson estimate comes out negative (cross-layer noise);
     # the true trace of the Gauss-Newton Hessian is >= 0, so it is clamped and reported.
-    meas = mpqcore.measure(task.model, task.calibration, method="hawq", bits=(2, 4, 8), method_options={"samples": 4, "estimator": "hutchinson"},
-                           plugins=BUILTINS)
+    meas = mpqcore.measure(
+        task.model,
+        task.calibration,
+        method="hawq",
+        bits=(2, 4, 8),
+        method_options={"samples": 4, "estimator": "hutchinson"},
+        plugins=BUILTINS,
+    )
     info = meas.objective.info
     assert info["clamped_negative_traces"], "expected a negative raw estimate at 4 samples on digits-cnn"
     assert all(t >= 0 for t in info["hessian_trace"].values())
@@ -297,13 +375,23 @@ def test_hawq_estimators_agree_and_gauss_newton_is_never_negative(task):
     # standard errors; the Gauss-Newton draws are squared norms, so never below zero.
     traces = {}
     for estimator in ("gauss-newton", "hutchinson"):
-        meas = mpqcore.measure(task.model, task.calibration, method="hawq", bits=(2, 8), plugins=BUILTINS,
-                               method_options={"samples": 48, "estimator": estimator})
+        meas = mpqcore.measure(
+            task.model,
+            task.calibration,
+            method="hawq",
+            bits=(2, 8),
+            plugins=BUILTINS,
+            method_options={"samples": 48, "estimator": estimator},
+        )
         info = meas.objective.info
         assert info["estimator"] == estimator
         traces[estimator] = {f: (t, t * info["trace_relative_stderr"][f]) for f, t in info["hessian_trace"].items()}
-    assert mpqcore.measure(task.model, task.calibration, method="hawq", bits=(2, 8), plugins=BUILTINS,
-                           method_options={"samples": 2}).objective.info["clamped_negative_traces"] == {}
+    assert (
+        mpqcore.measure(
+            task.model, task.calibration, method="hawq", bits=(2, 8), plugins=BUILTINS, method_options={"samples": 2}
+        ).objective.info["clamped_negative_traces"]
+        == {}
+    )
     for f, (gn, gn_se) in traces["gauss-newton"].items():
         hu, hu_se = traces["hutchinson"][f]
         assert abs(gn - hu) <= 4 * (gn_se**2 + hu_se**2) ** 0.5, (f, gn, gn_se, hu, hu_se)
@@ -312,9 +400,24 @@ def test_hawq_estimators_agree_and_gauss_newton_is_never_negative(task):
 def test_hawq_gauss_newton_refuses_a_user_loss(task):
     loss = lambda out, batch: out.pow(2).mean()  # noqa: E731
     with pytest.raises(MethodError, match="estimator 'gauss-newton' needs the default loss"):
-        mpqcore.measure(task.model, task.calibration, method="hawq", bits=(2, 8), loss=loss, plugins=BUILTINS,
-                        method_options={"estimator": "gauss-newton", "samples": 2})
-    meas = mpqcore.measure(task.model, task.calibration, method="hawq", bits=(2, 8), loss=loss, plugins=BUILTINS, method_options={"samples": 2})
+        mpqcore.measure(
+            task.model,
+            task.calibration,
+            method="hawq",
+            bits=(2, 8),
+            loss=loss,
+            plugins=BUILTINS,
+            method_options={"estimator": "gauss-newton", "samples": 2},
+        )
+    meas = mpqcore.measure(
+        task.model,
+        task.calibration,
+        method="hawq",
+        bits=(2, 8),
+        loss=loss,
+        plugins=BUILTINS,
+        method_options={"samples": 2},
+    )
     assert meas.objective.info["estimator"] == "hutchinson"
 
 
@@ -323,9 +426,12 @@ def test_hawq_gauss_newton_refuses_a_user_loss(task):
 
 def test_the_old_positional_form_still_works_with_a_deprecation_warning(task):
     with pytest.warns(DeprecationWarning, match="by position is deprecated"):
-        old = mpqcore.search(task.model, task.calibration, "uniform", (2, 4, 8), Budget.average_bits(4), plugins=BUILTINS)
-    new = mpqcore.search(task.model, task.calibration, method="uniform", bits=(2, 4, 8),
-                         budget=Budget.average_bits(4), plugins=BUILTINS)
+        old = mpqcore.search(
+            task.model, task.calibration, "uniform", (2, 4, 8), Budget.average_bits(4), plugins=BUILTINS
+        )
+    new = mpqcore.search(
+        task.model, task.calibration, method="uniform", bits=(2, 4, 8), budget=Budget.average_bits(4), plugins=BUILTINS
+    )
     assert dict(old.allocation.bits) == dict(new.allocation.bits)
     with pytest.raises(ConfigError, match="both by position and by keyword"):
         mpqcore.search(task.model, task.calibration, "uniform", (2, 4, 8), bits=(2, 8), plugins=BUILTINS)
@@ -337,19 +443,36 @@ def test_instances_work_where_names_do(task):
     from mpqcore.methods import HessianTrace
     from mpqcore.quantizers import SymmetricPerChannel
 
-    by_name = mpqcore.search(task.model, task.calibration, method="hawq", bits=(2, 4, 8),
-                             method_options={"samples": 2}, quantizer="symmetric-per-channel", plugins=BUILTINS)
+    by_name = mpqcore.search(
+        task.model,
+        task.calibration,
+        method="hawq",
+        bits=(2, 4, 8),
+        method_options={"samples": 2},
+        quantizer="symmetric-per-channel",
+        plugins=BUILTINS,
+    )
     solver = BUILTINS.solvers.create("dp")
-    by_instance = mpqcore.search(task.model, task.calibration, method=HessianTrace(samples=2), bits=(2, 4, 8),
-                                 quantizer=SymmetricPerChannel(), solver=solver, plugins=BUILTINS)
+    by_instance = mpqcore.search(
+        task.model,
+        task.calibration,
+        method=HessianTrace(samples=2),
+        bits=(2, 4, 8),
+        quantizer=SymmetricPerChannel(),
+        solver=solver,
+        plugins=BUILTINS,
+    )
     assert by_instance.method == "hawq" and by_instance.quantizer == "symmetric-per-channel"
     assert dict(by_instance.allocation.bits) == dict(by_name.allocation.bits)
     assert by_instance.results["metric" if "metric" in by_name.results else "loss"] == pytest.approx(
-        by_name.results["metric" if "metric" in by_name.results else "loss"], abs=1e-12)
+        by_name.results["metric" if "metric" in by_name.results else "loss"], abs=1e-12
+    )
     with pytest.raises(mpqcore.PluginError, match="lacks measure"):
         mpqcore.search(task.model, task.calibration, method=object(), plugins=BUILTINS)
     with pytest.raises(ConfigError, match="configure the instance itself"):
-        mpqcore.measure(task.model, task.calibration, method=HessianTrace(), method_options={"samples": 3}, plugins=BUILTINS)
+        mpqcore.measure(
+            task.model, task.calibration, method=HessianTrace(), method_options={"samples": 3}, plugins=BUILTINS
+        )
 
 
 def test_a_cost_model_instance_by_name(task):
@@ -361,21 +484,44 @@ def test_a_cost_model_instance_by_name(task):
         def cost(self, layer, bits):
             return float(bits)
 
-    meas = mpqcore.measure(task.model, task.calibration, method="uniform", bits=(2, 4, 8), cost="per-layer",
-                           cost_models={"per-layer": PerLayer()}, plugins=BUILTINS)
+    meas = mpqcore.measure(
+        task.model,
+        task.calibration,
+        method="uniform",
+        bits=(2, 4, 8),
+        cost="per-layer",
+        cost_models={"per-layer": PerLayer()},
+        plugins=BUILTINS,
+    )
     assert meas.problem.costs["per-layer"][0].tolist() == [2.0, 4.0, 8.0]
 
 
 def test_search_reuses_a_measurement_without_measuring_again(task):
     before = state(task.model)
-    meas = mpqcore.measure(task.model, task.calibration, method="hawq", bits=(2, 4, 8),
-                           method_options={"samples": 2}, metric=task.metric, plugins=BUILTINS)
+    meas = mpqcore.measure(
+        task.model,
+        task.calibration,
+        method="hawq",
+        bits=(2, 4, 8),
+        method_options={"samples": 2},
+        metric=task.metric,
+        plugins=BUILTINS,
+    )
     passes = meas.evaluator.forward_passes
-    fresh = mpqcore.search(task.model, task.calibration, method="hawq", bits=(2, 4, 8),
-                           method_options={"samples": 2}, metric=task.metric, budget=Budget.average_bits(3),
-                           plugins=BUILTINS)
-    again = [mpqcore.search(task.model, measurement=meas, budget=Budget.average_bits(avg), solver=solver,
-                            plugins=BUILTINS) for avg, solver in ((3, "highs"), (3, "dp"), (5, "highs"))]
+    fresh = mpqcore.search(
+        task.model,
+        task.calibration,
+        method="hawq",
+        bits=(2, 4, 8),
+        method_options={"samples": 2},
+        metric=task.metric,
+        budget=Budget.average_bits(3),
+        plugins=BUILTINS,
+    )
+    again = [
+        mpqcore.search(task.model, measurement=meas, budget=Budget.average_bits(avg), solver=solver, plugins=BUILTINS)
+        for avg, solver in ((3, "highs"), (3, "dp"), (5, "highs"))
+    ]
     assert again[0].timings["measure"] == 0.0
     assert dict(again[0].allocation.bits) == dict(fresh.allocation.bits) == dict(again[1].allocation.bits)
     assert again[0].results["metric"] == pytest.approx(fresh.results["metric"], abs=1e-12)
@@ -389,13 +535,15 @@ def test_search_reuses_a_measurement_without_measuring_again(task):
 
 
 def test_search_on_a_measurement_alone_and_with_its_own_metric(task):
-    meas = mpqcore.measure(task.model, task.calibration, method="uniform", bits=(2, 4, 8), metric=task.metric,
-                           plugins=BUILTINS)
+    meas = mpqcore.measure(
+        task.model, task.calibration, method="uniform", bits=(2, 4, 8), metric=task.metric, plugins=BUILTINS
+    )
     alone = mpqcore.search(measurement=meas, budget=Budget.average_bits(4), plugins=BUILTINS)
-    same = mpqcore.search(task.model, measurement=meas, metric=task.metric, budget=Budget.average_bits(4),
-                          plugins=BUILTINS)
+    same = mpqcore.search(
+        task.model, measurement=meas, metric=task.metric, budget=Budget.average_bits(4), plugins=BUILTINS
+    )
     assert alone.results["metric"] == same.results["metric"]
-    with pytest.raises(ConfigError, match="metric=.*the measurement has"):
+    with pytest.raises(ConfigError, match=r"metric=.*the measurement has"):
         mpqcore.search(measurement=meas, metric=lambda m: 0.0, plugins=BUILTINS)
     with pytest.raises(ConfigError, match="inplace=True needs the model"):
         mpqcore.search(measurement=meas, inplace=True, plugins=BUILTINS)

@@ -81,7 +81,10 @@ WRONG: dict[str, tuple] = {
         lambda p: honest(p, GOOD, costs={"size": 153216.0, "bops": 3.0}),
         r"reports costs \['bops'\] that the problem has no table for",
     ),
-    "bad-status": (lambda p: honest(p, GOOD, status="done"), r"has status 'done'; valid: optimal, time_limit, heuristic"),
+    "bad-status": (
+        lambda p: honest(p, GOOD, status="done"),
+        r"has status 'done'; valid: optimal, time_limit, heuristic",
+    ),
     "nan-gap": (lambda p: honest(p, GOOD, gap=math.nan), r"has gap nan; a gap is >= 0"),
 }
 
@@ -139,7 +142,10 @@ def test_a_solver_that_raises_is_named():
 
 def test_a_malformed_allocation_built_inside_a_solver_names_the_solver():
     plugins = plugins_with("fractional", lambda p: Allocation(bits={**GOOD, "conv2": 2.5}, objective=0.0))
-    with pytest.raises(ConfigError, match=r"solver 'fractional' \(plugin 'fake_fractional'\): Allocation.bits\['conv2'\] = 2.5 is not an integer"):
+    with pytest.raises(
+        ConfigError,
+        match=r"solver 'fractional' \(plugin 'fake_fractional'\): Allocation.bits\['conv2'\] = 2.5 is not an integer",
+    ):
         mpqcore.solve(small(), "fractional", plugins=plugins)
 
 
@@ -149,7 +155,9 @@ def test_a_solver_instance_that_is_not_registered_is_named_by_its_class():
         def solve(self, problem):
             return {"conv1": 8}
 
-    with pytest.raises(PluginError, match=r"solver 'Stray' \(the tests\.test_solvers_checked\..*Stray given\) returned a dict"):
+    with pytest.raises(
+        PluginError, match=r"solver 'Stray' \(the tests\.test_solvers_checked\..*Stray given\) returned a dict"
+    ):
         mpqcore.solve(small(), Stray())
 
 
@@ -183,7 +191,9 @@ def test_a_pareto_sweep_checks_every_answer():
         def solve(self, problem):
             return honest(problem, {"conv1": 8, "conv2": 8, "fc1": 8, "fc2": 8})
 
-    with pytest.raises(PluginError, match=r"solver 'Greedy' \(the .*Greedy given\) returned an allocation that breaks .*budget 'size'"):
+    with pytest.raises(
+        PluginError, match=r"solver 'Greedy' \(the .*Greedy given\) returned an allocation that breaks .*budget 'size'"
+    ):
         pareto_sweep(small(), "size", [400000.0, 160000.0], Greedy())
     kept = pareto_sweep(small(), "size", [400000.0, 160000.0, 100.0], "highs")  # the infeasible one skipped
     assert [a.info["limit"] for a in kept] == [400000.0, 160000.0]
@@ -278,7 +288,9 @@ def test_highs_model_scales_by_powers_of_two_only_when_needed():
 
 def test_dp_says_why_it_has_no_grid_for_huge_costs():
     problem = attrs.evolve(scaled(small(), 1.0, 1e16), objective=small().objective.without_pairs())
-    with pytest.raises(ConfigError, match=r"has costs up to 2.67e\+21, beyond 2\*\*53 .* no default grid; pass grid=STEP"):
+    with pytest.raises(
+        ConfigError, match=r"has costs up to 2.67e\+21, beyond 2\*\*53 .* no default grid; pass grid=STEP"
+    ):
         mpqcore.solve(problem, "dp")
     with pytest.raises(mpqcore.ProblemTooLargeError, match=r"beyond 2\*\*53; pass a coarser grid"):
         mpqcore.solve(problem, "dp", grid=1.0)
@@ -289,7 +301,10 @@ def test_a_limit_the_budget_tolerance_would_swamp_is_refused():
     # Before: costs and limit scaled by 1e-12 made every allocation "within budget" (the
     # tolerance is 1e-9 absolute below 1), and the solvers returned 8 bits everywhere.
     problem = scaled(small(), 1.0, 1e-12)
-    with pytest.raises(ConfigError, match=r"budget 'size' = 1.6e-07 is below 1e-06: mpq meets a budget within 1e-09 .* 0.62% of this limit"):
+    with pytest.raises(
+        ConfigError,
+        match=r"budget 'size' = 1.6e-07 is below 1e-06: mpq meets a budget within 1e-09 .* 0.62% of this limit",
+    ):
         mpqcore.solve(problem, "highs")
     raw = json.loads(SMALL.read_text())
     raw["budgets"]["size"] = 1e-9
@@ -299,7 +314,9 @@ def test_a_limit_the_budget_tolerance_would_swamp_is_refused():
 
 def test_a_problem_built_in_python_is_checked_for_overflowing_sums():
     objective = Objective(layers=["a", "b"], bits=[2, 4], unary=np.full((2, 2), 1e308))
-    with pytest.raises(ConfigError, match=r"objective: values up to 1e\+308 over 2 layers sum beyond the largest float"):
+    with pytest.raises(
+        ConfigError, match=r"objective: values up to 1e\+308 over 2 layers sum beyond the largest float"
+    ):
         mpqcore.solve(Problem(objective=objective), "highs")
 
 

@@ -157,7 +157,7 @@ def test_digits_split_is_disjoint_and_complete():
     assert not (tr & ca) and not (tr & te) and not (ca & te)
     assert tr | ca | te == set(range(1797))
     assert split.x_train.shape[1:] == (1, 8, 8)
-    assert 0.0 <= float(split.x_train.min()) and float(split.x_train.max()) <= 1.0
+    assert float(split.x_train.min()) >= 0.0 and float(split.x_train.max()) <= 1.0
     from sklearn.datasets import load_digits
 
     images = torch.from_numpy(load_digits().images.astype(np.float32) / 16.0)

@@ -36,7 +36,9 @@ def test_budget_value_must_be_positive_and_finite(value):
 def test_budget_rejects_a_huge_fraction_and_bad_reference_bits():
     with pytest.raises(ConfigError, match="not a fraction"):
         Budget.relative("bops", 1e7)
-    with pytest.raises(ConfigError, match=r"reference_bits = 0 is outside the valid range; bit-widths are integers 1\.\.16"):
+    with pytest.raises(
+        ConfigError, match=r"reference_bits = 0 is outside the valid range; bit-widths are integers 1\.\.16"
+    ):
         Budget.relative("bops", 0.5, reference_bits=0)
     with pytest.raises(ValueError):
         Budget(cost="size", kind="percent", value=1.0)

@@ -50,7 +50,7 @@ def test_everything_else_is_refused_naming_the_value(value, message):
 
 
 def test_the_range_is_the_documented_one():
-    assert BITS_RANGE == range(1, 17)
+    assert range(1, 17) == BITS_RANGE
     assert [check_width(b) for b in BITS_RANGE] == list(range(1, 17))
 
 

@@ -101,7 +101,7 @@ def test_finetuning_trains_clones_only_and_is_deterministic():
 
 def test_use_metric_without_a_metric_is_an_error():
     # mpq wraps errors raised while measuring in a MethodError naming the plugin.
-    with pytest.raises(mpqcore.MpqError, match="alps.*use_metric=True but no metric"):
+    with pytest.raises(mpqcore.MpqError, match=r"alps.*use_metric=True but no metric"):
         _measure(options={"use_metric": True})
 
 

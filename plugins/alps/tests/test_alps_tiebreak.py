@@ -63,10 +63,10 @@ def test_one_layer_changes_keep_the_metric_order(t, data):
     L, B = drops.shape
     eps = tie_break_weight(drops, loss)
     combined = tie_broken(drops, loss, eps)
-    l = data.draw(st.integers(0, L - 1))
+    li = data.draw(st.integers(0, L - 1))
     j, k = data.draw(st.integers(0, B - 1)), data.draw(st.integers(0, B - 1))
-    if drops[l, j] < drops[l, k] - 1e-9 * max(1.0, abs(drops).max()):
-        assert combined[l, j] < combined[l, k]
+    if drops[li, j] < drops[li, k] - 1e-9 * max(1.0, abs(drops).max()):
+        assert combined[li, j] < combined[li, k]
 
 
 def test_a_tiny_loss_spread_does_not_swamp_the_metric():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import attrs
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from mpqcore_clado import Clado, omega_matrix, quadratic_value
 
 class TestCladoConformance(MethodConformance):
     method = "clado"
-    method_options = {"pairs": "all"}
+    method_options: ClassVar[dict[str, Any]] = {"pairs": "all"}
 
 
 class TinyResidual(nn.Module):
@@ -27,7 +29,11 @@ class TinyResidual(nn.Module):
         self.stem = nn.Conv2d(1, 4, 3, padding=1)
         self.relu = nn.ReLU(inplace=True)
         self.block = nn.ModuleDict(
-            {"conv1": nn.Conv2d(4, 8, 3, stride=2, padding=1), "bn": nn.BatchNorm2d(8), "conv2": nn.Conv2d(8, 8, 3, padding=1)}
+            {
+                "conv1": nn.Conv2d(4, 8, 3, stride=2, padding=1),
+                "bn": nn.BatchNorm2d(8),
+                "conv2": nn.Conv2d(8, 8, 3, padding=1),
+            }
         )
         self.down = nn.Sequential(nn.Conv2d(4, 8, 1, stride=2), nn.BatchNorm2d(8))
         self.head = nn.Linear(8 * 4 * 4, 5)
@@ -77,7 +83,9 @@ def digits():
 @pytest.fixture(scope="module")
 def digits_all_pairs(digits):
     """CLADO on digits-cnn, bits (2, 4, 8), all pairs: with prefix reuse and without."""
-    return {reuse: _measure(digits.model, digits.calibration, reuse_prefix=reuse, batch_size=7) for reuse in (True, False)}
+    return {
+        reuse: _measure(digits.model, digits.calibration, reuse_prefix=reuse, batch_size=7) for reuse in (True, False)
+    }
 
 
 def test_evaluation_count_matches_the_formula(digits_all_pairs):
@@ -172,14 +180,19 @@ def test_psd_on_digits_gives_a_psd_omega(digits):
     # Entries between two bit-widths of one layer never count for a one-hot allocation and
     # are not stored; the stored matrix agrees with the PSD projection everywhere else.
     assert obj.info["psd"] is not None
-    alloc = {f: 2 for f in obj.layers}
+    alloc = dict.fromkeys(obj.layers, 2)
     assert obj.value(alloc) == pytest.approx(quadratic_value(full, alloc, obj.layers, obj.bits))
     assert obj.value(alloc) >= 0
 
 
 def test_highs_solves_the_pair_objective_and_the_ablation(digits):
     meas = mpqcore.measure(
-        digits.model, digits.calibration, method="clado", bits=(2, 4, 8), budget=mpqcore.Budget.average_bits(3.0), metric=digits.metric
+        digits.model,
+        digits.calibration,
+        method="clado",
+        bits=(2, 4, 8),
+        budget=mpqcore.Budget.average_bits(3.0),
+        metric=digits.metric,
     )
     problem = meas.problem
     assert problem.objective.has_pairs

@@ -45,11 +45,11 @@ class QuadraticLossEvaluator:
         self.evaluations += 1
         self.seen.append(assignment)
         chosen = sorted((self.layers.index(f), self.bits.index(b)) for f, b in assignment.items())
-        total = self.const + sum(self.unary[l, j] for l, j in chosen)
-        for (l, j), (m, k) in itertools.combinations(chosen, 2):
-            total += self.pair.get((l, j, m, k), 0.0)
-        for (l, j), (m, k), (n, i) in itertools.combinations(chosen, 3):
-            total += self.cubic.get((l, j, m, k, n, i), 0.0)
+        total = self.const + sum(self.unary[li, j] for li, j in chosen)
+        for (li, j), (m, k) in itertools.combinations(chosen, 2):
+            total += self.pair.get((li, j, m, k), 0.0)
+        for (li, j), (m, k), (n, i) in itertools.combinations(chosen, 3):
+            total += self.cubic.get((li, j, m, k, n, i), 0.0)
         return total
 
     def losses(self, assignments, *, reuse_prefix=None):
@@ -67,7 +67,7 @@ def _context(evaluator, layers, bits, fixed=None):
 
 def _allocations(layers, bits):
     for choice in itertools.product(bits, repeat=len(layers)):
-        yield dict(zip(layers, choice))
+        yield dict(zip(layers, choice, strict=False))
 
 
 def test_omega_entries_by_hand():
@@ -128,8 +128,8 @@ def test_objective_value_equals_alpha_omega_alpha(n_layers, n_bits, seed, symmet
     singles = rng.normal(size=(n_layers, n_bits))
     base = float(rng.normal())
     pair_losses = {
-        (l, j, m, k): float(rng.normal())
-        for l, m in itertools.combinations(range(n_layers), 2)
+        (li, j, m, k): float(rng.normal())
+        for li, m in itertools.combinations(range(n_layers), 2)
         for j in range(n_bits)
         for k in range(n_bits)
     }
@@ -143,9 +143,9 @@ def test_objective_value_equals_alpha_omega_alpha(n_layers, n_bits, seed, symmet
         # and without PSD the prediction is L(∅)-relative loss with each pair read once
         if not psd:
             chosen = [(layers.index(f), bits.index(b)) for f, b in alloc.items()]
-            expected = sum(singles[l, j] - base for l, j in chosen)
-            for (l, j), (m, k) in itertools.combinations(sorted(chosen), 2):
-                expected += pair_losses[(l, j, m, k)] - singles[l, j] - singles[m, k] + base
+            expected = sum(singles[li, j] - base for li, j in chosen)
+            for (li, j), (m, k) in itertools.combinations(sorted(chosen), 2):
+                expected += pair_losses[(li, j, m, k)] - singles[li, j] - singles[m, k] + base
             assert obj.value(alloc) == pytest.approx(expected, rel=1e-9, abs=1e-9)
     # omega_matrix gives back the symmetric Ω of the objective
     sym = 0.5 * (omega + omega.T)
@@ -156,7 +156,9 @@ def test_objective_value_equals_alpha_omega_alpha(n_layers, n_bits, seed, symmet
 def test_symmetrize_false_gives_the_same_objective():
     rng = np.random.default_rng(3)
     singles = rng.normal(size=(3, 2))
-    pair_losses = {(l, j, m, k): float(rng.normal()) for l, m in [(0, 1), (0, 2), (1, 2)] for j in range(2) for k in range(2)}
+    pair_losses = {
+        (li, j, m, k): float(rng.normal()) for li, m in [(0, 1), (0, 2), (1, 2)] for j in range(2) for k in range(2)
+    }
     a = omega_from_losses(0.1, singles, pair_losses, symmetric=True)
     b = omega_from_losses(0.1, singles, pair_losses, symmetric=False)
     assert np.allclose(a, a.T) and np.allclose(np.tril(b, -1), 0)
@@ -187,7 +189,9 @@ def test_psd_option_gives_a_psd_matrix_and_consistent_objective():
     layers, bits = ["x", "y", "z"], [2, 4]
     rng = np.random.default_rng(0)
     unary = np.abs(rng.normal(size=(3, 2)))
-    pair = {(l, j, m, k): float(rng.normal()) for l, m in [(0, 1), (0, 2), (1, 2)] for j in range(2) for k in range(2)}
+    pair = {
+        (li, j, m, k): float(rng.normal()) for li, m in [(0, 1), (0, 2), (1, 2)] for j in range(2) for k in range(2)
+    }
     ev = QuadraticLossEvaluator(layers, bits, unary, pair)
     obj = Clado(psd=True, reuse_prefix=False).measure(_context(ev, layers, bits))
     assert obj.info["psd"]["negative_eigenvalues"] > 0
@@ -204,7 +208,7 @@ def test_window_pairs_and_evaluation_count(n, k):
     pairs = layer_pairs([f"l{i}" for i in range(n)], "window", k)
     expected = sum(min(k, n - 1 - i) for i in range(n))
     assert len(pairs) == expected
-    assert all(0 < m - l <= k for l, m in pairs)
+    assert all(0 < m - li <= k for li, m in pairs)
     assert len(layer_pairs([f"l{i}" for i in range(n)], "all")) == math.comb(n, 2)
     assert expected_evaluations(n, 3, expected) == n * 3 + expected * 9 + 1
 

@@ -33,7 +33,9 @@ def test_four_evenly_spaced_weights():
     assert _h(w, 2) == pytest.approx(2.0)
     assert _h(w, 1) == pytest.approx(1.0)
     assert _h(w, 3) == pytest.approx(2.0)
-    np.testing.assert_array_equal(code_histogram(minmax.quantize(torch.tensor(w), 3).codes, 3), [1, 0, 1, 0, 0, 1, 0, 1])
+    np.testing.assert_array_equal(
+        code_histogram(minmax.quantize(torch.tensor(w), 3).codes, 3), [1, 0, 1, 0, 0, 1, 0, 1]
+    )
 
 
 def test_one_outlier():

@@ -26,7 +26,9 @@ def test_hand_worked_objective_both_scales():
     # Layer "1": a single weight: one code, H = 0 at every width.
     model = _model([0.0, 1.0, 2.0, 3.0], [0.5])
     calib = [torch.zeros(2, 4)]
-    per_weight = mpqcore.measure(model, calib, method="eagl", bits=(1, 2, 3), method_options={"scale": "per-weight"}).objective
+    per_weight = mpqcore.measure(
+        model, calib, method="eagl", bits=(1, 2, 3), method_options={"scale": "per-weight"}
+    ).objective
     np.testing.assert_allclose(per_weight.unary, [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], atol=1e-12)
     assert per_weight.info["entropy"]["0"] == pytest.approx({1: 1.0, 2: 2.0, 3: 2.0})
     params = mpqcore.measure(model, calib, method="eagl", bits=(1, 2, 3)).objective
@@ -39,7 +41,9 @@ def test_scaling_is_the_parameter_count_and_zero_at_the_top():
 
     task = digits_task()
     a = mpqcore.measure(task.model, task.calibration, method="eagl", bits=(2, 4, 8), method_options={"scale": "params"})
-    b = mpqcore.measure(task.model, task.calibration, method="eagl", bits=(2, 4, 8), method_options={"scale": "per-weight"})
+    b = mpqcore.measure(
+        task.model, task.calibration, method="eagl", bits=(2, 4, 8), method_options={"scale": "per-weight"}
+    )
     params = np.array([layer.params for layer in a.spec.layers], dtype=float)
     np.testing.assert_allclose(a.objective.unary, b.objective.unary * params[:, None])
     np.testing.assert_array_equal(b.objective.unary[:, -1], 0.0)
@@ -55,5 +59,5 @@ def test_bad_scale_names_the_option_and_valid_values():
         match=r"method 'eagl' \(plugin .*\): scale must be one of 'params', 'per-weight', got 'bits'",
     ):
         mpqcore.get_plugins().methods.create("eagl", scale="bits")
-    with pytest.raises(mpqcore.ConfigError, match="^scale must be one of 'params', 'per-weight', got 'per-layer'$"):
+    with pytest.raises(mpqcore.ConfigError, match=r"^scale must be one of 'params', 'per-weight', got 'per-layer'$"):
         EntropyGuided(scale="per-layer")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 import pytest
 
@@ -12,12 +14,12 @@ from mpqcore.testing import MethodConformance, digits_task
 
 class TestMixquantConformance(MethodConformance):
     method = "mixquant"
-    method_options = {}
+    method_options: ClassVar[dict[str, Any]] = {}
 
 
 class TestMixquantPerWeightConformance(MethodConformance):
     method = "mixquant"
-    method_options = {"scale": "per-weight"}
+    method_options: ClassVar[dict[str, Any]] = {"scale": "per-weight"}
 
 
 BITS = (2, 3, 4, 5, 6, 8)
@@ -26,7 +28,9 @@ BITS = (2, 3, 4, 5, 6, 8)
 def test_scaling_and_mse_match_the_fake_quantized_weights():
     task = digits_task()
     a = mpqcore.measure(task.model, task.calibration, method="mixquant", bits=BITS)
-    b = mpqcore.measure(task.model, task.calibration, method="mixquant", bits=BITS, method_options={"scale": "per-weight"})
+    b = mpqcore.measure(
+        task.model, task.calibration, method="mixquant", bits=BITS, method_options={"scale": "per-weight"}
+    )
     params = np.array([layer.params for layer in a.spec.layers], dtype=float)
     np.testing.assert_allclose(a.objective.unary, b.objective.unary * params[:, None])
     ev = b.evaluator

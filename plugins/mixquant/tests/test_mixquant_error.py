@@ -18,6 +18,8 @@ which is nearer), whatever the two zero points are. Hence, up to float32 roundin
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -115,4 +117,4 @@ def test_error_falls_with_every_bit_for_realistic_random_tensors(dist):
         rng = np.random.default_rng(seed)
         w = getattr(rng, dist)(size=512).astype(np.float32)
         qe = [_qe(w, b) for b in range(1, 11)]
-        assert all(a > b for a, b in zip(qe, qe[1:])), (seed, qe)
+        assert all(a > b for a, b in itertools.pairwise(qe)), (seed, qe)

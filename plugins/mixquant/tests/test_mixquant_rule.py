@@ -83,13 +83,13 @@ def test_group_picks_are_monotone_too(qe, ref_col, q1, q2, data):
 def test_thresholds_are_exactly_where_a_column_becomes_admissible(qe, ref_col):
     ref = qe[:, min(ref_col, qe.shape[1] - 1)]
     t = thresholds(qe, ref)
-    for l in range(qe.shape[0]):
+    for li in range(qe.shape[0]):
         for j in range(qe.shape[1]):
-            if math.isinf(t[l, j]):
-                assert ref[l] == 0 and qe[l, j] > 0
+            if math.isinf(t[li, j]):
+                assert ref[li] == 0 and qe[li, j] > 0
                 continue
-            assert t[l, j] >= 1.0
-            assert qe[l, j] <= t[l, j] * ref[l]
-            below = math.nextafter(t[l, j], 0.0)
+            assert t[li, j] >= 1.0
+            assert qe[li, j] <= t[li, j] * ref[li]
+            below = math.nextafter(t[li, j], 0.0)
             if below >= 1.0:
-                assert not qe[l, j] <= below * ref[l]
+                assert not qe[li, j] <= below * ref[li]

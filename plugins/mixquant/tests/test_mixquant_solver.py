@@ -45,7 +45,14 @@ def test_budget_search_by_hand():
     # Thresholds: l0 {32, 8, 2, 1}, l1 {8, 2, 1.5, 1}. Allocations by QEM:
     #  [1, 1.5): (8, 8) = 3200   [1.5, 2): (8, 4) = 2000   [2, 8): (4, 3) = 1300
     #  [8, 32): (3, 2) = 900     [32, inf): (2, 2) = 800
-    for budget, qem, bits in [(5000, 1.0, (8, 8)), (2000, 1.5, (8, 4)), (1999, 2.0, (4, 3)), (1300, 2.0, (4, 3)), (1000, 8.0, (3, 2)), (800, 32.0, (2, 2))]:
+    for budget, qem, bits in [
+        (5000, 1.0, (8, 8)),
+        (2000, 1.5, (8, 4)),
+        (1999, 2.0, (4, 3)),
+        (1300, 2.0, (4, 3)),
+        (1000, 8.0, (3, 2)),
+        (800, 32.0, (2, 2)),
+    ]:
         a = QEMSolver().solve(_problem(budget=budget))
         assert (a.bits["l0"], a.bits["l1"]) == bits, budget
         assert a.info["qem"] == qem and a.info["mode"] == "budget"
@@ -75,7 +82,7 @@ def test_option_and_problem_errors_name_what_is_valid():
         QEMSolver(reference_bits=0)
     with pytest.raises(mpqcore.ConfigError, match=r"reference_bits=6 is not a candidate; valid: \[2, 3, 4, 8\]"):
         QEMSolver(reference_bits=6, qem=2).solve(_problem())
-    with pytest.raises(mpqcore.ConfigError, match="qem=.*or a budget"):
+    with pytest.raises(mpqcore.ConfigError, match=r"qem=.*or a budget"):
         QEMSolver().solve(_problem())
     with pytest.raises(mpqcore.ConfigError, match="negative"):
         QEMSolver(qem=2).solve(_problem(qe=-QE))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 import pytest
 
 import mpqcore
 from mpqcore import Budget, ConfigError, LayerInfo, MeasureContext, ModelSpec
 from mpqcore.testing import MethodConformance, digits_task
-from mpqcore_smpq import ShapleyBitWidth, exact_shapley, monte_carlo_shapley
+from mpqcore_smpq import ShapleyBitWidth, monte_carlo_shapley
 from mpqcore_smpq.game import upgrade_assignment, upgrade_players
 
 # -- a fake evaluator: an additive loss table, recording what it was asked ---------------------
@@ -46,7 +48,9 @@ class TableEvaluator:
 def fake_context(layers=("conv", "mid", "head"), bits=(2, 4, 8), fixed=None, seed=0, metric=False):
     spec = ModelSpec([LayerInfo(f, "Linear", 10) for f in LOSS])
     fixed = dict(fixed or {})
-    return MeasureContext(evaluator=TableEvaluator(metric), spec=spec, layers=tuple(layers), bits=bits, fixed=fixed, seed=seed)
+    return MeasureContext(
+        evaluator=TableEvaluator(metric), spec=spec, layers=tuple(layers), bits=bits, fixed=fixed, seed=seed
+    )
 
 
 def expected_unary(layers, bits):
@@ -148,9 +152,12 @@ def test_exact_refuses_above_the_player_limit():
     ctx = fake_context(layers=("conv", "mid", "head", "stem"), bits=(2, 3, 4, 5, 8))  # 16 players
     with pytest.raises(ConfigError, match=r"limit of 12"):
         ShapleyBitWidth(exact=True).measure(ctx)
-    assert ShapleyBitWidth().measure(fake_context(layers=("conv", "mid", "head", "stem"), bits=(2, 3, 4, 5, 8))).info[
-        "estimator"
-    ] == "monte-carlo"
+    assert (
+        ShapleyBitWidth()
+        .measure(fake_context(layers=("conv", "mid", "head", "stem"), bits=(2, 3, 4, 5, 8)))
+        .info["estimator"]
+        == "monte-carlo"
+    )
 
 
 def test_exact_refuses_a_budget_below_the_enumeration():
@@ -220,7 +227,9 @@ def test_digits_monte_carlo_covers_the_exact_values(digits_exact):
 
     hits = checks = 0
     for seed in range(25):
-        est = monte_carlo_shapley(players, game, rng=np.random.default_rng(seed), min_permutations=40, max_permutations=40)
+        est = monte_carlo_shapley(
+            players, game, rng=np.random.default_rng(seed), min_permutations=40, max_permutations=40
+        )
         hits += int(np.sum(np.abs(est.values - exact) <= 3 * est.stderr + 1e-12))
         checks += len(players)
     assert hits / checks >= 0.9, f"coverage {hits}/{checks}"
@@ -242,4 +251,4 @@ class TestSmpqConformance(MethodConformance):
     """The core's conformance suite, on the sampled (random) path with a small budget."""
 
     method = "smpq"
-    method_options = {"exact": False, "max_evaluations": 60}
+    method_options: ClassVar[dict[str, Any]] = {"exact": False, "max_evaluations": 60}

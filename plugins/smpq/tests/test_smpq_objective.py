@@ -54,9 +54,9 @@ def test_cumulative_conversion_is_the_plain_sum_and_overstates_the_top_bits():
     game = upgrade_game(additive_score, LAYERS, bits, EvaluationStore())
     phi = exact_shapley(upgrade_players(LAYERS, bits), game)
     unary, *_ = upgrade_objective(LAYERS, bits, phi, conversion="cumulative")
-    for l, f in enumerate(LAYERS):
+    for li, f in enumerate(LAYERS):
         p4, p8 = phi.values[phi.index((f, 4))], phi.values[phi.index((f, 8))]
-        assert unary[l].tolist() == pytest.approx([0.0, -p4, -(p4 + p8)])
+        assert unary[li].tolist() == pytest.approx([0.0, -p4, -(p4 + p8)])
         # by hand for one layer (a = g(4) - g(2), d = g(8) - g(4)): phi4 = a/2, phi8 = a/2 + d
         a, d = G[f][4] - G[f][2], G[f][8] - G[f][4]
         assert (p4, p8) == pytest.approx((a / 2, a / 2 + d))
@@ -87,9 +87,9 @@ def test_interactions_reproduce_a_pairwise_game_exactly():
     unary, stderr, pairs, _ = upgrade_objective(LAYERS, bits, phi, inter)
     assert set(pairs) == {("a", 8, "b", 8), ("b", 8, "c", 8)}
     objective = Objective(layers=LAYERS, bits=bits, unary=unary, pairs=pairs, stderr=stderr)
-    base = pairwise_score({f: 2 for f in LAYERS})
+    base = pairwise_score(dict.fromkeys(LAYERS, 2))
     for combo in itertools.product(bits, repeat=len(LAYERS)):
-        assignment = dict(zip(LAYERS, combo))
+        assignment = dict(zip(LAYERS, combo, strict=False))
         assert objective.value(assignment) == pytest.approx(-(pairwise_score(assignment) - base), abs=1e-12)
     # without the pair terms the unary part alone is not exact: the interaction matters
     plain = upgrade_objective(LAYERS, bits, phi)[0]
@@ -100,7 +100,7 @@ def test_layer_players_value_the_whole_move_from_b0():
     bits = (2, 4, 8)
     store = EvaluationStore()
     phis = {b: exact_shapley(LAYERS, layer_game(additive_score, LAYERS, 2, b, store)) for b in bits[1:]}
-    unary, stderr, pairs, _ = layer_objective(LAYERS, bits, phis)
+    unary, _stderr, _pairs, _ = layer_objective(LAYERS, bits, phis)
     expected = -np.array([[G[f][b] - G[f][2] for b in bits] for f in LAYERS])
     np.testing.assert_allclose(unary, expected, atol=1e-12)
     # v(empty) is shared by the games: 1 + 2 * (2**3 - 1) distinct assignments
@@ -112,12 +112,12 @@ def test_layer_players_with_interactions_reproduce_their_game():
     store = EvaluationStore()
     game = layer_game(pairwise_score, LAYERS, 2, 8, store)
     phis = {8: exact_shapley(LAYERS, game)}
-    inter = {8: exact_interactions(LAYERS, game, list(zip(LAYERS, LAYERS[1:])))}
-    unary, stderr, pairs, _ = layer_objective(LAYERS, bits, phis, inter)
+    inter = {8: exact_interactions(LAYERS, game, list(itertools.pairwise(LAYERS)))}
+    unary, _stderr, pairs, _ = layer_objective(LAYERS, bits, phis, inter)
     objective = Objective(layers=LAYERS, bits=bits, unary=unary, pairs=pairs)
-    base = pairwise_score({f: 2 for f in LAYERS})
+    base = pairwise_score(dict.fromkeys(LAYERS, 2))
     for combo in itertools.product(bits, repeat=3):
-        assignment = dict(zip(LAYERS, combo))
+        assignment = dict(zip(LAYERS, combo, strict=False))
         assert objective.value(assignment) == pytest.approx(-(pairwise_score(assignment) - base), abs=1e-12)
 
 
@@ -128,12 +128,12 @@ def test_monte_carlo_stderr_of_each_term_uses_the_pair_samples():
     phi = monte_carlo_shapley(players, game, rng=np.random.default_rng(0), min_permutations=30, max_permutations=30)
     unary, stderr, _, _ = upgrade_objective(LAYERS, bits, phi)
     T = step_matrix(2)
-    for l, f in enumerate(LAYERS):
+    for li, f in enumerate(LAYERS):
         cols = [phi.index((f, b)) for b in bits[1:]]
         for j in range(2):
             combo = phi.pair_means[:, cols] @ T[j]
-            assert unary[l, j + 1] == pytest.approx(-combo.mean())
-            assert stderr[l, j + 1] == pytest.approx(combo.std(ddof=1) / np.sqrt(phi.n_pairs))
+            assert unary[li, j + 1] == pytest.approx(-combo.mean())
+            assert stderr[li, j + 1] == pytest.approx(combo.std(ddof=1) / np.sqrt(phi.n_pairs))
     assert np.all(stderr[:, 0] == 0)
 
 
@@ -144,7 +144,9 @@ def test_monte_carlo_objective_is_within_three_stderr_of_the_exact_one():
     exact = upgrade_objective(LAYERS, bits, exact_shapley(players, game))[0]
     hits = checks = 0
     for seed in range(40):
-        phi = monte_carlo_shapley(players, game, rng=np.random.default_rng(seed), min_permutations=40, max_permutations=40)
+        phi = monte_carlo_shapley(
+            players, game, rng=np.random.default_rng(seed), min_permutations=40, max_permutations=40
+        )
         unary, stderr, _, _ = upgrade_objective(LAYERS, bits, phi)
         inside = np.abs(unary - exact)[:, 1:] <= 3 * stderr[:, 1:] + 1e-12
         hits += int(inside.sum())

@@ -99,7 +99,7 @@ def test_exact_matches_the_permutation_definition():
 def test_exact_refuses_above_the_player_limit():
     players = list(range(EXACT_MAX_PLAYERS + 1))
     with pytest.raises(ValueError, match=str(EXACT_MAX_PLAYERS)):
-        exact_shapley(players, additive({p: 1.0 for p in players}))
+        exact_shapley(players, additive(dict.fromkeys(players, 1.0)))
 
 
 def test_exact_interactions_by_hand():
@@ -126,7 +126,7 @@ def test_monte_carlo_covers_the_exact_values_over_many_seeds(players, game):
     hits = checks = 0
     for seed in range(100):
         est = mc(players, game, seed)
-        for value, se, truth in zip(est.values, est.stderr, exact):
+        for value, se, truth in zip(est.values, est.stderr, exact, strict=False):
             checks += 1
             hits += abs(value - truth) <= 3 * se + 1e-12
     assert checks >= 300
@@ -165,14 +165,18 @@ def test_truncation_keeps_efficiency_within_the_tolerance_and_saves_evaluations(
 
 def test_relative_tolerance_and_truncation_scale_with_the_total():
     w = {0: 1000.0, 1: 2000.0, 2: 500.0}
-    est = monte_carlo_shapley(list(w), additive(w), rng=np.random.default_rng(0), tolerance=0.01, relative=True, min_permutations=4)
+    est = monte_carlo_shapley(
+        list(w), additive(w), rng=np.random.default_rng(0), tolerance=0.01, relative=True, min_permutations=4
+    )
     assert est.stopped == "tolerance"  # additive: every pair gives the exact values, stderr 0
     np.testing.assert_allclose(est.values, [1000.0, 2000.0, 500.0])
 
 
 def test_stops_at_the_tolerance_after_the_minimum():
     players = list(range(6))
-    est = monte_carlo_shapley(players, mixed, rng=np.random.default_rng(1), tolerance=0.05, min_permutations=10, max_permutations=5000)
+    est = monte_carlo_shapley(
+        players, mixed, rng=np.random.default_rng(1), tolerance=0.05, min_permutations=10, max_permutations=5000
+    )
     assert est.stopped == "tolerance"
     assert np.all(est.stderr <= 0.05)
     assert est.n_permutations >= 10
@@ -182,7 +186,9 @@ def test_stops_at_the_tolerance_after_the_minimum():
 def test_the_budget_is_never_exceeded():
     players = list(range(8))
     game = CachedGame(lambda s: float(len(s)) ** 1.5)
-    est = monte_carlo_shapley(players, game, rng=np.random.default_rng(0), max_evaluations=60, min_permutations=1000, max_permutations=1000)
+    est = monte_carlo_shapley(
+        players, game, rng=np.random.default_rng(0), max_evaluations=60, min_permutations=1000, max_permutations=1000
+    )
     assert est.stopped == "budget"
     assert est.evaluations <= 60
     assert game.evaluations == est.evaluations
@@ -255,7 +261,7 @@ def test_sampled_interactions_cover_the_exact_values():
     for seed in range(40):
         est = sample_interactions(players, mixed, pairs, rng=np.random.default_rng(seed), samples=16)
         assert est.samples.tolist() == [16] * len(pairs)
-        for value, se, truth in zip(est.values, est.stderr, exact):
+        for value, se, truth in zip(est.values, est.stderr, exact, strict=False):
             checks += 1
             hits += abs(value - truth) <= 3 * se + 1e-12
     assert hits / checks >= 0.90, f"coverage {hits}/{checks}"
@@ -263,7 +269,9 @@ def test_sampled_interactions_cover_the_exact_values():
 
 def test_sampled_interactions_respect_the_budget():
     game = CachedGame(mixed)
-    est = sample_interactions(list(range(6)), game, [(0, 1), (2, 4)], rng=np.random.default_rng(0), samples=100, max_evaluations=20)
+    est = sample_interactions(
+        list(range(6)), game, [(0, 1), (2, 4)], rng=np.random.default_rng(0), samples=100, max_evaluations=20
+    )
     assert est.stopped == "budget"
     assert est.evaluations <= 20
 
@@ -295,7 +303,7 @@ def test_property_linearity(g1, g2):
     players = list(range(n))
     a = exact_shapley(players, table_game(n, t1)).values
     b = exact_shapley(players, table_game(n, t2)).values
-    both = exact_shapley(players, table_game(n, [x + y for x, y in zip(t1, t2)])).values
+    both = exact_shapley(players, table_game(n, [x + y for x, y in zip(t1, t2, strict=False)])).values
     np.testing.assert_allclose(both, a + b, atol=1e-9)
 
 
@@ -313,5 +321,7 @@ def test_property_symmetric_players_get_equal_values_and_dummies_zero(n, by_size
 @settings(max_examples=40, deadline=None)
 def test_property_untruncated_monte_carlo_is_efficient(game, seed):
     n, table = game
-    est = monte_carlo_shapley(list(range(n)), table_game(n, table), rng=np.random.default_rng(seed), min_permutations=6, max_permutations=6)
+    est = monte_carlo_shapley(
+        list(range(n)), table_game(n, table), rng=np.random.default_rng(seed), min_permutations=6, max_permutations=6
+    )
     assert est.efficiency_gap == pytest.approx(0.0, abs=1e-9)
