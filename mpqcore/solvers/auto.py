@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 import attrs
 
 from mpqcore.options import option
-from mpqcore.solvers.highs import LINEARIZATIONS, HighsSolver
+from mpqcore.solvers.highs import HighsSolver
 from mpqcore.solvers.mckp import MCKPSolver
 from mpqcore.types import Allocation, Problem
 
@@ -29,33 +29,23 @@ def pick_solver(problem: Problem) -> str:
 
 
 @attrs.frozen
-class AutoSolver:
+class AutoSolver(HighsSolver):
     """``mckp`` for separable objectives under one budget, ``highs`` for the rest (:func:`pick_solver`).
 
-    Takes ``highs``' options (``time_limit`` goes to either solver) and ``mckp``'s
-    ``max_states``. Capability: :meth:`budget_resolver`, HiGHS's where it picks HiGHS.
+    Takes ``highs``' options (inherited; ``time_limit`` goes to either solver) and
+    ``mckp``'s ``max_states``. Capability: :meth:`budget_resolver`, HiGHS's where it
+    picks HiGHS.
     """
 
     name = "auto"
 
-    time_limit: float = option(float, default=60.0, greater_than=0.0, help="seconds before the incumbent is returned")
-    mip_rel_gap: float = option(float, default=0.0, minimum=0.0, less_than=1.0, help="highs: relative gap it stops at")
-    threads: int | None = option(int, default=None, minimum=1, optional=True, help="highs: threads (None: its default)")
-    linearization: str = option(str, default="onehot", choices=LINEARIZATIONS, help="highs: how pair terms become rows")
-    warm_start: bool = option(bool, default=True, help="highs: pair objectives start at the improved diagonal optimum")
     max_states: int = option(int, default=1_000_000, minimum=1, help="mckp: partial allocations its core DP keeps")
 
     def choose(self, problem: Problem) -> MCKPSolver | HighsSolver:
         """The solver :meth:`solve` hands ``problem`` to, built with these options."""
         if pick_solver(problem) == "mckp":
             return MCKPSolver(time_limit=self.time_limit, max_states=self.max_states)
-        return HighsSolver(
-            time_limit=self.time_limit,
-            mip_rel_gap=self.mip_rel_gap,
-            threads=self.threads,
-            linearization=self.linearization,
-            warm_start=self.warm_start,
-        )
+        return HighsSolver(**{f.name: getattr(self, f.name) for f in attrs.fields(HighsSolver)})
 
     def solve(self, problem: Problem) -> Allocation:
         return self.choose(problem).solve(problem)
