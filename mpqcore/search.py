@@ -119,10 +119,22 @@ def _check_feasible(problem: Problem) -> None:
                 UserWarning,
                 stacklevel=4,
             )
-    if len(problem.budgets) > 1:
+    if len(problem.budgets) > 1 and not _one_cheapest_allocation(reduced):
         from mpqcore.solvers.highs import HighsSolver
 
         HighsSolver(time_limit=10.0).solve(problem)  # raises InfeasibleError; a time-out proves nothing
+
+
+def _one_cheapest_allocation(reduced: Any) -> bool:
+    """Whether one allocation is the cheapest under every budgeted cost at once.
+
+    Then each budget met alone (checked above) means all are met together and no
+    feasibility solve is needed; that is the case whenever every cost grows with the
+    width (size, BOPs), since the lowest allowed width of each group is cheapest for all.
+    """
+    names = list(reduced.problem.budgets)
+    choices = [np.where(reduced.allowed, reduced.costs[n], np.inf).argmin(axis=1) for n in names]
+    return all(np.array_equal(choices[0], c) for c in choices[1:])
 
 
 def _check_any_feasible(
