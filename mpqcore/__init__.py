@@ -12,11 +12,12 @@ from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError, 
 from mpqcore.evaluate import Evaluator
 from mpqcore.hookspecs import hookimpl
 from mpqcore.introspect import introspect
+from mpqcore.layout import Layout
 from mpqcore.metrics import lower_is_better
 from mpqcore.plugins import PluginSet, get_plugins
 from mpqcore.problem import dump_problem, load_problem, problem_from_dict, problem_to_dict, run_solver
 from mpqcore.protocols import Solver, TaskLike
-from mpqcore.quantizers import QuantizedTensor
+from mpqcore.quantizers import DEFAULT_QUANTIZER, QuantizedTensor
 from mpqcore.report import Report
 from mpqcore.search import Measurement, SweepPoint, apply, measure, search, search_problem, sweep
 from mpqcore.tasks import Task
@@ -53,12 +54,14 @@ def load_task(name: str, *, plugins: PluginSet | None = None, **options: Any) ->
 
 
 __all__ = [
+    "DEFAULT_QUANTIZER",
     "Allocation",
     "Budget",
     "ConfigError",
     "Evaluator",
     "InfeasibleError",
     "LayerInfo",
+    "Layout",
     "MeasureContext",
     "Measurement",
     "MethodError",

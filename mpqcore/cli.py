@@ -32,6 +32,7 @@ from typing import Any
 
 from mpqcore.errors import ConfigError, InfeasibleError, MpqError, PluginError
 from mpqcore.metrics import direction_words
+from mpqcore.quantizers import DEFAULT_QUANTIZER
 
 __all__ = ["main"]
 
@@ -437,7 +438,7 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
         "(position embeddings, class tokens); --exclude '' quantizes every weight",
     )
     p.add_argument(
-        "--quantizer", default="minmax-per-tensor", help="a registered weight quantizer; default minmax-per-tensor"
+        "--quantizer", default=DEFAULT_QUANTIZER, help=f"a registered weight quantizer; default {DEFAULT_QUANTIZER}"
     )
     p.add_argument(
         "--quantizer-option", action="append", type=_key_value, metavar="KEY=VALUE", help="option for the quantizer"

@@ -20,10 +20,12 @@ import torch
 
 from mpqcore.errors import ConfigError, PluginError
 from mpqcore.hookspecs import hookimpl
+from mpqcore.layout import Layout
 from mpqcore.options import option
 from mpqcore.types import BITS_RANGE
 
 __all__ = [
+    "DEFAULT_QUANTIZER",
     "MSEPerChannel",
     "MinMaxPerTensor",
     "QuantizedTensor",
@@ -31,6 +33,9 @@ __all__ = [
     "check_quantized",
     "fake_quantize_activation",
 ]
+
+#: The quantizer every entry point uses when none is named (the one place for it).
+DEFAULT_QUANTIZER = "minmax-per-tensor"
 
 
 @attrs.frozen(eq=False)
@@ -102,6 +107,7 @@ class MinMaxPerTensor:
     """Uniform asymmetric min-max quantization over the whole tensor."""
 
     name = "minmax-per-tensor"
+    layout = Layout("tensor", symmetric=False)
 
     def quantize(self, weight: torch.Tensor, bits: int) -> QuantizedTensor:
         _check(weight, bits, self.name)
@@ -137,6 +143,7 @@ class SymmetricPerChannel:
     """Symmetric quantization per output channel (axis 0), scale from the channel's max magnitude."""
 
     name = "symmetric-per-channel"
+    layout = Layout("channel", symmetric=True)
 
     def quantize(self, weight: torch.Tensor, bits: int) -> QuantizedTensor:
         _check(weight, bits, self.name)
@@ -156,6 +163,7 @@ class MSEPerChannel:
     grid: int = option(int, default=20, minimum=1, help="clipping ratios tried per channel")
     min_ratio: float = option(float, default=0.3, greater_than=0.0, maximum=1.0, help="smallest clipping ratio tried")
     name = "mse-per-channel"
+    layout = Layout("channel", symmetric=True)
 
     def quantize(self, weight: torch.Tensor, bits: int) -> QuantizedTensor:
         _check(weight, bits, self.name)

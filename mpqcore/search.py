@@ -32,6 +32,7 @@ from mpqcore.plugins import PluginSet, get_plugins
 from mpqcore.preflight import check_act_bits, check_callable, check_device, check_model, check_seed, checked_metric
 from mpqcore.problem import allocation_costs, check_budgets_reachable, reduce_problem, run_solver
 from mpqcore.protocols import CostModel, Quantizer, SensitivityMethod, Solver
+from mpqcore.quantizers import DEFAULT_QUANTIZER
 from mpqcore.report import Report, versions
 from mpqcore.types import Allocation, Budget, ModelSpec, Objective, Problem, check_bits
 
@@ -246,7 +247,7 @@ def measure(
     method: str | SensitivityMethod = "hawq",
     bits: Sequence[int] = (2, 4, 8),
     budget: Budget | Sequence[Budget] | None = None,
-    quantizer: str | Quantizer = "minmax-per-tensor",
+    quantizer: str | Quantizer = DEFAULT_QUANTIZER,
     cost: str = "size",
     pins: Mapping[str, int] | None = None,
     ties: Sequence[Sequence[str]] | None = None,
@@ -481,7 +482,7 @@ def search_problem(model: nn.Module, calibration: Iterable[Any], *args: Any, **k
 def apply(
     model: nn.Module,
     allocation: Allocation | Mapping[str, int],
-    quantizer: str | Quantizer = "minmax-per-tensor",
+    quantizer: str | Quantizer = DEFAULT_QUANTIZER,
     *,
     inplace: bool = False,
     quantizer_options: Mapping[str, Any] | None = None,
@@ -614,7 +615,7 @@ def search(
     bits: Sequence[int] = (2, 4, 8),
     budget: Budget | Sequence[Budget] | None = _DEFAULT_BUDGET,
     metric: Callable[[nn.Module], float] | None = None,
-    quantizer: str | Quantizer = "minmax-per-tensor",
+    quantizer: str | Quantizer = DEFAULT_QUANTIZER,
     cost: str = "size",
     solver: str | Solver = "auto",
     pins: Mapping[str, int] | None = None,
