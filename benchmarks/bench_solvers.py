@@ -786,6 +786,10 @@ def write_pairs_markdown(result: dict, path: Path) -> None:
         "- `benchmarks/results/clado52.json` and the 72-layer files are `clado_like_problem(L)` (pair terms halving per layer of distance, an assumed",
         "  decay) and the same without decay (the shape measured on real networks), average <= 5 bits;",
         "  the 72-layer ones written to benchmarks/results/tmp/pairs/ (git-ignored) and loaded back.",
+        "- Not reached: issue 18's goal of proving the measured 52-layer problem at 2.5, 3 and 4 bits within",
+        "  60 s. Its pair terms are as strong as its single terms at every distance, and the RLT LP bound",
+        "  (-0.125 to -0.217 against the best allocations known, near -0.066) leaves a large gap that both solvers must close by",
+        "  enumeration; a tighter relaxation (triplets, SDP) is what it needs.",
         f"- Total wall time of this run: {result['total_seconds']:.0f} s.",
         "",
     ]

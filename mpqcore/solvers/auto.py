@@ -39,9 +39,10 @@ def pick_solver(problem: Problem) -> str:
 
 @attrs.frozen
 class AutoSolver(HighsSolver):
-    """``mckp`` for separable objectives under one budget, ``highs`` for the rest (:func:`pick_solver`).
+    """``mckp`` for separable objectives under one budget, ``pairs-bnb`` for dense pair
+    objectives, ``highs`` for the rest (:func:`pick_solver`).
 
-    Takes ``highs``' options (inherited; ``time_limit`` goes to either solver) and
+    Takes ``highs``' options (inherited; ``time_limit`` goes to every solver) and
     ``mckp``'s ``max_states``. Capability: :meth:`budget_resolver`, HiGHS's where it
     picks HiGHS.
     """
