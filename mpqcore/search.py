@@ -24,7 +24,7 @@ from mpqcore.constraints import check_ties, expand_pins, within_budget
 from mpqcore.context import MeasureContext
 from mpqcore.costs import cost_table
 from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError, PluginError
-from mpqcore.evaluate import Evaluator
+from mpqcore.evaluate import Evaluator, closed_on_failure
 from mpqcore.frozen import FrozenDict, freeze
 from mpqcore.introspect import excluded_layers, find_layers
 from mpqcore.layer_kinds import bake, quantize_along
@@ -37,6 +37,7 @@ from mpqcore.protocols import CostModel, Quantizer, SensitivityMethod, Solver
 from mpqcore.quantizers import DEFAULT_QUANTIZER
 from mpqcore.report import Report, versions
 from mpqcore.types import Allocation, Budget, ModelSpec, Objective, Problem, check_bits
+from mpqcore.workers import check_workers
 
 __all__ = ["Measurement", "apply", "measure", "search", "search_problem", "sweep"]
 
@@ -280,6 +281,9 @@ def measure(
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    inplace: bool = False,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> Measurement:
     """Introspect ``model`` and measure its sensitivity with ``method``; solve nothing.
 
@@ -290,7 +294,11 @@ def measure(
     ones named by ``cost`` and the budgets. ``cache`` (a directory, ``True`` for the
     default one under the mpq cache directory, or ``None``) keeps every evaluation and
     the objective on disk (:mod:`mpqcore.measurement_cache`): a rerun measures only what
-    is missing.
+    is missing. ``inplace=True`` measures on ``model`` itself rather than a copy (no
+    second copy in memory; every evaluation puts the float weights back, and the
+    evaluator's ``close()`` the modules' training flags). ``workers=N`` scores batches
+    of evaluations on N Ray actors (``ray_address``: a running cluster; default a local
+    one), with the single-process values (:mod:`mpqcore.workers`).
     """
     if legacy:
         given = {"method": method, "bits": bits, "budget": budget}
@@ -320,10 +328,14 @@ def measure(
         plugins=plugins,
         exclude=exclude,
         cache=cache,
+        inplace=inplace,
+        workers=workers,
+        ray_address=ray_address,
         budgets_together=True,
     )
 
 
+@closed_on_failure
 def _measure(
     model: nn.Module,
     calibration: Iterable[Any],
@@ -349,6 +361,9 @@ def _measure(
     exclude: Sequence[str] | None,
     budgets_together: bool,
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    inplace: bool = False,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> Measurement:
     """:func:`measure`'s work; ``budgets_together=False`` (a sweep) checks each budget alone before measuring."""
     plugins = plugins or get_plugins()
@@ -371,12 +386,13 @@ def _measure(
         else:
             models[name] = plugins.cost_models.create(name, **dict((cost_options or {}).get(name, {})))
     timings: dict[str, float] = {}
+    check_workers(workers, ray_address)
     store = open_cache(cache, model)  # a directory that cannot be used is said before any work
 
     t0 = time.perf_counter()
     evaluator = Evaluator(
         model, calibration, None, quantizer_impl, loss=loss, metric=metric, act_bits=act_bits, device=device,
-        exclude=exclude, plugins=plugins, cache=store,
+        exclude=exclude, plugins=plugins, cache=store, inplace=inplace, workers=workers, ray_address=ray_address,
     )  # fmt: skip
     spec = evaluator.spec
     fixed = _resolve_pins(pins, spec, bits)
@@ -627,6 +643,12 @@ def _uniform_reference(
     return best
 
 
+def _on_device_of(model: nn.Module, reference: nn.Module) -> nn.Module:
+    """``model`` moved to where ``reference``'s parameters are (the returned model stays where the user's was)."""
+    first = next(iter(reference.parameters()), None)
+    return model if first is None else model.to(first.device)
+
+
 def _solve(problem: Problem, name: str, impl: Solver, plugins: PluginSet) -> Allocation:
     """Solve with ``impl``; its answer is checked (layers, widths, budgets, pins, ties) before use."""
     entry = plugins.solvers.get(name) if name in plugins.solvers else None
@@ -651,6 +673,7 @@ def _evaluate(meas: Measurement, allocation: Allocation, uniform_reference: bool
     return out
 
 
+@closed_on_failure
 def search(
     model: nn.Module | None = None,
     calibration: Iterable[Any] | None = None,
@@ -679,6 +702,8 @@ def search(
     plugins: PluginSet | None = None,
     measurement: Measurement | None = None,
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> Report:
     """Choose per-layer weight bit-widths for ``model`` under ``budget``.
 
@@ -715,7 +740,8 @@ def search(
             model, calibration, method=method, bits=bits, budget=budgets, quantizer=quantizer, cost=cost, pins=pins,
             ties=ties, seed=seed, metric=metric, loss=loss, act_bits=act_bits, method_options=method_options,
             quantizer_options=quantizer_options, cost_options=cost_options, cost_models=cost_models, device=device,
-            progress=progress, plugins=plugins, exclude=exclude, cache=cache,
+            progress=progress, plugins=plugins, exclude=exclude, cache=cache, inplace=inplace, workers=workers,
+            ray_address=ray_address,
         )  # fmt: skip
         timings = dict(meas.timings)
     else:
@@ -735,24 +761,25 @@ def search(
     source = model if model is not None else meas.evaluator.model
     quantizer_choice = meas.quantizer_impl or meas.quantizer
     quantizer_options = None if meas.quantizer_impl is not None else meas.quantizer_options
+    # Evaluate first, then apply: in place, the user's model is changed last (and put
+    # back as it was if applying fails midway); otherwise a search that measured hands
+    # its working copy over to be quantized, so no second copy of the model is made.
+    t0 = time.perf_counter()
+    results = _evaluate(meas, allocation)
+    timings["evaluate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     if inplace:
-        # All or nothing: evaluate on the evaluator's copy first; the user's model is
-        # changed last, and put back as it was if applying fails midway.
-        t0 = time.perf_counter()
-        results = _evaluate(meas, allocation)
-        timings["evaluate"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        if owned:
+            meas.evaluator.close()
         quantized = _apply_all_or_nothing(source, allocation, quantizer_choice, quantizer_options, plugins)
-        timings["apply"] = time.perf_counter() - t0
+    elif owned:
+        working = _on_device_of(meas.evaluator.release(), source)
+        quantized = apply(
+            working, allocation, quantizer_choice, inplace=True, quantizer_options=quantizer_options, plugins=plugins
+        )
     else:
-        t0 = time.perf_counter()
         quantized = apply(source, allocation, quantizer_choice, quantizer_options=quantizer_options, plugins=plugins)
-        timings["apply"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        results = _evaluate(meas, allocation)
-        timings["evaluate"] = time.perf_counter() - t0
-    if owned:
-        meas.evaluator.close()
+    timings["apply"] = time.perf_counter() - t0
     return Report(
         allocation=allocation,
         spec=meas.spec,
