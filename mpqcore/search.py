@@ -608,8 +608,18 @@ def _apply_all_or_nothing(
     quantizer_options: Mapping[str, Any] | None,
     plugins: PluginSet,
 ) -> nn.Module:
-    """:func:`apply` in place; on any failure every tensor of ``model`` is restored and the error re-raised."""
-    saved = {name: t.detach().clone() for name, t in model.state_dict(keep_vars=True).items()}
+    """:func:`apply` in place; on any failure every tensor of ``model`` is restored and the error re-raised.
+
+    Only the weights apply writes are saved (not a copy of the whole model), unless a
+    weight is computed (a parametrization): baking it changes more than that tensor.
+    """
+    by_name = {name: f for f in find_layers(model, plugins)[0].values() for name in f.names}
+    state = model.state_dict(keep_vars=True)
+    chosen = [by_name[n] for n in allocation.bits if n in by_name]
+    if all(f.form == "parameter" and f.path in state for f in chosen):
+        saved = {f.path: state[f.path].detach().clone() for f in chosen}
+    else:
+        saved = {name: t.detach().clone() for name, t in state.items()}
     try:
         return apply(model, allocation, quantizer, inplace=True, quantizer_options=quantizer_options, plugins=plugins)
     except BaseException:
@@ -770,7 +780,7 @@ def search(
     t0 = time.perf_counter()
     if inplace:
         if owned:
-            meas.evaluator.close()
+            meas.evaluator.release()  # its kept quantized weights go before applying
         quantized = _apply_all_or_nothing(source, allocation, quantizer_choice, quantizer_options, plugins)
     elif owned:
         working = _on_device_of(meas.evaluator.release(), source)
