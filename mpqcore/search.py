@@ -41,6 +41,7 @@ from mpqcore.verify import (
     held_out_evaluator,
     split_calibration,
     uniform_candidates,
+    uniform_costs_compared,
     verify,
 )
 
@@ -601,6 +602,7 @@ def _evaluate(meas: Measurement, allocation: Allocation, uniform_reference: bool
         ub, assign = _uniform_reference(meas.problem, meas.problem.bits, meas.pins, allocation.bits)
         out["uniform_bits"] = ub
         out["uniform_costs"] = allocation_costs(meas.problem, assign)
+        out.update(uniform_costs_compared(meas.problem, meas.spec, allocation.bits, ub, assign))
         out["uniform_loss"] = ev.loss(assign)
         if ev.has_metric:
             out["uniform_metric"] = ev.metric(assign)
@@ -683,7 +685,12 @@ def search(
     )  # fmt: skip
     solver_name, solver_impl = plugins.solvers.resolve(solver, solver_options)  # before measuring
     owned = measurement is None
-    if guard and verify_on == "metric" and metric is None and (measurement is None or not measurement.evaluator.has_metric):
+    if (
+        guard
+        and verify_on == "metric"
+        and metric is None
+        and (measurement is None or not measurement.evaluator.has_metric)
+    ):
         raise ConfigError(
             "verify_on='metric' needs a metric; pass metric=callable(model) -> float, or verify_on='held-out'"
         )

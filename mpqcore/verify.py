@@ -53,6 +53,8 @@ __all__ = [
     "refine",
     "split_calibration",
     "uniform_candidates",
+    "uniform_costs_compared",
+    "verify",
 ]
 
 #: The share of the calibration (batches, or examples of a single batch) held out for the guard.
@@ -204,6 +206,24 @@ def uniform_candidates(
         if all(within_budget(costs[n], lim) for n, lim in limits.items()):
             out.append((b, assign))
     return out[::-1]
+
+
+def uniform_costs_compared(
+    problem: Problem, spec: Any, bits: Mapping[str, int], width: int, uniform: Mapping[str, int]
+) -> dict[str, Any]:
+    """The allocation's and the uniform reference's average bits side by side, and a note
+    when the uniform reference is cheaper (pins at high widths can leave no uniform width
+    near the budget): never a cheaper uniform without saying so."""
+    params = {layer.fqn: layer.params for layer in spec.layers}
+    mine, theirs = _average_bits(problem, params, bits), _average_bits(problem, params, uniform)
+    out: dict[str, Any] = {"average_bits": mine, "uniform_average_bits": theirs}
+    mine_costs, theirs_costs = allocation_costs(problem, bits), allocation_costs(problem, uniform)
+    if any(not within_budget(mine_costs[n], theirs_costs[n]) for n in mine_costs):
+        out["uniform_note"] = (
+            f"uniform {width}-bit ({theirs:.2f} average bits) is cheaper than the allocation ({mine:.2f}): it is the "
+            f"dearest uniform allocation within the budget (pins kept); the next width up does not fit"
+        )
+    return out
 
 
 def _neighbours(problem: Problem, allocation: Allocation, solve: Solve, k: int) -> list[Allocation]:
@@ -407,13 +427,15 @@ def refine(
     rounds: int,
     params: Mapping[str, int],
     max_evaluations: int | None = None,
-) -> tuple[list[tuple[str, Allocation]], dict[str, Any]]:
+) -> tuple[list[tuple[str, Allocation]], dict[str, Any], Objective]:
     """``rounds`` rounds of measure, correct, re-solve, starting from ``allocation``.
 
-    Returns the distinct allocations of the rounds after the first (named ``refine-r``)
-    and the record: per round the prediction (in loss units) of the objective that chose
-    the allocation, the measured calibration loss, and the evaluations spent. Round 0's
-    prediction is the method's objective rescaled by the fit of its own cells.
+    Returns the distinct allocations of the rounds after the first (named ``refine-r``),
+    the record (per round: the prediction, in loss units, of the objective that chose the
+    allocation, made before measuring it; the measured calibration loss; the evaluations
+    spent) and the corrected objective (loss units, less ``record["base"]``: the loss of
+    the pins alone). Round 0's prediction is the method's objective rescaled by the fit
+    of its own cells.
     """
     t0 = time.perf_counter()
     spent0 = evaluator.evaluations
@@ -477,13 +499,14 @@ def refine(
         a = solve(attrs.evolve(problem, objective=current))
     record = {
         "rounds": history,
+        "base": base,
         "scale": state.scale,
         "measured_cells": len(state.cells),
         "stopped": stop,
         "evaluations": evaluator.evaluations - spent0,
         "seconds": time.perf_counter() - t0,
     }
-    return out, freeze(record)
+    return out, freeze(record), current
 
 
 def _spread_residual(
@@ -529,7 +552,7 @@ def verify(
     extra: list[tuple[str, Allocation]] = []
     if rounds:
         t0 = time.perf_counter()
-        extra, record = refine(
+        extra, record, _ = refine(
             problem, allocation, solve, meas.evaluator, rounds=rounds, params=params, max_evaluations=max_evaluations
         )
         results["refine"] = record
