@@ -456,7 +456,7 @@ def refine(
     out: list[tuple[str, Allocation]] = []
     seen: set[tuple] = set()
     a = allocation
-    stop = "rounds"
+    stop = "every round ran"
     for r in range(rounds + 1):
         key = tuple(sorted(a.bits.items()))
         if key in seen:

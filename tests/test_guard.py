@@ -197,3 +197,20 @@ def test_refine_with_every_method(task, method):
     chosen = next(c for c in guard["candidates"] if c["chosen"])
     uniform = next(c for c in guard["candidates"] if c["name"] == f"uniform-{guard['uniform_reference']}")
     assert chosen["measured"] <= uniform["measured"]
+
+
+def test_cli_flags_and_summary(task, tmp_path, capsys):
+    from mpqcore.cli import main
+
+    common = ["search", "--method", "hawq", "--method-option", "samples=2", "--bits", "2,3,4,5,6,8"]
+    common += ["--budget", "avg-bits=3", "--quiet"]
+    assert main([*common, "--refine", "2", "--refine-evaluations", "20", "--out", str(tmp_path / "on")]) == 0
+    out = capsys.readouterr().out
+    assert "guard (64 held-out examples): the method's answer " in out and "uniform-3" in out
+    assert "refine: " in out and "round 0:" in out
+    assert (tmp_path / "on" / "verify.png").stat().st_size > 1000
+    assert main([*common, "--no-guard"]) == 0
+    assert "guard (" not in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main([*common, "--refine", "-1"])
+    assert exc.value.code == 2 and "is negative" in capsys.readouterr().err
