@@ -322,6 +322,7 @@ def test_sweep_is_monotone(task):
         metric=task.metric,
         plugins=BUILTINS,
         method_options={"samples": 4},
+        guard=False,  # the solver's answers: the guard may return a uniform one instead (test_guard.py)
     )
     predicted = [p.results["predicted"] for p in points]
     assert predicted == sorted(predicted, reverse=True)
