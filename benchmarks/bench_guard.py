@@ -37,6 +37,42 @@ QUICK_OPTIONS = {
 }
 
 
+# -- the guard inside benchmarks/run.py (its "kept / replaced by the guard" column) ---------
+
+
+def split_for_guard(calibration):
+    """The held-out split :func:`mpqcore.search` makes (the last quarter of the batches)."""
+    from mpqcore.verify import split_calibration
+
+    return split_calibration(calibration)
+
+
+def held_out_for(model, split, meas, device):
+    from mpqcore.verify import held_out_evaluator
+
+    return held_out_evaluator(model, split, meas.quantizer_impl, device=None if device == "auto" else device)
+
+
+def guard_fields(meas, problem, allocation, split, held, scorer, metric) -> dict:
+    """The guard on one solved point: kept or replaced, the returned allocation's metric, its cost."""
+    import attrs
+
+    import mpqcore
+    from mpqcore.verify import verify
+
+    chosen, results, _ = verify(
+        attrs.evolve(meas, problem=problem), allocation, lambda p: mpqcore.solve(p, "highs"), split=split, held=held,
+        guard_on=True, candidates=3, verify_on="held-out", rounds=0, max_evaluations=None,
+    )  # fmt: skip
+    g = results["guard"]
+    return {
+        "guard": "kept" if g["kept"] else f"replaced by {g['chosen']}",
+        "guard_metric": metric if g["kept"] else scorer(dict(chosen.bits))["metric"],
+        "guard_evaluations": g["evaluations"],
+        "guard_s": g["seconds"],
+    }
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
