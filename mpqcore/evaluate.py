@@ -35,6 +35,7 @@ from mpqcore.divergence import default_loss, primary_output
 from mpqcore.errors import ConfigError
 from mpqcore.introspect import Found, find_layers, introspect
 from mpqcore.layer_kinds import bake, quantize_along
+from mpqcore.measurement_cache import MeasurementCache, callable_identity, digest, settings_digest
 from mpqcore.metrics import as_score, higher_is_better
 from mpqcore.naming import suggest
 from mpqcore.plugins import PluginSet
@@ -66,6 +67,9 @@ class Evaluator:
     reuse_prefix: the default of :meth:`losses`' switch of the same name: skip, exactly,
         the part of a forward pass that the previous evaluation already computed
         (:mod:`mpqcore.prefix`). Read-only afterwards (:attr:`reuse_prefix`).
+    cache: a :class:`~mpqcore.measurement_cache.MeasurementCache` (or ``None``): every
+        loss and metric value is read from it when stored there under the same key, and
+        stored there when computed (:attr:`cache_hits` counts the reads).
     exclude: fnmatch patterns of layers to leave float when introspecting (``None``:
         :data:`mpqcore.layer_kinds.DEFAULT_EXCLUDE`); see :func:`mpqcore.introspect`.
     plugins: where the layer kinds come from (default: the installed plugins).
@@ -90,6 +94,7 @@ class Evaluator:
         reuse_prefix: bool = True,
         exclude: Sequence[str] | None = None,
         plugins: PluginSet | None = None,
+        cache: MeasurementCache | None = None,
     ):
         self.quantizer = quantizer
         self._reuse_prefix = bool(reuse_prefix)
@@ -145,6 +150,47 @@ class Evaluator:
                 self._act_handles.append(m.register_forward_pre_hook(self._act_hook(tuple(fqns), act_bits)))
         self._evaluations = 0
         self._forward_passes = 0
+        self.cache = cache
+        self._cache_context = self._settings_digest() if cache is not None else ""
+
+    # -- the measurement cache -----------------------------------------------------
+
+    def _settings_digest(self) -> str:
+        """Everything besides the model's weights and the assignment that a loss or metric
+        value depends on (the one place: a new evaluator setting that changes numbers
+        belongs here)."""
+        return digest(
+            {
+                "calibration": self.calibration,
+                "quantizer": settings_digest(self.quantizer),
+                "loss": callable_identity(self.user_loss),
+                "metric": callable_identity(self.user_metric),
+                "act_bits": self.act_bits,
+                "device": self.device.type,
+                "torch": torch.__version__,
+                "layers": [(layer.fqn, layer.axis) for layer in self.spec.layers],
+            }
+        )
+
+    def cache_key(self, kind: str, assignment: Assignment, **extra: Any) -> str:
+        """The cache key of one evaluation: ``kind`` (``loss``, ``metric``, ...), the assignment, ``extra``."""
+        return digest(self._cache_context, kind, sorted((k, int(b)) for k, b in assignment.items()), extra)
+
+    def _cached(self, kind: str, assignment: Assignment, compute: Callable[[], float], **extra: Any) -> float:
+        if self.cache is None:
+            return compute()
+        key = self.cache_key(kind, assignment, **extra)
+        stored = self.cache.get(key)
+        if stored is not None:
+            return float(stored)
+        value = compute()
+        self.cache.put(key, value)
+        return value
+
+    @property
+    def cache_hits(self) -> int:
+        """Values read back from the measurement cache (0 without one)."""
+        return 0 if self.cache is None else self.cache.hits
 
     # -- counters and switches (read-only: only the evaluator changes them) ---------
 
@@ -332,6 +378,9 @@ class Evaluator:
         With the default loss, ``loss({})`` is 0: the divergence of the float model from
         itself.
         """
+        return self._cached("loss", assignment, lambda: self._loss_now(assignment))
+
+    def _loss_now(self, assignment: Assignment) -> float:
         if self.user_loss is None:
             self.float_outputs()
         self._evaluations += 1
@@ -381,8 +430,19 @@ class Evaluator:
         """
         assignments = list(assignments)
         reuse = self._reuse_prefix if reuse_prefix is None else bool(reuse_prefix)
+        if self.cache is None:
+            return self._losses_now(assignments, reuse)
+        keys = [self.cache_key("loss", a) for a in assignments]
+        values: list[float | None] = [self.cache.get(k) for k in keys]
+        missing = [i for i, v in enumerate(values) if v is None]
+        for i, v in zip(missing, self._losses_now([assignments[i] for i in missing], reuse), strict=True):
+            self.cache.put(keys[i], v)
+            values[i] = v
+        return [float(v) for v in values if v is not None]
+
+    def _losses_now(self, assignments: list[Assignment], reuse: bool) -> list[float]:
         if not reuse or len(assignments) < 2:
-            return [self.loss(a) for a in assignments]
+            return [self._loss_now(a) for a in assignments]
         return self._prefix_reuse().losses(assignments)
 
     def _prefix_reuse(self) -> PrefixReuse:
@@ -395,7 +455,7 @@ class Evaluator:
                 {layer.fqn: layer.macs for layer in self.spec.layers},
                 len(self.calibration),
                 lambda: self._run(0),
-                self.loss,
+                self._loss_now,
             )
             self._check_tied_order(self._prefix)
         return self._prefix
@@ -439,6 +499,10 @@ class Evaluator:
         """The user's metric with ``assignment`` applied, as measured (see :attr:`metric_higher_is_better`)."""
         if self.user_metric is None:
             raise ConfigError("no metric was given; pass metric=callable(model) -> float, or use loss()")
+        return self._cached("metric", assignment, lambda: self._metric_now(assignment))
+
+    def _metric_now(self, assignment: Assignment) -> float:
+        assert self.user_metric is not None
         self._evaluations += 1
         with torch.no_grad(), self.applied(assignment) as model:
             value = float(self.user_metric(model))
@@ -477,7 +541,18 @@ class Evaluator:
             raise ConfigError(
                 "finetuned_score(use_metric=True) needs a metric; pass metric=callable(model) -> float to the search"
             )
-        use = self.has_metric if use_metric is None else use_metric
+        use = bool(self.has_metric if use_metric is None else use_metric)
+        return self._cached(
+            "finetuned",
+            assignment,
+            lambda: self._finetuned_now(assignment, steps=steps, lr=lr, use=use, seed=seed),
+            steps=steps,
+            lr=lr,
+            use=use,
+            seed=seed,
+        )
+
+    def _finetuned_now(self, assignment: Assignment, *, steps: int, lr: float, use: bool, seed: int) -> float:
         if steps <= 0:
             return self.metric_score(assignment) if use else -self.loss(assignment)
         for fqn in assignment:
@@ -523,6 +598,8 @@ class Evaluator:
         return self._found[fqn].path
 
     def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()  # reopens when used again
         for h in self._act_handles:
             h.remove()
         self._act_handles = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,6 +28,7 @@ from mpqcore.evaluate import Evaluator
 from mpqcore.frozen import FrozenDict, freeze
 from mpqcore.introspect import excluded_layers, find_layers
 from mpqcore.layer_kinds import bake, quantize_along
+from mpqcore.measurement_cache import MeasurementCache, open_cache, settings_digest
 from mpqcore.naming import suggest
 from mpqcore.plugins import PluginSet, get_plugins
 from mpqcore.preflight import check_act_bits, check_callable, check_device, check_model, check_seed, checked_metric
@@ -190,6 +192,20 @@ class Measurement:
     measure_forward_passes: int = 0
     #: The quantizer instance that measured (apply uses the very same one).
     quantizer_impl: Any = None
+    #: Whether the objective was read back from the measurement cache.
+    objective_from_cache: bool = False
+
+    def cache_info(self) -> dict[str, Any]:
+        """The report's ``cache`` entry: where, how many values were read back and stored."""
+        cache = self.evaluator.cache
+        if cache is None:
+            return {}
+        return {
+            "directory": str(cache.directory),
+            "hits": cache.hits,
+            "stored": cache.stored,
+            "objective_from_cache": self.objective_from_cache,
+        }
 
     def with_budgets(self, budgets: Sequence[Budget], cost_models: Mapping[str, Any] | None = None) -> Problem:
         """The measured problem under ``budgets`` instead (no new measurement).
@@ -272,6 +288,7 @@ def measure(
     progress: bool = False,
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
+    cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
 ) -> Measurement:
     """Introspect ``model`` and measure its sensitivity with ``method``; solve nothing.
 
@@ -279,7 +296,10 @@ def measure(
     :func:`search` and :func:`sweep`. ``method`` and ``quantizer`` are a registered
     name (configured by ``method_options`` / ``quantizer_options``) or a ready
     instance; ``cost_models`` adds cost model instances by name beside the registered
-    ones named by ``cost`` and the budgets.
+    ones named by ``cost`` and the budgets. ``cache`` (a directory, ``True`` for the
+    default one under the mpq cache directory, or ``None``) keeps every evaluation and
+    the objective on disk (:mod:`mpqcore.measurement_cache`): a rerun measures only what
+    is missing.
     """
     if legacy:
         given = {"method": method, "bits": bits, "budget": budget}
@@ -308,6 +328,7 @@ def measure(
         progress=progress,
         plugins=plugins,
         exclude=exclude,
+        cache=cache,
         budgets_together=True,
     )
 
@@ -336,6 +357,7 @@ def _measure(
     plugins: PluginSet | None,
     exclude: Sequence[str] | None,
     budgets_together: bool,
+    cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
 ) -> Measurement:
     """:func:`measure`'s work; ``budgets_together=False`` (a sweep) checks each budget alone before measuring."""
     plugins = plugins or get_plugins()
@@ -358,11 +380,12 @@ def _measure(
         else:
             models[name] = plugins.cost_models.create(name, **dict((cost_options or {}).get(name, {})))
     timings: dict[str, float] = {}
+    store = open_cache(cache, model)  # a directory that cannot be used is said before any work
 
     t0 = time.perf_counter()
     evaluator = Evaluator(
         model, calibration, None, quantizer_impl, loss=loss, metric=metric, act_bits=act_bits, device=device,
-        exclude=exclude, plugins=plugins,
+        exclude=exclude, plugins=plugins, cache=store,
     )  # fmt: skip
     spec = evaluator.spec
     fixed = _resolve_pins(pins, spec, bits)
@@ -387,8 +410,12 @@ def _measure(
     plugin = plugins.methods.get(method_name).plugin if method_name in plugins.methods else type(method_impl).__module__
     passes_before = evaluator.forward_passes
     torch.manual_seed(seed)
-    objective: Objective | None
-    if decision:
+    objective: Objective | None = None
+    objective_key = _objective_key(evaluator, method_name, method_impl, ctx) if store is not None else ""
+    cached = store.get(objective_key) if store is not None and decision else None
+    if isinstance(cached, Objective):
+        objective = cached
+    elif decision:
         try:
             objective = method_impl.measure(ctx)
         except PluginError:
@@ -397,8 +424,9 @@ def _measure(
             what = str(exc) if isinstance(exc, MpqError) else f"raised {type(exc).__name__}: {exc}"
             raise MethodError(f"method {method_name!r} (plugin {plugin!r}) {what}", plugin=plugin) from exc
         objective = _check_objective(objective, ctx, method_name, plugin)
-    else:
-        objective = None  # every layer is pinned: nothing to measure
+        if store is not None:
+            store.put(objective_key, objective)
+    # else every layer is pinned: nothing to measure
     timings["measure"] = time.perf_counter() - t0
 
     problem = _full_problem(objective, spec, bits, tables, fixed, user_ties)
@@ -419,6 +447,7 @@ def _measure(
         cost_models=models,
         measure_forward_passes=evaluator.forward_passes - passes_before,
         quantizer_impl=quantizer_impl,
+        objective_from_cache=cached is not None,
     )
     if budgets and budgets_together:
         problem = measurement.with_budgets(budgets, models)
@@ -429,6 +458,21 @@ def _measure(
 _MEASURE_DEFAULTS: dict[str, Any] = {
     name: p.default for name, p in inspect.signature(measure).parameters.items() if p.kind is p.KEYWORD_ONLY
 }
+
+
+def _objective_key(evaluator: Evaluator, method: str, impl: Any, ctx: MeasureContext) -> str:
+    """The cache key of a method's objective: the evaluator's settings, the method (name,
+    settings, installed versions), and what it is asked (layers, bits, pins, seed)."""
+    return evaluator.cache_key(
+        "objective",
+        dict(ctx.fixed),
+        method=method,
+        settings=settings_digest(impl),
+        layers=list(ctx.layers),
+        bits=list(ctx.bits),
+        seed=ctx.seed,
+        versions=versions(),
+    )
 
 
 def _check_objective(objective: Any, ctx: MeasureContext, method: str, plugin: str) -> Objective:
@@ -636,6 +680,7 @@ def search(
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
     measurement: Measurement | None = None,
+    cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
     guard: bool = True,
     guard_candidates: int = 3,
     verify_on: str = "held-out",
@@ -709,7 +754,7 @@ def search(
             model, calibration, method=method, bits=bits, budget=budgets, quantizer=quantizer, cost=cost, pins=pins,
             ties=ties, seed=seed, metric=metric, loss=loss, act_bits=act_bits, method_options=method_options,
             quantizer_options=quantizer_options, cost_options=cost_options, cost_models=cost_models, device=device,
-            progress=progress, plugins=plugins, exclude=exclude,
+            progress=progress, plugins=plugins, exclude=exclude, cache=cache,
         )  # fmt: skip
         timings = dict(meas.timings)
     else:
@@ -770,6 +815,7 @@ def search(
         forward_passes=meas.evaluator.forward_passes,
         measure_forward_passes=meas.measure_forward_passes,
         evaluations=meas.evaluator.evaluations,
+        cache=meas.cache_info(),
         timings=timings,
         seed=meas.seed,
         versions=versions(),

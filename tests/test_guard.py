@@ -214,3 +214,12 @@ def test_cli_flags_and_summary(task, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*common, "--refine", "-1"])
     assert exc.value.code == 2 and "is negative" in capsys.readouterr().err
+
+
+def test_guarded_searches_share_the_measurement_cache(task, tmp_path):
+    kwargs = {"method": "hawq", "bits": BITS, "method_options": {"samples": 2}, "cache": tmp_path, "plugins": BUILTINS}
+    first = mpqcore.search(task.model, task.calibration, budget=Budget.average_bits(3), **kwargs)
+    second = mpqcore.search(task.model, task.calibration, budget=Budget.average_bits(4), **kwargs)
+    # the same held-out split each time: the method's objective is read back, not measured again
+    assert not first.cache["objective_from_cache"] and second.cache["objective_from_cache"]
+    assert second.measure_forward_passes == 0 and second.results["guard"]["enabled"]
