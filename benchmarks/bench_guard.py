@@ -33,7 +33,7 @@ BITS = (2, 3, 4, 5, 6, 8)
 QUICK_OPTIONS = {
     "hawq": {"samples": 4},
     "clado": {"pairs": "window", "window": 1},
-    "smpq": {"max_evaluations": 150},
+    "smpq": {"max_evaluations": 80, "min_permutations": 4},
 }
 
 

@@ -40,7 +40,7 @@ from mpqcore.constraints import within_budget
 from mpqcore.errors import ConfigError, InfeasibleError
 from mpqcore.evaluate import Evaluator
 from mpqcore.frozen import freeze
-from mpqcore.problem import allocation_costs, reduce_problem
+from mpqcore.problem import allocation_costs, allocation_violations, reduce_problem
 from mpqcore.types import Allocation, Objective, Problem
 
 __all__ = [
@@ -191,19 +191,20 @@ def held_out_evaluator(model: nn.Module, split: CalibrationSplit, quantizer: Any
 def uniform_candidates(
     problem: Problem, allocation: Mapping[str, int] | None = None
 ) -> list[tuple[int, dict[str, int]]]:
-    """Every uniform allocation (pins kept) within the budgets, dearest first.
+    """Every uniform allocation (pins kept) that meets the budgets and ties, dearest first.
 
-    Without budgets, the allocation's own size is the budget.
+    Without budgets, the allocation's own size is the budget. A tie of a pinned layer
+    with others rules out every width but the pin's.
     """
     pins = problem.pinned()
     limits = dict(problem.budgets)
     if not limits and allocation is not None:
         limits = {"size": allocation_costs(problem, allocation)["size"]}
+    bounded = problem.with_budgets(limits)
     out = []
     for b in problem.bits:
         assign = {f: pins.get(f, b) for f in problem.layers}
-        costs = allocation_costs(problem, assign)
-        if all(within_budget(costs[n], lim) for n, lim in limits.items()):
+        if not allocation_violations(bounded, assign):
             out.append((b, assign))
     return out[::-1]
 

@@ -223,3 +223,16 @@ def test_guarded_searches_share_the_measurement_cache(task, tmp_path):
     # the same held-out split each time: the method's objective is read back, not measured again
     assert not first.cache["objective_from_cache"] and second.cache["objective_from_cache"]
     assert second.measure_forward_passes == 0 and second.results["guard"]["enabled"]
+
+
+def test_a_tie_with_a_pinned_layer_leaves_no_uniform_reference(task):
+    report = mpqcore.search(
+        task.model, task.calibration, method="hawq", bits=BITS, budget=Budget.average_bits(4),
+        pins={"conv1": 8}, ties=[["conv1", "fc2"]], method_options={"samples": 2}, plugins=BUILTINS,
+    )  # fmt: skip
+    guard = report.results["guard"]
+    # uniform 4 bits would break the tie (conv1 pinned at 8), uniform 8 the budget: no uniform candidate
+    assert guard["uniform_reference"] is None
+    assert not any(c["name"].startswith("uniform") for c in guard["candidates"])
+    assert "no uniform allocation" in guard["why"]
+    assert report.allocation.bits["fc2"] == 8 and report.average_bits <= 4 + 1e-9
