@@ -373,6 +373,7 @@ def _summary(report, task) -> str:
         um = f"{r['uniform_metric']:.4f}" if "uniform_metric" in r else "-"
         total = sum(layer.params for layer in report.spec.layers)
         avg = r["uniform_costs"]["size"] / total if "size" in r["uniform_costs"] else float("nan")
+        avg = r.get("uniform_average_bits", avg)  # the same basis as the allocation's average bits
         lines.append(
             f"  {'uniform ' + str(r['uniform_bits']) + '-bit':<34} {avg:>8.3f} {um:>10} {r['uniform_loss']:>10.5f}"
         )
