@@ -48,9 +48,11 @@ def split_for_guard(calibration):
 
 
 def held_out_for(model, split, meas, device):
+    """The guard's evaluator on the measuring evaluator's working copy (as search makes it)."""
     from mpqcore.verify import held_out_evaluator
 
-    return held_out_evaluator(model, split, meas.quantizer_impl, device=None if device == "auto" else device)
+    ev = meas.evaluator
+    return held_out_evaluator(ev.model, split, ev.quantizer, spec=meas.spec, act_bits=ev.act_bits, device=ev.device)
 
 
 def guard_fields(meas, problem, allocation, split, held, scorer, metric) -> dict:

@@ -358,9 +358,9 @@ def measure_and_solve(task, calibration, scorer, method, plan, seed, config, pin
             rec.setdefault("method_info", {})["negative_traces"] = sorted(negative)
             rec["method_info"]["estimator"] = info.get("estimator", "hutchinson")
         records.append(rec)
-    meas.evaluator.close()
-    if held is not None:
+    if held is not None:  # before the evaluator whose model it works on
         held.close()
+    meas.evaluator.close()
     del meas
     gc.collect()
     return records

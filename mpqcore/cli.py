@@ -253,6 +253,8 @@ def _search_options(args, task) -> dict:
         "exclude": None if args.exclude is None else [p for p in args.exclude if p],
         "progress": _progress_wanted(args),
         "cache": False if args.no_cache else (args.cache or True),
+        "workers": args.workers,
+        "ray_address": args.ray_address,
         **guard_options(args),
     }
 
@@ -487,6 +489,15 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
         "(default: a folder per model under the mpq cache directory, $MPQ_CACHE_DIR or ~/.cache/mpq)",
     )
     cache.add_argument("--no-cache", action="store_true", help="measure everything, store nothing")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="score batches of evaluations on N Ray workers (mpqcore[ray])",
+    )
+    p.add_argument(
+        "--ray-address", default=None, help="join this Ray cluster (host:port, ray://host:port, auto); default: local"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's own choice)")
     add_guard_args(p, sweep=sweep)

@@ -24,7 +24,7 @@ from mpqcore.constraints import check_ties, expand_pins, within_budget
 from mpqcore.context import MeasureContext
 from mpqcore.costs import cost_table
 from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError, PluginError
-from mpqcore.evaluate import Evaluator
+from mpqcore.evaluate import Evaluator, closed_on_failure
 from mpqcore.frozen import FrozenDict, freeze
 from mpqcore.introspect import excluded_layers, find_layers
 from mpqcore.layer_kinds import bake, quantize_along
@@ -40,12 +40,14 @@ from mpqcore.types import Allocation, Budget, ModelSpec, Objective, Problem, che
 from mpqcore.verify import (
     HELD_OUT_FRACTION,
     check_guard_options,
+    check_held_out,
     held_out_evaluator,
     split_calibration,
     uniform_candidates,
     uniform_costs_compared,
     verify,
 )
+from mpqcore.workers import check_workers
 
 __all__ = ["Measurement", "apply", "measure", "search", "search_problem", "sweep"]
 
@@ -289,6 +291,9 @@ def measure(
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    inplace: bool = False,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> Measurement:
     """Introspect ``model`` and measure its sensitivity with ``method``; solve nothing.
 
@@ -299,7 +304,11 @@ def measure(
     ones named by ``cost`` and the budgets. ``cache`` (a directory, ``True`` for the
     default one under the mpq cache directory, or ``None``) keeps every evaluation and
     the objective on disk (:mod:`mpqcore.measurement_cache`): a rerun measures only what
-    is missing.
+    is missing. ``inplace=True`` measures on ``model`` itself rather than a copy (no
+    second copy in memory; every evaluation puts the float weights back, and the
+    evaluator's ``close()`` the modules' training flags). ``workers=N`` scores batches
+    of evaluations on N Ray actors (``ray_address``: a running cluster; default a local
+    one), with the single-process values (:mod:`mpqcore.workers`).
     """
     if legacy:
         given = {"method": method, "bits": bits, "budget": budget}
@@ -329,10 +338,14 @@ def measure(
         plugins=plugins,
         exclude=exclude,
         cache=cache,
+        inplace=inplace,
+        workers=workers,
+        ray_address=ray_address,
         budgets_together=True,
     )
 
 
+@closed_on_failure
 def _measure(
     model: nn.Module,
     calibration: Iterable[Any],
@@ -358,6 +371,9 @@ def _measure(
     exclude: Sequence[str] | None,
     budgets_together: bool,
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    inplace: bool = False,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> Measurement:
     """:func:`measure`'s work; ``budgets_together=False`` (a sweep) checks each budget alone before measuring."""
     plugins = plugins or get_plugins()
@@ -380,12 +396,13 @@ def _measure(
         else:
             models[name] = plugins.cost_models.create(name, **dict((cost_options or {}).get(name, {})))
     timings: dict[str, float] = {}
+    check_workers(workers, ray_address)
     store = open_cache(cache, model)  # a directory that cannot be used is said before any work
 
     t0 = time.perf_counter()
     evaluator = Evaluator(
         model, calibration, None, quantizer_impl, loss=loss, metric=metric, act_bits=act_bits, device=device,
-        exclude=exclude, plugins=plugins, cache=store,
+        exclude=exclude, plugins=plugins, cache=store, inplace=inplace, workers=workers, ray_address=ray_address,
     )  # fmt: skip
     spec = evaluator.spec
     fixed = _resolve_pins(pins, spec, bits)
@@ -628,6 +645,23 @@ def _uniform_reference(
     return b, {f: pins.get(f, b) for f in problem.layers}
 
 
+def _on_device_of(model: nn.Module, reference: nn.Module) -> nn.Module:
+    """``model`` moved to where ``reference``'s parameters are (the returned model stays where the user's was)."""
+    first = next(iter(reference.parameters()), None)
+    return model if first is None else model.to(first.device)
+
+
+def _held_out_of(meas: Measurement, split: Any, plugins: PluginSet) -> Any:
+    """The guard's evaluator over the held-out batches, on the measuring evaluator's model (no copy)."""
+    if split is None:
+        return None
+    ev = meas.evaluator
+    return held_out_evaluator(
+        ev.model, split, ev.quantizer, spec=meas.spec, loss=ev.user_loss, act_bits=ev.act_bits, device=ev.device,
+        plugins=plugins,
+    )  # fmt: skip
+
+
 def _solve(problem: Problem, name: str, impl: Solver, plugins: PluginSet) -> Allocation:
     """Solve with ``impl``; its answer is checked (layers, widths, budgets, pins, ties) before use."""
     entry = plugins.solvers.get(name) if name in plugins.solvers else None
@@ -653,6 +687,7 @@ def _evaluate(meas: Measurement, allocation: Allocation, uniform_reference: bool
     return out
 
 
+@closed_on_failure
 def search(
     model: nn.Module | None = None,
     calibration: Iterable[Any] | None = None,
@@ -681,6 +716,8 @@ def search(
     plugins: PluginSet | None = None,
     measurement: Measurement | None = None,
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
     guard: bool = True,
     guard_candidates: int = 3,
     verify_on: str = "held-out",
@@ -739,14 +776,14 @@ def search(
         raise ConfigError(
             "verify_on='metric' needs a metric; pass metric=callable(model) -> float, or verify_on='held-out'"
         )
-    split, held = None, None
+    split = None
     if measurement is None:
         if model is None or calibration is None:
             raise ConfigError("search needs a model and its calibration batches, or measurement= from mpqcore.measure")
         if guard and verify_on == "held-out":  # the method never sees the batches the guard measures on
             split = split_calibration(calibration, held_out)
             calibration = list(split.measure)
-            held = held_out_evaluator(
+            check_held_out(
                 check_model(model), split, plugins.quantizers.resolve(quantizer, quantizer_options)[1], loss=loss,
                 act_bits=check_act_bits(act_bits), device=check_device(device), exclude=exclude, plugins=plugins,
             )  # fmt: skip
@@ -754,7 +791,8 @@ def search(
             model, calibration, method=method, bits=bits, budget=budgets, quantizer=quantizer, cost=cost, pins=pins,
             ties=ties, seed=seed, metric=metric, loss=loss, act_bits=act_bits, method_options=method_options,
             quantizer_options=quantizer_options, cost_options=cost_options, cost_models=cost_models, device=device,
-            progress=progress, plugins=plugins, exclude=exclude, cache=cache,
+            progress=progress, plugins=plugins, exclude=exclude, cache=cache, inplace=inplace, workers=workers,
+            ray_address=ray_address,
         )  # fmt: skip
         timings = dict(meas.timings)
     else:
@@ -771,35 +809,40 @@ def search(
     t0 = time.perf_counter()
     allocation = _solve(meas.problem, solver_name, solver_impl, plugins)
     timings["solve"] = time.perf_counter() - t0
-    allocation, verified, verify_timings = verify(
-        meas, allocation, lambda p: _solve(p, solver_name, solver_impl, plugins), split=split, held=held, guard_on=guard,
-        candidates=guard_candidates, verify_on=verify_on, rounds=refine, max_evaluations=refine_evaluations,
-    )  # fmt: skip
+    held = _held_out_of(meas, split, plugins)
+    try:
+        allocation, verified, verify_timings = verify(
+            meas, allocation, lambda p: _solve(p, solver_name, solver_impl, plugins), split=split, held=held,
+            guard_on=guard, candidates=guard_candidates, verify_on=verify_on, rounds=refine,
+            max_evaluations=refine_evaluations,
+        )  # fmt: skip
+    finally:
+        if held is not None:  # before the measuring evaluator lets go of the model it works on
+            held.close()
     timings.update(verify_timings)
     source = model if model is not None else meas.evaluator.model
     quantizer_choice = meas.quantizer_impl or meas.quantizer
     quantizer_options = None if meas.quantizer_impl is not None else meas.quantizer_options
+    # Evaluate first, then apply: in place, the user's model is changed last (and put
+    # back as it was if applying fails midway); otherwise a search that measured hands
+    # its working copy over to be quantized, so no second copy of the model is made.
+    t0 = time.perf_counter()
+    results = _evaluate(meas, allocation)
+    timings["evaluate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     if inplace:
-        # All or nothing: evaluate on the evaluator's copy first; the user's model is
-        # changed last, and put back as it was if applying fails midway.
-        t0 = time.perf_counter()
-        results = _evaluate(meas, allocation)
-        timings["evaluate"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        if owned:
+            meas.evaluator.close()
         quantized = _apply_all_or_nothing(source, allocation, quantizer_choice, quantizer_options, plugins)
-        timings["apply"] = time.perf_counter() - t0
+    elif owned:
+        working = _on_device_of(meas.evaluator.release(), source)
+        quantized = apply(
+            working, allocation, quantizer_choice, inplace=True, quantizer_options=quantizer_options, plugins=plugins
+        )
     else:
-        t0 = time.perf_counter()
         quantized = apply(source, allocation, quantizer_choice, quantizer_options=quantizer_options, plugins=plugins)
-        timings["apply"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        results = _evaluate(meas, allocation)
-        timings["evaluate"] = time.perf_counter() - t0
+    timings["apply"] = time.perf_counter() - t0
     results = {**results, **verified}
-    if owned:
-        meas.evaluator.close()
-    if held is not None:
-        held.close()
     return Report(
         allocation=allocation,
         spec=meas.spec,
@@ -909,7 +952,7 @@ def sweep(
         refine_evaluations=None,
     )  # fmt: skip
     solver_name, solver_impl = plugins.solvers.resolve(solver, solver_options)
-    split, held = None, None
+    split = None
     if measurement is None:
         if model is None or calibration is None:
             raise ConfigError("sweep needs a model and its calibration batches, or measurement= from mpqcore.measure")
@@ -924,7 +967,7 @@ def sweep(
         if guard and verify_on == "held-out":
             split = split_calibration(calibration, held_out)
             calibration = list(split.measure)
-            held = held_out_evaluator(
+            check_held_out(
                 check_model(model), split, plugins.quantizers.resolve(options["quantizer"], options["quantizer_options"])[1],
                 loss=options["loss"], act_bits=check_act_bits(options["act_bits"]), device=check_device(options["device"]),
                 exclude=options["exclude"], plugins=plugins,
@@ -933,6 +976,7 @@ def sweep(
         meas = _measure(model, calibration, budgets_together=False, **options)
     else:
         meas = measurement
+    held = _held_out_of(meas, split, plugins)
     points = []
     for b in budget_list:
         try:

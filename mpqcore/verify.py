@@ -48,6 +48,7 @@ __all__ = [
     "VERIFY_ON",
     "CalibrationSplit",
     "check_guard_options",
+    "check_held_out",
     "guard",
     "held_out_evaluator",
     "refine",
@@ -152,14 +153,17 @@ def _slice(batch: Any, size: int, start: int, stop: int) -> Any:
 HELD_OUT_CHUNKS = 16
 
 
-def held_out_evaluator(model: nn.Module, split: CalibrationSplit, quantizer: Any, **options: Any) -> Evaluator | None:
+def held_out_evaluator(
+    model: nn.Module, split: CalibrationSplit, quantizer: Any, *, spec: Any = None, **options: Any
+) -> Evaluator | None:
     """An evaluator over the held-out batches of ``split`` (``None`` when nothing is held out),
-    cut into about :data:`HELD_OUT_CHUNKS` chunks, its float outputs computed now, before the
-    method measures.
+    cut into about :data:`HELD_OUT_CHUNKS` chunks, working on ``model`` itself (no copy: the
+    measuring evaluator's working copy, whose weights every evaluation puts back), its float
+    outputs computed now.
 
     ``options`` are :class:`~mpqcore.evaluate.Evaluator`'s (loss, act_bits, device, exclude,
     plugins). A held-out batch the model cannot take is named by its index in the user's
-    calibration.
+    calibration. Close it before the evaluator that owns ``model``.
     """
     if not split.held_out:
         return None
@@ -172,7 +176,7 @@ def held_out_evaluator(model: nn.Module, split: CalibrationSplit, quantizer: Any
             chunks.append(_slice(batch, n, start, min(start + step, n)) if n > step else batch)
             source.append(i)
     try:
-        evaluator = Evaluator(model, chunks, None, quantizer, reuse_prefix=False, **options)
+        evaluator = Evaluator(model, chunks, spec, quantizer, reuse_prefix=False, inplace=True, **options)
         evaluator.float_outputs()
     except ConfigError as exc:
         offset = len(split.measure) if split.how == "batches" else 0
@@ -183,6 +187,21 @@ def held_out_evaluator(model: nn.Module, split: CalibrationSplit, quantizer: Any
 
         raise ConfigError(re.sub(r"calibration batch (\d+)", user_index, str(exc))) from exc
     return evaluator
+
+
+def check_held_out(model: nn.Module, split: CalibrationSplit, quantizer: Any, **options: Any) -> None:
+    """Run the user's model on the held-out batches before the method measures, so that a batch
+    it cannot take is said before any work (no copy: the model is only run, in eval mode, and its
+    training flags put back). Skipped where evaluating in place is refused (computed weights, a
+    model off ``device``): the guard's evaluator on the working copy then finds such a batch."""
+    try:
+        checked = held_out_evaluator(model, split, quantizer, **options)
+    except ConfigError as exc:
+        if "inplace=True" in str(exc):
+            return
+        raise
+    if checked is not None:
+        checked.close()
 
 
 # -- candidates --------------------------------------------------------------------
