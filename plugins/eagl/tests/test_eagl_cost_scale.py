@@ -1,7 +1,7 @@
 """EAGL's objective scaled by what the budget counts (issue 14: BOPs budgets).
 
 Before: the default scaled each layer's entropy loss by its parameter count under every
-budget. Under a BOPs budget a layer with many weights and few MACs (ResNet-18's layer4)
+budget. Under a BOPs budget a layer with many weights per MAC (ResNet-18's layer4)
 is then both the most "sensitive" and the cheapest: it got 8 bits and the early layers
 2 bits, and accuracy fell to 0.22 at 3 average bits where uniform 3-bit reaches 0.755.
 """

@@ -19,7 +19,7 @@ the slope ``k_l`` of the layer's row in the table of the cost the budget is on: 
 for weight size, where it is ``params`` exactly, and ``MACs_l x activation bits`` for
 BOPs. The knapsack then trades entropy per weight against bits of the layer's width in
 every layer alike, whatever the budget counts; scaling by ``n_l`` under a BOPs budget
-instead makes a layer with many weights and few MACs (ResNet-18's layer4) both the most
+instead makes a layer with many weights per MAC (ResNet-18's layer4) both the most
 "sensitive" and the cheapest, so it got 8 bits and the early layers 2.
 """
 
