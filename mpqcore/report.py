@@ -84,6 +84,9 @@ class Report:
     model: Any = None
     #: Forward passes of the method's measurement alone (``forward_passes`` is the total).
     measure_forward_passes: int = 0
+    #: The measurement cache: ``directory``, ``hits`` (values read back), ``stored``,
+    #: ``objective_from_cache``; empty without a cache.
+    cache: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze)
 
     @property
     def average_bits(self) -> float:
@@ -120,6 +123,7 @@ class Report:
                 "forward_passes": self.forward_passes,
                 "measure_forward_passes": self.measure_forward_passes,
                 "evaluations": self.evaluations,
+                "cache": self.cache,
                 "timings": self.timings,
                 "seed": self.seed,
                 "versions": self.versions,
