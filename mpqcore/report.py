@@ -84,6 +84,10 @@ class Report:
     model: Any = None
     #: Forward passes of the method's measurement alone (``forward_passes`` is the total).
     measure_forward_passes: int = 0
+    #: The quantizer's options, and ``{layer: activation bits}`` of the layers whose inputs
+    #: were quantized (empty: weights only); :func:`mpqcore.export` reads both.
+    quantizer_options: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze)
+    act_bits: Mapping[str, int] = attrs.field(factory=dict, converter=freeze)
 
     @property
     def average_bits(self) -> float:
@@ -115,6 +119,8 @@ class Report:
                 },
                 "method": {"name": self.method, "options": self.method_options, "info": self.objective_info},
                 "quantizer": self.quantizer,
+                "quantizer_options": self.quantizer_options,
+                "act_bits": self.act_bits,
                 "cost": self.cost,
                 "results": self.results,
                 "forward_passes": self.forward_passes,
