@@ -44,6 +44,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "mpqcore.exports.packed",
     "mpqcore.exports.onnx",
     "mpqcore.exports.torchao",
+    "mpqcore.latency",
 )
 
 ENV_DISABLE_AUTOLOAD = "MPQ_DISABLE_PLUGIN_AUTOLOAD"

@@ -152,7 +152,22 @@ class Report:
                     writer.writerow([layer.fqn, layer.kind, layer.params, layer.macs, self.allocation.bits[layer.fqn]])
             if plots:
                 plot_bits_per_layer(self, stage(paths["plot"]))
+            if "measured-latency" in self.problem.costs:  # the table it measured, readable by the latency cost
+                paths["latency"] = out / "latency.csv"
+                write_latency_csv(self.problem, "measured-latency", stage(paths["latency"]))
         return paths
+
+
+def write_latency_csv(problem: Problem, cost: str, path: str | Path) -> Path:
+    """``problem``'s ``cost`` table as ``layer,bits,latency`` rows (what the ``latency`` cost model reads)."""
+    table = problem.costs[cost]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["layer", "bits", "latency"])
+        for i, fqn in enumerate(problem.layers):
+            for j, b in enumerate(problem.bits):
+                writer.writerow([fqn, b, repr(float(table[i, j]))])
+    return Path(path)
 
 
 def plot_bits_per_layer(report: Report, path: str | Path) -> Path:

@@ -313,3 +313,55 @@ def test_per_layer_act_bits_patterns():
         act_bits_per_layer({"fc3": 4}, layers)
     with pytest.raises(ConfigError, match=r"act_bits\['fc1'\] must be an integer between 2 and 16"):
         act_bits_per_layer({"fc1": 1}, layers)
+
+
+def test_a_format_plugin_registers_through_mpq_register_export_formats_and_is_checked(tmp_path):
+    class Incomplete:
+        suffix = ".bin"
+
+        def check(self, plan):
+            pass
+
+        def write(self, plan, path):
+            return {}
+
+    class Plugin:
+        @staticmethod
+        @mpqcore.hookimpl
+        def mpq_register_export_formats(registry):
+            registry.add("incomplete", Incomplete)
+
+    plugins = mpqcore.PluginSet(autoload=False, plugins=[Plugin])
+    assert "incomplete" in plugins.export_formats.names()
+    assert {"packed", "onnx", "torchao"} <= set(plugins.export_formats.names())
+    model, _ = _model()
+    with pytest.raises(mpqcore.PluginError, match=r"lacks load.*mpqcore.protocols.ExportFormat"):
+        mpqcore.export(model, {"fc": 4}, format="incomplete", path=tmp_path / "m.bin", plugins=plugins)
+
+
+def test_measured_latency_times_every_width_caches_and_writes_latency_csv(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from mpqcore.costs import LatencyTable
+    from mpqcore.latency import MeasuredLatency
+
+    task = digits_task()
+    cost = MeasuredLatency(repeats=3, warmup=1, cache_dir=str(tmp_path / "cache"))
+    spec = mpqcore.introspect(task.model, task.calibration[0])
+    fc1 = spec.layer("fc1")
+    timings = {b: cost.cost(fc1, b) for b in (2, 4, 8)}
+    assert all(t > 0 for t in timings.values())
+    assert timings[2] == timings[4]  # one uint4 kernel for both widths
+    assert (tmp_path / "cache" / "latency.json").exists()
+    again = MeasuredLatency(repeats=3, warmup=1, cache_dir=str(tmp_path / "cache"))
+    monkeypatch.setattr(MeasuredLatency, "_time", lambda *a: pytest.fail("re-measured a cached kernel"))
+    assert again.cost(fc1, 8) == timings[8]
+    monkeypatch.undo()
+    report = mpqcore.search(task.model, task.calibration, method="uniform", bits=(4, 8), cost="measured-latency",
+                            cost_options={"measured-latency": {"repeats": 2, "warmup": 0,
+                                                               "cache_dir": str(tmp_path / "cache")}},
+                            budget=mpqcore.Budget.average_bits(6.0))  # fmt: skip
+    paths = report.write(tmp_path / "run", plots=False)
+    table = LatencyTable(paths["latency"])
+    for i, fqn in enumerate(report.problem.layers):
+        layer = report.spec.layer(fqn)
+        assert table.cost(layer, 8) == report.problem.costs["measured-latency"][i, 1]
