@@ -252,6 +252,9 @@ def _search_options(args, task) -> dict:
         "act_bits": args.act_bits,
         "exclude": None if args.exclude is None else [p for p in args.exclude if p],
         "progress": _progress_wanted(args),
+        "cache": False if args.no_cache else (args.cache or True),
+        "workers": args.workers,
+        "ray_address": args.ray_address,
     }
 
 
@@ -405,6 +408,10 @@ def _summary(report, task) -> str:
         + ", ".join(f"{k} {v:.2f} s" for k, v in t.items())
         + f"; forward passes {report.forward_passes} ({report.measure_forward_passes} by the method)"
     )
+    if report.cache:
+        c = report.cache
+        reused = "the objective and " if c["objective_from_cache"] else ""
+        lines.append(f"  cache: {reused}{c['hits']} values read back, {c['stored']} stored, in {c['directory']}")
     return "\n".join(lines)
 
 
@@ -483,6 +490,24 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--out", type=_out_dir, default=None, help="directory for the report files (checked before any work)"
+    )
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="keep every evaluation here, so a rerun measures only what is missing "
+        "(default: a folder per model under the mpq cache directory, $MPQ_CACHE_DIR or ~/.cache/mpq)",
+    )
+    cache.add_argument("--no-cache", action="store_true", help="measure everything, store nothing")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="score batches of evaluations on N Ray workers (mpqcore[ray])",
+    )
+    p.add_argument(
+        "--ray-address", default=None, help="join this Ray cluster (host:port, ray://host:port, auto); default: local"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's own choice)")

@@ -104,7 +104,7 @@ class MeasuredLatency:
     _memo: dict = attrs.field(factory=dict, init=False, repr=False, eq=False)
 
     def _cache_file(self) -> Path:
-        from mpqcore.tasks._cache import resolve_cache_dir
+        from mpqcore.cache_dir import resolve_cache_dir
 
         return resolve_cache_dir(self.cache_dir) / "latency.json"
 

@@ -88,6 +88,9 @@ class Report:
     #: were quantized (empty: weights only); :func:`mpqcore.export` reads both.
     quantizer_options: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze)
     act_bits: Mapping[str, int] = attrs.field(factory=dict, converter=freeze)
+    #: The measurement cache: ``directory``, ``hits`` (values read back), ``stored``,
+    #: ``objective_from_cache``; empty without a cache.
+    cache: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze)
 
     @property
     def average_bits(self) -> float:
@@ -126,6 +129,7 @@ class Report:
                 "forward_passes": self.forward_passes,
                 "measure_forward_passes": self.measure_forward_passes,
                 "evaluations": self.evaluations,
+                "cache": self.cache,
                 "timings": self.timings,
                 "seed": self.seed,
                 "versions": self.versions,

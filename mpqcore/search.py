@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,10 +25,11 @@ from mpqcore.constraints import check_ties, expand_pins, within_budget
 from mpqcore.context import MeasureContext
 from mpqcore.costs import cost_table, with_activation_widths
 from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError, PluginError
-from mpqcore.evaluate import Evaluator
+from mpqcore.evaluate import Evaluator, closed_on_failure
 from mpqcore.frozen import FrozenDict, freeze
 from mpqcore.introspect import excluded_layers, find_layers
 from mpqcore.layer_kinds import bake, quantize_along
+from mpqcore.measurement_cache import MeasurementCache, open_cache, settings_digest
 from mpqcore.naming import suggest
 from mpqcore.plugins import PluginSet, get_plugins
 from mpqcore.preflight import check_act_bits, check_callable, check_device, check_model, check_seed, checked_metric
@@ -36,6 +38,7 @@ from mpqcore.protocols import CostModel, Quantizer, SensitivityMethod, Solver
 from mpqcore.quantizers import DEFAULT_QUANTIZER
 from mpqcore.report import Report, versions
 from mpqcore.types import Allocation, Budget, ModelSpec, Objective, Problem, check_bits
+from mpqcore.workers import check_workers
 
 __all__ = ["Measurement", "apply", "measure", "search", "search_problem", "sweep"]
 
@@ -182,6 +185,20 @@ class Measurement:
     measure_forward_passes: int = 0
     #: The quantizer instance that measured (apply uses the very same one).
     quantizer_impl: Any = None
+    #: Whether the objective was read back from the measurement cache.
+    objective_from_cache: bool = False
+
+    def cache_info(self) -> dict[str, Any]:
+        """The report's ``cache`` entry: where, how many values were read back and stored."""
+        cache = self.evaluator.cache
+        if cache is None:
+            return {}
+        return {
+            "directory": str(cache.directory),
+            "hits": cache.hits,
+            "stored": cache.stored,
+            "objective_from_cache": self.objective_from_cache,
+        }
 
     def with_budgets(self, budgets: Sequence[Budget], cost_models: Mapping[str, Any] | None = None) -> Problem:
         """The measured problem under ``budgets`` instead (no new measurement).
@@ -264,6 +281,10 @@ def measure(
     progress: bool = False,
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
+    cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    inplace: bool = False,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> Measurement:
     """Introspect ``model`` and measure its sensitivity with ``method``; solve nothing.
 
@@ -271,7 +292,14 @@ def measure(
     :func:`search` and :func:`sweep`. ``method`` and ``quantizer`` are a registered
     name (configured by ``method_options`` / ``quantizer_options``) or a ready
     instance; ``cost_models`` adds cost model instances by name beside the registered
-    ones named by ``cost`` and the budgets.
+    ones named by ``cost`` and the budgets. ``cache`` (a directory, ``True`` for the
+    default one under the mpq cache directory, or ``None``) keeps every evaluation and
+    the objective on disk (:mod:`mpqcore.measurement_cache`): a rerun measures only what
+    is missing. ``inplace=True`` measures on ``model`` itself rather than a copy (no
+    second copy in memory; every evaluation puts the float weights back, and the
+    evaluator's ``close()`` the modules' training flags). ``workers=N`` scores batches
+    of evaluations on N Ray actors (``ray_address``: a running cluster; default a local
+    one), with the single-process values (:mod:`mpqcore.workers`).
     """
     if legacy:
         given = {"method": method, "bits": bits, "budget": budget}
@@ -300,10 +328,15 @@ def measure(
         progress=progress,
         plugins=plugins,
         exclude=exclude,
+        cache=cache,
+        inplace=inplace,
+        workers=workers,
+        ray_address=ray_address,
         budgets_together=True,
     )
 
 
+@closed_on_failure
 def _measure(
     model: nn.Module,
     calibration: Iterable[Any],
@@ -328,6 +361,10 @@ def _measure(
     plugins: PluginSet | None,
     exclude: Sequence[str] | None,
     budgets_together: bool,
+    cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    inplace: bool = False,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> Measurement:
     """:func:`measure`'s work; ``budgets_together=False`` (a sweep) checks each budget alone before measuring."""
     plugins = plugins or get_plugins()
@@ -350,11 +387,13 @@ def _measure(
         else:
             models[name] = plugins.cost_models.create(name, **dict((cost_options or {}).get(name, {})))
     timings: dict[str, float] = {}
+    check_workers(workers, ray_address)
+    store = open_cache(cache, model)  # a directory that cannot be used is said before any work
 
     t0 = time.perf_counter()
     evaluator = Evaluator(
         model, calibration, None, quantizer_impl, loss=loss, metric=metric, act_bits=act_bits, device=device,
-        exclude=exclude, plugins=plugins,
+        exclude=exclude, plugins=plugins, cache=store, inplace=inplace, workers=workers, ray_address=ray_address,
     )  # fmt: skip
     spec = evaluator.spec
     fixed = _resolve_pins(pins, spec, bits)
@@ -380,8 +419,12 @@ def _measure(
     plugin = plugins.methods.get(method_name).plugin if method_name in plugins.methods else type(method_impl).__module__
     passes_before = evaluator.forward_passes
     torch.manual_seed(seed)
-    objective: Objective | None
-    if decision:
+    objective: Objective | None = None
+    objective_key = _objective_key(evaluator, method_name, method_impl, ctx) if store is not None else ""
+    cached = store.get(objective_key) if store is not None and decision else None
+    if isinstance(cached, Objective):
+        objective = cached
+    elif decision:
         try:
             objective = method_impl.measure(ctx)
         except PluginError:
@@ -390,8 +433,9 @@ def _measure(
             what = str(exc) if isinstance(exc, MpqError) else f"raised {type(exc).__name__}: {exc}"
             raise MethodError(f"method {method_name!r} (plugin {plugin!r}) {what}", plugin=plugin) from exc
         objective = _check_objective(objective, ctx, method_name, plugin)
-    else:
-        objective = None  # every layer is pinned: nothing to measure
+        if store is not None:
+            store.put(objective_key, objective)
+    # else every layer is pinned: nothing to measure
     timings["measure"] = time.perf_counter() - t0
 
     problem = _full_problem(objective, spec, bits, tables, fixed, user_ties)
@@ -412,6 +456,7 @@ def _measure(
         cost_models=models,
         measure_forward_passes=evaluator.forward_passes - passes_before,
         quantizer_impl=quantizer_impl,
+        objective_from_cache=cached is not None,
     )
     if budgets and budgets_together:
         problem = measurement.with_budgets(budgets, models)
@@ -422,6 +467,21 @@ def _measure(
 _MEASURE_DEFAULTS: dict[str, Any] = {
     name: p.default for name, p in inspect.signature(measure).parameters.items() if p.kind is p.KEYWORD_ONLY
 }
+
+
+def _objective_key(evaluator: Evaluator, method: str, impl: Any, ctx: MeasureContext) -> str:
+    """The cache key of a method's objective: the evaluator's settings, the method (name,
+    settings, installed versions), and what it is asked (layers, bits, pins, seed)."""
+    return evaluator.cache_key(
+        "objective",
+        dict(ctx.fixed),
+        method=method,
+        settings=settings_digest(impl),
+        layers=list(ctx.layers),
+        bits=list(ctx.bits),
+        seed=ctx.seed,
+        versions=versions(),
+    )
 
 
 def _check_objective(objective: Any, ctx: MeasureContext, method: str, plugin: str) -> Objective:
@@ -594,6 +654,12 @@ def _uniform_reference(
     return best
 
 
+def _on_device_of(model: nn.Module, reference: nn.Module) -> nn.Module:
+    """``model`` moved to where ``reference``'s parameters are (the returned model stays where the user's was)."""
+    first = next(iter(reference.parameters()), None)
+    return model if first is None else model.to(first.device)
+
+
 def _solve(problem: Problem, name: str, impl: Solver, plugins: PluginSet) -> Allocation:
     """Solve with ``impl``; its answer is checked (layers, widths, budgets, pins, ties) before use."""
     entry = plugins.solvers.get(name) if name in plugins.solvers else None
@@ -618,6 +684,7 @@ def _evaluate(meas: Measurement, allocation: Allocation, uniform_reference: bool
     return out
 
 
+@closed_on_failure
 def search(
     model: nn.Module | None = None,
     calibration: Iterable[Any] | None = None,
@@ -645,6 +712,9 @@ def search(
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
     measurement: Measurement | None = None,
+    cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> Report:
     """Choose per-layer weight bit-widths for ``model`` under ``budget``.
 
@@ -681,7 +751,8 @@ def search(
             model, calibration, method=method, bits=bits, budget=budgets, quantizer=quantizer, cost=cost, pins=pins,
             ties=ties, seed=seed, metric=metric, loss=loss, act_bits=act_bits, method_options=method_options,
             quantizer_options=quantizer_options, cost_options=cost_options, cost_models=cost_models, device=device,
-            progress=progress, plugins=plugins, exclude=exclude,
+            progress=progress, plugins=plugins, exclude=exclude, cache=cache, inplace=inplace, workers=workers,
+            ray_address=ray_address,
         )  # fmt: skip
         timings = dict(meas.timings)
     else:
@@ -701,29 +772,31 @@ def search(
     source = model if model is not None else meas.evaluator.model
     quantizer_choice = meas.quantizer_impl or meas.quantizer
     quantizer_options = None if meas.quantizer_impl is not None else meas.quantizer_options
+    # Evaluate first, then apply: in place, the user's model is changed last (and put
+    # back as it was if applying fails midway); otherwise a search that measured hands
+    # its working copy over to be quantized, so no second copy of the model is made.
+    t0 = time.perf_counter()
+    results = _evaluate(meas, allocation)
+    timings["evaluate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     if inplace:
-        # All or nothing: evaluate on the evaluator's copy first; the user's model is
-        # changed last, and put back as it was if applying fails midway.
-        t0 = time.perf_counter()
-        results = _evaluate(meas, allocation)
-        timings["evaluate"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        if owned:
+            meas.evaluator.close()
         quantized = _apply_all_or_nothing(
             source, allocation, quantizer_choice, quantizer_options, plugins, meas.evaluator.act_bits_of
         )
-        timings["apply"] = time.perf_counter() - t0
+    elif owned:
+        working = _on_device_of(meas.evaluator.release(), source)
+        quantized = apply(
+            working, allocation, quantizer_choice, inplace=True, quantizer_options=quantizer_options, plugins=plugins,
+            act_bits=meas.evaluator.act_bits_of,
+        )  # fmt: skip
     else:
-        t0 = time.perf_counter()
         quantized = apply(
             source, allocation, quantizer_choice, quantizer_options=quantizer_options, plugins=plugins,
             act_bits=meas.evaluator.act_bits_of,
         )  # fmt: skip
-        timings["apply"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        results = _evaluate(meas, allocation)
-        timings["evaluate"] = time.perf_counter() - t0
-    if owned:
-        meas.evaluator.close()
+    timings["apply"] = time.perf_counter() - t0
     return Report(
         allocation=allocation,
         spec=meas.spec,
@@ -739,6 +812,7 @@ def search(
         forward_passes=meas.evaluator.forward_passes,
         measure_forward_passes=meas.measure_forward_passes,
         evaluations=meas.evaluator.evaluations,
+        cache=meas.cache_info(),
         timings=timings,
         seed=meas.seed,
         versions=versions(),
