@@ -468,6 +468,21 @@ class Evaluator:
         with torch.no_grad(), self.applied(assignment) as model:
             return self._mean_loss(model)
 
+    def batch_losses(self, assignment: Assignment = {}) -> list[float]:  # noqa: B006 - read-only default
+        """The loss of each calibration batch with ``assignment`` applied; one evaluation.
+
+        :meth:`loss` is their mean weighted by batch size; the spread across batches is
+        what the guard (:mod:`mpqcore.verify`) compares candidates by.
+        """
+        if self.user_loss is None:
+            self.float_outputs()
+        self._evaluations += 1
+        with torch.no_grad(), self.applied(assignment) as model:
+            values = [float(self._batch_loss(model, i, batch)) for i, batch in enumerate(self.calibration)]
+        if not all(math.isfinite(v) for v in values):
+            raise ConfigError(f"the calibration loss is {values}; check the model, the loss and the calibration data")
+        return values
+
     def forward(self, i: int) -> Any:
         """The working (float) model's differentiable output on calibration batch ``i``.
 

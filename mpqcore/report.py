@@ -15,6 +15,7 @@ import numpy as np
 
 from mpqcore.files import atomic_files, check_output_dir, write_json
 from mpqcore.frozen import freeze
+from mpqcore.guard_plot import plot_verification, wants_verification_plot
 from mpqcore.metrics import direction_words
 from mpqcore.problem import problem_to_dict
 from mpqcore.types import Allocation, Budget, Coverage, ModelSpec, Problem
@@ -138,7 +139,8 @@ class Report:
         )
 
     def write(self, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
-        """Write report.json, allocation.csv, problem.json and (optionally) bits.png."""
+        """Write report.json, allocation.csv, problem.json and (optionally) bits.png and verify.png (the guard's
+        and refinement's predicted against measured losses)."""
         out = check_output_dir(out_dir, what="report folder")
         out.mkdir(parents=True, exist_ok=True)
         paths = {"report": out / "report.json", "allocation": out / "allocation.csv", "problem": out / "problem.json"}
@@ -159,6 +161,9 @@ class Report:
             if "measured-latency" in self.problem.costs:  # the table it measured, readable by the latency cost
                 paths["latency"] = out / "latency.csv"
                 write_latency_csv(self.problem, "measured-latency", stage(paths["latency"]))
+            if plots and wants_verification_plot(self.results):
+                paths["verify_plot"] = out / "verify.png"
+                plot_verification(self.results, stage(paths["verify_plot"]))
         return paths
 
 
