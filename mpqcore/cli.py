@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from mpqcore.errors import ConfigError, InfeasibleError, MpqError, PluginError
+from mpqcore.exports.command import add_export_args
 from mpqcore.guard_cli import add_guard_args, guard_lines, guard_options
 from mpqcore.metrics import direction_words
 from mpqcore.quantizers import DEFAULT_QUANTIZER
@@ -274,6 +275,21 @@ def cmd_search(args) -> int:
     for name, path in paths.items():
         print(f"  wrote {name}: {path}")
     return 0
+
+
+def cmd_export(args) -> int:
+    import mpqcore
+    from mpqcore.exports.command import cmd_export as run
+    from mpqcore.types import Budget
+
+    def search(args, task):
+        budgets = [Budget.parse(b) for b in args.budget] or [Budget.average_bits(4.0)]
+        report = mpqcore.search(task.model, task.calibration, budget=budgets, **_search_options(args, task))
+        if args.out:
+            report.write(args.out)
+        return report
+
+    return run(args, search, _task_and_common)
 
 
 def cmd_sweep(args) -> int:
@@ -557,6 +573,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="one mixed-precision search on a task")
     _add_search_args(p)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "export", help="a task's model quantized by a saved report (or a search now), written and reloaded"
+    )
+    _add_search_args(p)
+    add_export_args(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("sweep", help="measure once, solve for many budgets: Pareto CSV and plot")
     _add_search_args(p, sweep=True)

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from mpqcore import activations
 from mpqcore.constraints import check_ties, expand_pins, within_budget
 from mpqcore.context import MeasureContext
-from mpqcore.costs import cost_table
+from mpqcore.costs import cost_table, with_activation_widths
 from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError, PluginError
 from mpqcore.evaluate import Evaluator, closed_on_failure
 from mpqcore.frozen import FrozenDict, freeze
@@ -281,7 +282,7 @@ def measure(
     seed: int = 0,
     metric: Callable[[nn.Module], float] | None = None,
     loss: Callable[[Any, Any], torch.Tensor] | None = None,
-    act_bits: int | None = None,
+    act_bits: int | Mapping[str, int] | None = None,
     method_options: Mapping[str, Any] | None = None,
     quantizer_options: Mapping[str, Any] | None = None,
     cost_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -360,7 +361,7 @@ def _measure(
     seed: int,
     metric: Callable[[nn.Module], float] | None,
     loss: Callable[[Any, Any], torch.Tensor] | None,
-    act_bits: int | None,
+    act_bits: int | Mapping[str, int] | None,
     method_options: Mapping[str, Any] | None,
     quantizer_options: Mapping[str, Any] | None,
     cost_options: Mapping[str, Mapping[str, Any]] | None,
@@ -408,6 +409,7 @@ def _measure(
     fixed = _resolve_pins(pins, spec, bits)
     user_ties = _check_ties(ties, spec)
     decision = tuple(f for f in spec.fqns if f not in fixed)
+    models = with_activation_widths(models, cost_options, evaluator.act_bits_of)
     tables = {name: cost_table(m, spec, bits, name=name) for name, m in models.items()}
     if budgets:  # an impossible budget, or a tie against a pin, is found before measuring
         unmeasured = _full_problem(None, spec, bits, tables, fixed, user_ties)
@@ -560,6 +562,7 @@ def apply(
     quantizer_options: Mapping[str, Any] | None = None,
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
+    act_bits: int | Mapping[str, int] | None = None,
 ) -> nn.Module:
     """The model with each layer's weight fake-quantized at its allocated bits.
 
@@ -571,12 +574,15 @@ def apply(
     or a weight_norm hook becomes a plain Parameter holding its quantized value (see
     :func:`mpqcore.layer_kinds.bake`). Every weight is quantized before the first is
     written, so a bad allocation or a failing quantizer leaves the model as it was.
+    ``act_bits`` (as in :func:`search`) also fake-quantizes the inputs of the quantized
+    layers, as the evaluator did (:mod:`mpqcore.activations`: a forward pre-hook).
     """
     plugins = plugins or get_plugins()
     _, impl = plugins.quantizers.resolve(quantizer, quantizer_options)
     # an Allocation checks every width (the one rule), also for a plain mapping
     bits_of = (allocation if isinstance(allocation, Allocation) else Allocation(allocation, 0.0)).bits
     chosen = _allocated_layers(find_layers(model, plugins)[0], bits_of, exclude)
+    act_of = activations.act_bits_per_layer(act_bits, chosen)
     target = model if inplace else copy.deepcopy(model)
     found = find_layers(target, plugins)[0]
     with torch.no_grad():
@@ -586,6 +592,7 @@ def apply(
             quantized[fqn] = quantize_along(impl, w, b, found[fqn].ref.axis).dequantize().reshape(w.shape).to(w.dtype)
         for fqn, q in quantized.items():  # copied in: the Parameter (and every name tied to it) stays
             bake(found[fqn].module, found[fqn].ref.name).copy_(q)
+    activations.install({fqn: found[fqn].modules for fqn in act_of}, act_of)
     return target
 
 
@@ -619,6 +626,7 @@ def _apply_all_or_nothing(
     quantizer: str | Quantizer,
     quantizer_options: Mapping[str, Any] | None,
     plugins: PluginSet,
+    act_bits: Mapping[str, int] | None = None,
 ) -> nn.Module:
     """:func:`apply` in place; on any failure every tensor of ``model`` is restored and the error re-raised.
 
@@ -633,7 +641,10 @@ def _apply_all_or_nothing(
     else:
         saved = {name: t.detach().clone() for name, t in state.items()}
     try:
-        return apply(model, allocation, quantizer, inplace=True, quantizer_options=quantizer_options, plugins=plugins)
+        return apply(
+            model, allocation, quantizer, inplace=True, quantizer_options=quantizer_options, plugins=plugins,
+            act_bits=act_bits,
+        )  # fmt: skip
     except BaseException:
         with torch.no_grad():
             for name, tensor in model.state_dict(keep_vars=True).items():
@@ -716,7 +727,7 @@ def search(
     seed: int = 0,
     inplace: bool = False,
     loss: Callable[[Any, Any], torch.Tensor] | None = None,
-    act_bits: int | None = None,
+    act_bits: int | Mapping[str, int] | None = None,
     method_options: Mapping[str, Any] | None = None,
     solver_options: Mapping[str, Any] | None = None,
     quantizer_options: Mapping[str, Any] | None = None,
@@ -845,14 +856,20 @@ def search(
     if inplace:
         if owned:
             meas.evaluator.release()  # its kept quantized weights go before applying
-        quantized = _apply_all_or_nothing(source, allocation, quantizer_choice, quantizer_options, plugins)
+        quantized = _apply_all_or_nothing(
+            source, allocation, quantizer_choice, quantizer_options, plugins, meas.evaluator.act_bits_of
+        )
     elif owned:
         working = _on_device_of(meas.evaluator.release(), source)
         quantized = apply(
-            working, allocation, quantizer_choice, inplace=True, quantizer_options=quantizer_options, plugins=plugins
-        )
+            working, allocation, quantizer_choice, inplace=True, quantizer_options=quantizer_options, plugins=plugins,
+            act_bits=meas.evaluator.act_bits_of,
+        )  # fmt: skip
     else:
-        quantized = apply(source, allocation, quantizer_choice, quantizer_options=quantizer_options, plugins=plugins)
+        quantized = apply(
+            source, allocation, quantizer_choice, quantizer_options=quantizer_options, plugins=plugins,
+            act_bits=meas.evaluator.act_bits_of,
+        )  # fmt: skip
     timings["apply"] = time.perf_counter() - t0
     results = {**results, **verified}
     return Report(
@@ -875,6 +892,8 @@ def search(
         seed=meas.seed,
         versions=versions(),
         model=quantized,
+        quantizer_options=meas.quantizer_options,
+        act_bits=meas.evaluator.act_bits_of,
     )
 
 
