@@ -42,6 +42,7 @@ def main() -> int:
         ("solvers", "solvers.md"),
         ("mckp", "mckp.md"),
         ("pairs", "pairs.md"),
+        ("export", "export.md"),
     ):
         source = RESULTS / name
         if not source.exists():
