@@ -727,6 +727,7 @@ def search(
         seed=meas.seed,
         versions=versions(),
         model=quantized,
+        cost_units={name: str(getattr(m, "unit", "") or "") for name, m in meas.cost_models.items()},
     )
 
 
