@@ -225,10 +225,18 @@ def cmd_solve(args) -> int:
 
 
 def _task_and_common(args):
+    """The registered ``--task``, or the user's own ``--model``/``--calibration``/``--metric``."""
     from mpqcore.plugins import get_plugins
 
-    task = get_plugins().tasks.create(args.task, **_options(args.task_option))
-    return task
+    if args.model is not None:
+        from mpqcore.user_model import load_user_task
+
+        if args.task is not None or args.task_option:
+            raise ConfigError("--model replaces --task: give either a registered task or your own model, not both")
+        return load_user_task(args.model, args.calibration, args.metric)
+    if args.calibration is not None or args.metric is not None:
+        raise ConfigError("--calibration and --metric go with --model (your own model); a --task brings its own")
+    return get_plugins().tasks.create(args.task or "digits-cnn", **_options(args.task_option))
 
 
 def _search_options(args, task) -> dict:
@@ -393,7 +401,27 @@ def _costs_line(report) -> str:
 
 
 def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
-    p.add_argument("--task", default="digits-cnn", help="a registered task (see `mpq plugins`); default digits-cnn")
+    p.add_argument("--task", default=None, help="a registered task (see `mpq plugins`); default digits-cnn")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="MODULE:NAME",
+        help="your own model instead of a task: an nn.Module or a factory returning one, as "
+        "pkg.module:factory or path/to/file.py:factory (needs --calibration)",
+    )
+    p.add_argument(
+        "--calibration",
+        default=None,
+        metavar="MODULE:NAME",
+        help="with --model: the calibration batches (an iterable, or a function returning one)",
+    )
+    p.add_argument(
+        "--metric",
+        default=None,
+        metavar="MODULE:NAME",
+        help="with --model: metric(model) -> float on held-out data (higher is better unless marked "
+        "with mpqcore.lower_is_better)",
+    )
     p.add_argument(
         "--task-option", action="append", type=_key_value, metavar="KEY=VALUE", help="option for the task factory"
     )

@@ -200,15 +200,24 @@ def _timings(report: Report) -> str:
     return table(["phase", "wall time"], rows, cls="timings")
 
 
-def _other_results(results: Mapping[str, Any]) -> str:
-    from mpqcore.report import jsonable
+def _plain(value: Any) -> Any:
+    """What ``json.dumps`` cannot write itself: read-only mappings, numpy values, anything else as its repr."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    return repr(value)
 
+
+def _other_results(results: Mapping[str, Any]) -> str:
     extra = {k: v for k, v in results.items() if k not in _KNOWN_RESULTS}
     if not extra:
         return ""
     rows = []
     for key, value in extra.items():
-        text = json.dumps(jsonable(value))
+        text = json.dumps(value, default=_plain)
         rows.append([key, text if len(text) <= 400 else text[:400] + " ..."])
     return table(["result", "value"], rows, cls="other")
 

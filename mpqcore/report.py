@@ -306,7 +306,7 @@ def write_sweep(
 
 
 def _write_sweep_table(table: Mapping[str, Any], out: Path, paths: dict[str, Path], *, plots: bool) -> dict[str, Path]:
-    from mpqcore.sweep_report import plot_cost_axis
+    from mpqcore.sweep_plot import plot_cost_axis
 
     rows = list(table["rows"])
     paths["sweep"] = out / "sweep.json"
