@@ -155,7 +155,8 @@ def _limit(name: str, value: str) -> float:
 
 
 def _progress_wanted(args) -> bool:
-    return not args.quiet and sys.stderr.isatty()
+    """Progress unless --quiet: a bar on a terminal, else a plain line now and then (mpqcore.progress)."""
+    return not args.quiet
 
 
 # ---------------------------------------------------------------------------
@@ -311,7 +312,7 @@ def cmd_demo(args) -> int:
 
     t0 = time.perf_counter()
     print("mpq demo: mixed-precision search on digits-cnn (a CNN trained on scikit-learn's handwritten digits)")
-    task = mpqcore.load_task("digits-cnn", progress=_progress_wanted(args))
+    task = mpqcore.load_task("digits-cnn", progress=_progress_wanted(args) and sys.stderr.isatty())
     print(f"  task ready in {time.perf_counter() - t0:.1f} s; float accuracy {task.metric(task.model):.4f}")
     budget = Budget.average_bits(args.avg_bits)
     report = mpqcore.search(

@@ -43,11 +43,9 @@ _DEFAULT_BUDGET = Budget.average_bits(4.0)
 
 
 def _progress(enabled: bool) -> Callable[..., Iterable]:
-    if not enabled:
-        return lambda it, **kw: it
-    from tqdm.auto import tqdm
+    from mpqcore.progress import progress_factory  # a bar on a terminal, plain lines in a log
 
-    return lambda it, **kw: tqdm(it, leave=False, **kw)
+    return progress_factory(enabled)
 
 
 def _budgets(budget: Budget | Sequence[Budget] | None) -> list[Budget]:
