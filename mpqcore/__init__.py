@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from mpqcore.batches import Supervised, supervised
     from mpqcore.context import MeasureContext
     from mpqcore.evaluate import Evaluator
+    from mpqcore.exports import ExportResult, export, load_packed
     from mpqcore.introspect import introspect
     from mpqcore.layout import Layout
     from mpqcore.metrics import lower_is_better
@@ -37,6 +38,9 @@ _LAZY: dict[str, str] = {
     "supervised": "mpqcore.batches",
     "MeasureContext": "mpqcore.context",
     "Evaluator": "mpqcore.evaluate",
+    "ExportResult": "mpqcore.exports",
+    "export": "mpqcore.exports",
+    "load_packed": "mpqcore.exports",
     "introspect": "mpqcore.introspect",
     "Layout": "mpqcore.layout",
     "lower_is_better": "mpqcore.metrics",
@@ -138,6 +142,7 @@ __all__ = [
     "Budget",
     "ConfigError",
     "Evaluator",
+    "ExportResult",
     "InfeasibleError",
     "LayerInfo",
     "Layout",
@@ -158,9 +163,11 @@ __all__ = [
     "Task",
     "apply",
     "dump_problem",
+    "export",
     "get_plugins",
     "hookimpl",
     "introspect",
+    "load_packed",
     "load_problem",
     "load_task",
     "lower_is_better",

@@ -96,6 +96,8 @@ def sweep_table(
         if has_metric:
             row["uniform_metric"] = base["metric"]
         row["allocation"] = dict(p.allocation.bits)
+        if isinstance(p.results.get("guard"), Mapping):  # which candidate the never-worse-than-uniform guard kept
+            row["guard"] = p.results["guard"].get("chosen", "off")
         rows.append(row)
 
     for name in problem.costs:

@@ -9,7 +9,7 @@ from mpqcore.lazy_imports import lazy_exports
 
 if TYPE_CHECKING:
     from mpqcore_eagl.entropy import code_entropy, code_histogram, entropy_bits
-    from mpqcore_eagl.method import SCALES, EntropyGuided, entropy_table
+    from mpqcore_eagl.method import SCALES, EntropyGuided, cost_scale, entropy_table
 
 # loaded on first use, so that loading the entry point (mpq plugins) never imports torch
 __getattr__, __dir__ = lazy_exports(
@@ -20,8 +20,9 @@ __getattr__, __dir__ = lazy_exports(
         "entropy_bits": "mpqcore_eagl.entropy",
         "SCALES": "mpqcore_eagl.method",
         "EntropyGuided": "mpqcore_eagl.method",
+        "cost_scale": "mpqcore_eagl.method",
         "entropy_table": "mpqcore_eagl.method",
     },
 )
-__all__ = ["SCALES", "EntropyGuided", "code_entropy", "code_histogram", "entropy_bits", "entropy_table"]
+__all__ = ["SCALES", "EntropyGuided", "code_entropy", "code_histogram", "cost_scale", "entropy_bits", "entropy_table"]
 __version__ = "0.1.0"
