@@ -81,7 +81,7 @@ def main() -> None:
             for name, wall, cpu, old in rows
         ),
         "",
-        "*before*: the same commands on the code before lazy imports (torch imported by `import mpqcore`, "
+        "*before*: the same commands on main before this branch (torch imported by `import mpqcore`, "
         "by every built-in plugin module and by every plugin's entry point).",
         "",
     ]
