@@ -57,11 +57,9 @@ _DEFAULT_BUDGET = Budget.average_bits(4.0)
 
 
 def _progress(enabled: bool) -> Callable[..., Iterable]:
-    if not enabled:
-        return lambda it, **kw: it
-    from tqdm.auto import tqdm
+    from mpqcore.progress import progress_factory  # a bar on a terminal, plain lines in a log
 
-    return lambda it, **kw: tqdm(it, leave=False, **kw)
+    return progress_factory(enabled)
 
 
 def _budgets(budget: Budget | Sequence[Budget] | None) -> list[Budget]:
@@ -894,6 +892,7 @@ def search(
         model=quantized,
         quantizer_options=meas.quantizer_options,
         act_bits=meas.evaluator.act_bits_of,
+        cost_units={name: str(getattr(m, "unit", "") or "") for name, m in meas.cost_models.items()},
     )
 
 
