@@ -10,6 +10,7 @@ from mpqcore.batches import Supervised, supervised
 from mpqcore.context import MeasureContext
 from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError, PluginError, ProblemTooLargeError
 from mpqcore.evaluate import Evaluator
+from mpqcore.exports import ExportResult, export, load_packed
 from mpqcore.hookspecs import hookimpl
 from mpqcore.introspect import introspect
 from mpqcore.layout import Layout
@@ -59,6 +60,7 @@ __all__ = [
     "Budget",
     "ConfigError",
     "Evaluator",
+    "ExportResult",
     "InfeasibleError",
     "LayerInfo",
     "Layout",
@@ -79,9 +81,11 @@ __all__ = [
     "Task",
     "apply",
     "dump_problem",
+    "export",
     "get_plugins",
     "hookimpl",
     "introspect",
+    "load_packed",
     "load_problem",
     "load_task",
     "lower_is_better",

@@ -33,6 +33,7 @@ from typing import Any, ParamSpec, TypeVar
 import torch
 from torch import nn
 
+from mpqcore import activations
 from mpqcore.batches import batch_size, call_model, materialize, model_inputs, to_device
 from mpqcore.divergence import default_loss, primary_output
 from mpqcore.errors import ConfigError
@@ -43,7 +44,7 @@ from mpqcore.metrics import as_score, higher_is_better
 from mpqcore.naming import suggest
 from mpqcore.plugins import PluginSet
 from mpqcore.prefix import PrefixReuse
-from mpqcore.quantizers import QuantizedTensor, fake_quantize_activation
+from mpqcore.quantizers import QuantizedTensor
 from mpqcore.types import ModelSpec
 from mpqcore.workers import WorkerPool
 
@@ -95,7 +96,8 @@ class Evaluator:
         from the float model's outputs.
     metric: optional ``metric(model) -> float`` on held-out data; higher is better unless
         it declares ``higher_is_better = False`` (:func:`mpqcore.lower_is_better`).
-    act_bits: when set, the inputs of quantized layers are fake-quantized at this width.
+    act_bits: when set, the inputs of quantized layers are fake-quantized at this width
+        (an integer, or ``{layer or fnmatch pattern: bits}``: :mod:`mpqcore.activations`).
     device: where the working copy and the batches live (default: the model's device).
     reuse_prefix: the default of :meth:`losses`' switch of the same name: skip, exactly,
         the part of a forward pass that the previous evaluation already computed
@@ -131,7 +133,7 @@ class Evaluator:
         *,
         loss: Callable[[Any, Any], torch.Tensor] | None = None,
         metric: Callable[[nn.Module], float] | None = None,
-        act_bits: int | None = None,
+        act_bits: int | Mapping[str, int] | None = None,
         device: torch.device | str | None = None,
         reuse_prefix: bool = True,
         exclude: Sequence[str] | None = None,
@@ -199,17 +201,22 @@ class Evaluator:
         if workers is not None:  # before any hook: the actors get the plain working model
             options = {"loss": loss, "metric": metric, "act_bits": act_bits, "reuse_prefix": reuse_prefix}
             self._pool = WorkerPool(
-                workers, self.model, self.calibration, self.spec, quantizer, options, address=ray_address
+                workers,
+                self.model,
+                self.calibration,
+                self.spec,
+                quantizer,
+                options,
+                factory=Evaluator,
+                address=ray_address,
             )
-        if act_bits is not None:
-            # one hook per module that computes with a layer's weight (an LSTM holds several
-            # layers, a tied weight has several modules): its inputs are quantized when any is
-            users: dict[int, tuple[nn.Module, list[str]]] = {}
-            for fqn, f in self._found.items():
-                for m in f.modules:
-                    users.setdefault(id(m), (m, []))[1].append(fqn)
-            for m, fqns in users.values():
-                self._act_handles.append(m.register_forward_pre_hook(self._act_hook(tuple(fqns), act_bits)))
+        #: ``{layer: activation width}`` of the layers whose inputs are quantized (:mod:`mpqcore.activations`).
+        self.act_bits_of = activations.act_bits_per_layer(act_bits, self._found)
+        # one hook per module that computes with a layer's weight (an LSTM holds several
+        # layers, a tied weight has several modules): its inputs are quantized when any is
+        modules_of = {fqn: f.modules for fqn, f in self._found.items()}
+        for m, width, fqns in activations.module_act_bits(modules_of, self.act_bits_of):
+            self._act_handles.append(m.register_forward_pre_hook(self._act_hook(fqns, width)))
         self._evaluations = 0
         self._forward_passes = 0
         self._cache_context = self._settings_digest() if cache is not None else ""
@@ -370,7 +377,7 @@ class Evaluator:
         def hook(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...] | None:
             if not any(f in self._active_act for f in fqns):
                 return None
-            return tuple(fake_quantize_activation(x, act_bits) if isinstance(x, torch.Tensor) else x for x in inputs)
+            return activations.quantize_inputs(inputs, act_bits)  # the one implementation report.model uses too
 
         return hook
 
@@ -467,6 +474,21 @@ class Evaluator:
         self._evaluations += 1
         with torch.no_grad(), self.applied(assignment) as model:
             return self._mean_loss(model)
+
+    def batch_losses(self, assignment: Assignment = {}) -> list[float]:  # noqa: B006 - read-only default
+        """The loss of each calibration batch with ``assignment`` applied; one evaluation.
+
+        :meth:`loss` is their mean weighted by batch size; the spread across batches is
+        what the guard (:mod:`mpqcore.verify`) compares candidates by.
+        """
+        if self.user_loss is None:
+            self.float_outputs()
+        self._evaluations += 1
+        with torch.no_grad(), self.applied(assignment) as model:
+            values = [float(self._batch_loss(model, i, batch)) for i, batch in enumerate(self.calibration)]
+        if not all(math.isfinite(v) for v in values):
+            raise ConfigError(f"the calibration loss is {values}; check the model, the loss and the calibration data")
+        return values
 
     def forward(self, i: int) -> Any:
         """The working (float) model's differentiable output on calibration batch ``i``.

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from mpqcore import activations
 from mpqcore.constraints import check_ties, expand_pins, within_budget
 from mpqcore.context import MeasureContext
-from mpqcore.costs import cost_table
+from mpqcore.costs import cost_table, with_activation_widths
 from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError, PluginError
 from mpqcore.evaluate import Evaluator, closed_on_failure
 from mpqcore.frozen import FrozenDict, freeze
@@ -37,6 +38,16 @@ from mpqcore.protocols import CostModel, Quantizer, SensitivityMethod, Solver
 from mpqcore.quantizers import DEFAULT_QUANTIZER
 from mpqcore.report import Report, versions
 from mpqcore.types import Allocation, Budget, ModelSpec, Objective, Problem, check_bits
+from mpqcore.verify import (
+    HELD_OUT_FRACTION,
+    check_guard_options,
+    check_held_out,
+    held_out_evaluator,
+    split_calibration,
+    uniform_candidates,
+    uniform_costs_compared,
+    verify,
+)
 from mpqcore.workers import check_workers
 
 __all__ = ["Measurement", "apply", "measure", "search", "search_problem", "sweep"]
@@ -271,7 +282,7 @@ def measure(
     seed: int = 0,
     metric: Callable[[nn.Module], float] | None = None,
     loss: Callable[[Any, Any], torch.Tensor] | None = None,
-    act_bits: int | None = None,
+    act_bits: int | Mapping[str, int] | None = None,
     method_options: Mapping[str, Any] | None = None,
     quantizer_options: Mapping[str, Any] | None = None,
     cost_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -350,7 +361,7 @@ def _measure(
     seed: int,
     metric: Callable[[nn.Module], float] | None,
     loss: Callable[[Any, Any], torch.Tensor] | None,
-    act_bits: int | None,
+    act_bits: int | Mapping[str, int] | None,
     method_options: Mapping[str, Any] | None,
     quantizer_options: Mapping[str, Any] | None,
     cost_options: Mapping[str, Mapping[str, Any]] | None,
@@ -398,6 +409,7 @@ def _measure(
     fixed = _resolve_pins(pins, spec, bits)
     user_ties = _check_ties(ties, spec)
     decision = tuple(f for f in spec.fqns if f not in fixed)
+    models = with_activation_widths(models, cost_options, evaluator.act_bits_of)
     tables = {name: cost_table(m, spec, bits, name=name) for name, m in models.items()}
     if budgets:  # an impossible budget, or a tie against a pin, is found before measuring
         unmeasured = _full_problem(None, spec, bits, tables, fixed, user_ties)
@@ -553,6 +565,7 @@ def apply(
     quantizer_options: Mapping[str, Any] | None = None,
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
+    act_bits: int | Mapping[str, int] | None = None,
 ) -> nn.Module:
     """The model with each layer's weight fake-quantized at its allocated bits.
 
@@ -564,12 +577,15 @@ def apply(
     or a weight_norm hook becomes a plain Parameter holding its quantized value (see
     :func:`mpqcore.layer_kinds.bake`). Every weight is quantized before the first is
     written, so a bad allocation or a failing quantizer leaves the model as it was.
+    ``act_bits`` (as in :func:`search`) also fake-quantizes the inputs of the quantized
+    layers, as the evaluator did (:mod:`mpqcore.activations`: a forward pre-hook).
     """
     plugins = plugins or get_plugins()
     _, impl = plugins.quantizers.resolve(quantizer, quantizer_options)
     # an Allocation checks every width (the one rule), also for a plain mapping
     bits_of = (allocation if isinstance(allocation, Allocation) else Allocation(allocation, 0.0)).bits
     chosen = _allocated_layers(find_layers(model, plugins)[0], bits_of, exclude)
+    act_of = activations.act_bits_per_layer(act_bits, chosen)
     target = model if inplace else copy.deepcopy(model)
     found = find_layers(target, plugins)[0]
     with torch.no_grad():
@@ -579,6 +595,7 @@ def apply(
             quantized[fqn] = quantize_along(impl, w, b, found[fqn].ref.axis).dequantize().reshape(w.shape).to(w.dtype)
         for fqn, q in quantized.items():  # copied in: the Parameter (and every name tied to it) stays
             bake(found[fqn].module, found[fqn].ref.name).copy_(q)
+    activations.install({fqn: found[fqn].modules for fqn in act_of}, act_of)
     return target
 
 
@@ -612,11 +629,25 @@ def _apply_all_or_nothing(
     quantizer: str | Quantizer,
     quantizer_options: Mapping[str, Any] | None,
     plugins: PluginSet,
+    act_bits: Mapping[str, int] | None = None,
 ) -> nn.Module:
-    """:func:`apply` in place; on any failure every tensor of ``model`` is restored and the error re-raised."""
-    saved = {name: t.detach().clone() for name, t in model.state_dict(keep_vars=True).items()}
+    """:func:`apply` in place; on any failure every tensor of ``model`` is restored and the error re-raised.
+
+    Only the weights apply writes are saved (not a copy of the whole model), unless a
+    weight is computed (a parametrization): baking it changes more than that tensor.
+    """
+    by_name = {name: f for f in find_layers(model, plugins)[0].values() for name in f.names}
+    state = model.state_dict(keep_vars=True)
+    chosen = [by_name[n] for n in allocation.bits if n in by_name]
+    if all(f.form == "parameter" and f.path in state for f in chosen):
+        saved = {f.path: state[f.path].detach().clone() for f in chosen}
+    else:
+        saved = {name: t.detach().clone() for name, t in state.items()}
     try:
-        return apply(model, allocation, quantizer, inplace=True, quantizer_options=quantizer_options, plugins=plugins)
+        return apply(
+            model, allocation, quantizer, inplace=True, quantizer_options=quantizer_options, plugins=plugins,
+            act_bits=act_bits,
+        )  # fmt: skip
     except BaseException:
         with torch.no_grad():
             for name, tensor in model.state_dict(keep_vars=True).items():
@@ -633,25 +664,28 @@ def _uniform_reference(
     Without budgets, the allocation's own size is the budget: uniform precision at the
     nearest cost not above it.
     """
-    limits = dict(problem.budgets)
-    if not limits and allocation is not None:
-        limits = {"size": allocation_costs(problem, allocation)["size"]}
-    best = None
-    for b in bits:
-        assign = {f: pins.get(f, b) for f in problem.layers}
-        costs = allocation_costs(problem, assign)
-        if all(within_budget(costs[n], lim) for n, lim in limits.items()):
-            best = (b, assign)
-    if best is None:
-        b = bits[0]
-        best = (b, {f: pins.get(f, b) for f in problem.layers})
-    return best
+    fitting = uniform_candidates(attrs.evolve(problem, pins=pins), allocation)  # dearest first
+    if fitting:
+        return fitting[0]
+    b = bits[0]
+    return b, {f: pins.get(f, b) for f in problem.layers}
 
 
 def _on_device_of(model: nn.Module, reference: nn.Module) -> nn.Module:
     """``model`` moved to where ``reference``'s parameters are (the returned model stays where the user's was)."""
     first = next(iter(reference.parameters()), None)
     return model if first is None else model.to(first.device)
+
+
+def _held_out_of(meas: Measurement, split: Any, plugins: PluginSet) -> Any:
+    """The guard's evaluator over the held-out batches, on the measuring evaluator's model (no copy)."""
+    if split is None:
+        return None
+    ev = meas.evaluator
+    return held_out_evaluator(
+        ev.model, split, ev.quantizer, spec=meas.spec, loss=ev.user_loss, act_bits=ev.act_bits, device=ev.device,
+        plugins=plugins,
+    )  # fmt: skip
 
 
 def _solve(problem: Problem, name: str, impl: Solver, plugins: PluginSet) -> Allocation:
@@ -672,6 +706,7 @@ def _evaluate(meas: Measurement, allocation: Allocation, uniform_reference: bool
         ub, assign = _uniform_reference(meas.problem, meas.problem.bits, meas.pins, allocation.bits)
         out["uniform_bits"] = ub
         out["uniform_costs"] = allocation_costs(meas.problem, assign)
+        out.update(uniform_costs_compared(meas.problem, meas.spec, allocation.bits, ub, assign))
         out["uniform_loss"] = ev.loss(assign)
         if ev.has_metric:
             out["uniform_metric"] = ev.metric(assign)
@@ -695,7 +730,7 @@ def search(
     seed: int = 0,
     inplace: bool = False,
     loss: Callable[[Any, Any], torch.Tensor] | None = None,
-    act_bits: int | None = None,
+    act_bits: int | Mapping[str, int] | None = None,
     method_options: Mapping[str, Any] | None = None,
     solver_options: Mapping[str, Any] | None = None,
     quantizer_options: Mapping[str, Any] | None = None,
@@ -709,6 +744,12 @@ def search(
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
     workers: int | None = None,
     ray_address: str | None = None,
+    guard: bool = True,
+    guard_candidates: int = 3,
+    verify_on: str = "held-out",
+    held_out: float = HELD_OUT_FRACTION,
+    refine: int = 0,
+    refine_evaluations: int | None = None,
 ) -> Report:
     """Choose per-layer weight bit-widths for ``model`` under ``budget``.
 
@@ -721,6 +762,16 @@ def search(
     The user's ``model`` comes back bit-for-bit unchanged unless ``inplace=True``, in
     which case its weights are replaced by their quantized copies at the end.
     ``report.model`` is the quantized model (a copy, or ``model`` itself when in place).
+
+    With ``guard=True`` (the default) the method measures on all but a ``held_out``
+    share of the calibration, and the solved allocation is measured on that share
+    against every uniform allocation within the budget and ``guard_candidates``
+    neighbours along the budget; the best measured one is returned, so the result is
+    never worse than uniform there (:mod:`mpqcore.verify`; ``verify_on="metric"``
+    measures with the user's metric instead, ``"calibration"`` on the method's data).
+    ``refine=N`` first corrects the objective with measured losses and re-solves, for
+    up to ``N`` rounds and ``refine_evaluations`` evaluations. ``results["guard"]`` and
+    ``results["refine"]`` say what was measured.
     """
     given: dict[str, Any] = {
         "method": method, "bits": bits, "budget": budget, "metric": metric, "quantizer": quantizer, "cost": cost,
@@ -736,11 +787,32 @@ def search(
     # No budget is allowed: a solver with its own rule needs none, and the
     # others then simply minimise the objective.
     budgets = _budgets(budget)
+    check_guard_options(
+        guard=guard, guard_candidates=guard_candidates, verify_on=verify_on, held_out=held_out, refine=refine,
+        refine_evaluations=refine_evaluations,
+    )  # fmt: skip
     solver_name, solver_impl = plugins.solvers.resolve(solver, solver_options)  # before measuring
     owned = measurement is None
+    if (
+        guard
+        and verify_on == "metric"
+        and metric is None
+        and (measurement is None or not measurement.evaluator.has_metric)
+    ):
+        raise ConfigError(
+            "verify_on='metric' needs a metric; pass metric=callable(model) -> float, or verify_on='held-out'"
+        )
+    split = None
     if measurement is None:
         if model is None or calibration is None:
             raise ConfigError("search needs a model and its calibration batches, or measurement= from mpqcore.measure")
+        if guard and verify_on == "held-out":  # the method never sees the batches the guard measures on
+            split = split_calibration(calibration, held_out)
+            calibration = list(split.measure)
+            check_held_out(
+                check_model(model), split, plugins.quantizers.resolve(quantizer, quantizer_options)[1], loss=loss,
+                act_bits=check_act_bits(act_bits), device=check_device(device), exclude=exclude, plugins=plugins,
+            )  # fmt: skip
         meas = measure(
             model, calibration, method=method, bits=bits, budget=budgets, quantizer=quantizer, cost=cost, pins=pins,
             ties=ties, seed=seed, metric=metric, loss=loss, act_bits=act_bits, method_options=method_options,
@@ -763,6 +835,17 @@ def search(
     t0 = time.perf_counter()
     allocation = _solve(meas.problem, solver_name, solver_impl, plugins)
     timings["solve"] = time.perf_counter() - t0
+    held = _held_out_of(meas, split, plugins)
+    try:
+        allocation, verified, verify_timings = verify(
+            meas, allocation, lambda p: _solve(p, solver_name, solver_impl, plugins), split=split, held=held,
+            guard_on=guard, candidates=guard_candidates, verify_on=verify_on, rounds=refine,
+            max_evaluations=refine_evaluations,
+        )  # fmt: skip
+    finally:
+        if held is not None:  # before the measuring evaluator lets go of the model it works on
+            held.close()
+    timings.update(verify_timings)
     source = model if model is not None else meas.evaluator.model
     quantizer_choice = meas.quantizer_impl or meas.quantizer
     quantizer_options = None if meas.quantizer_impl is not None else meas.quantizer_options
@@ -775,16 +858,23 @@ def search(
     t0 = time.perf_counter()
     if inplace:
         if owned:
-            meas.evaluator.close()
-        quantized = _apply_all_or_nothing(source, allocation, quantizer_choice, quantizer_options, plugins)
+            meas.evaluator.release()  # its kept quantized weights go before applying
+        quantized = _apply_all_or_nothing(
+            source, allocation, quantizer_choice, quantizer_options, plugins, meas.evaluator.act_bits_of
+        )
     elif owned:
         working = _on_device_of(meas.evaluator.release(), source)
         quantized = apply(
-            working, allocation, quantizer_choice, inplace=True, quantizer_options=quantizer_options, plugins=plugins
-        )
+            working, allocation, quantizer_choice, inplace=True, quantizer_options=quantizer_options, plugins=plugins,
+            act_bits=meas.evaluator.act_bits_of,
+        )  # fmt: skip
     else:
-        quantized = apply(source, allocation, quantizer_choice, quantizer_options=quantizer_options, plugins=plugins)
+        quantized = apply(
+            source, allocation, quantizer_choice, quantizer_options=quantizer_options, plugins=plugins,
+            act_bits=meas.evaluator.act_bits_of,
+        )  # fmt: skip
     timings["apply"] = time.perf_counter() - t0
+    results = {**results, **verified}
     return Report(
         allocation=allocation,
         spec=meas.spec,
@@ -805,6 +895,8 @@ def search(
         seed=meas.seed,
         versions=versions(),
         model=quantized,
+        quantizer_options=meas.quantizer_options,
+        act_bits=meas.evaluator.act_bits_of,
     )
 
 
@@ -867,12 +959,17 @@ def sweep(
     solver_options: Mapping[str, Any] | None = None,
     plugins: PluginSet | None = None,
     measurement: Measurement | None = None,
+    guard: bool = True,
+    guard_candidates: int = 3,
+    verify_on: str = "held-out",
+    held_out: float = HELD_OUT_FRACTION,
     **measure_options: Any,
 ) -> tuple[Measurement, list[SweepPoint]]:
     """Measure once (or reuse ``measurement=``), then solve and evaluate for each budget (a Pareto sweep).
 
     Keyword-only after ``model, calibration``; ``measure_options`` are :func:`measure`'s
-    other keywords (quantizer, cost, pins, ...).
+    other keywords (quantizer, cost, pins, ...). The guard (as in :func:`search`) checks
+    each point on the held-out calibration share; ``point.results["guard"]`` says what it measured.
     """
     if legacy:
         given = {"method": method, "bits": bits, "budgets": budgets, "metric": metric}
@@ -884,7 +981,12 @@ def sweep(
     budget_list = _budgets(list(budgets))
     if not budget_list:
         raise ConfigError("sweep needs at least one budget")
+    check_guard_options(
+        guard=guard, guard_candidates=guard_candidates, verify_on=verify_on, held_out=held_out, refine=0,
+        refine_evaluations=None,
+    )  # fmt: skip
     solver_name, solver_impl = plugins.solvers.resolve(solver, solver_options)
+    split = None
     if measurement is None:
         if model is None or calibration is None:
             raise ConfigError("sweep needs a model and its calibration batches, or measurement= from mpqcore.measure")
@@ -894,10 +996,21 @@ def sweep(
             raise ConfigError(f"sweep got unknown options {unknown}; valid: {sorted(_MEASURE_DEFAULTS)}")
         options = {**_MEASURE_DEFAULTS, **measure_options}
         options.update(method=method, bits=bits, budget=budget_list, metric=metric, plugins=plugins)
+        if guard and verify_on == "metric" and metric is None:
+            raise ConfigError("verify_on='metric' needs a metric; pass metric=callable(model) -> float")
+        if guard and verify_on == "held-out":
+            split = split_calibration(calibration, held_out)
+            calibration = list(split.measure)
+            check_held_out(
+                check_model(model), split, plugins.quantizers.resolve(options["quantizer"], options["quantizer_options"])[1],
+                loss=options["loss"], act_bits=check_act_bits(options["act_bits"]), device=check_device(options["device"]),
+                exclude=options["exclude"], plugins=plugins,
+            )  # fmt: skip
         # every budget's cost is tabled; each is checked alone, so one impossible budget loses only its point
         meas = _measure(model, calibration, budgets_together=False, **options)
     else:
         meas = measurement
+    held = _held_out_of(meas, split, plugins)
     points = []
     for b in budget_list:
         try:
@@ -906,8 +1019,15 @@ def sweep(
         except InfeasibleError as exc:
             points.append(SweepPoint(b, None, {}, error=str(exc)))
             continue
-        results = _evaluate(attrs.evolve(meas, problem=problem), allocation, uniform_reference=False)
+        point_meas = attrs.evolve(meas, problem=problem)
+        allocation, verified, _ = verify(
+            point_meas, allocation, lambda p: _solve(p, solver_name, solver_impl, plugins), split=split, held=held,
+            guard_on=guard, candidates=guard_candidates, verify_on=verify_on, rounds=0, max_evaluations=None,
+        )  # fmt: skip
+        results = {**_evaluate(point_meas, allocation, uniform_reference=False), **verified}
         points.append(SweepPoint(b, allocation, results))
+    if held is not None:
+        held.close()
     return meas, points
 
 
