@@ -45,7 +45,7 @@ def test_under_bops_the_scale_is_macs_times_activation_bits(resnet):
 def test_bops_budget_on_resnet18_is_not_worse_than_uniform(resnet):
     rep = mpqcore.search(
         resnet.model, resnet.calibration, method="eagl", bits=BITS, metric=resnet.metric,
-        budget=mpqcore.Budget.relative("bops", 3 / 8),
+        budget=mpqcore.Budget.relative("bops", 3 / 8), guard=False,  # the method's own answer, not the core's guard
     )  # fmt: skip
     r = rep.results
     assert r["uniform_bits"] == 3
