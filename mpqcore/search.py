@@ -481,7 +481,9 @@ _MEASURE_DEFAULTS: dict[str, Any] = {
 
 def _objective_key(evaluator: Evaluator, method: str, impl: Any, ctx: MeasureContext) -> str:
     """The cache key of a method's objective: the evaluator's settings, the method (name,
-    settings, installed versions), and what it is asked (layers, bits, pins, seed)."""
+    settings, installed versions), and what it is asked (layers, bits, pins, seed, and the
+    budget's cost table, which a method may scale by: eagl's ``scale="cost"``)."""
+    table = ctx.costs.get(ctx.cost)
     return evaluator.cache_key(
         "objective",
         dict(ctx.fixed),
@@ -491,6 +493,7 @@ def _objective_key(evaluator: Evaluator, method: str, impl: Any, ctx: MeasureCon
         bits=list(ctx.bits),
         seed=ctx.seed,
         versions=versions(),
+        cost=[ctx.cost, None if table is None else table.tolist()],
     )
 
 
