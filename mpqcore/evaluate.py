@@ -201,7 +201,14 @@ class Evaluator:
         if workers is not None:  # before any hook: the actors get the plain working model
             options = {"loss": loss, "metric": metric, "act_bits": act_bits, "reuse_prefix": reuse_prefix}
             self._pool = WorkerPool(
-                workers, self.model, self.calibration, self.spec, quantizer, options, address=ray_address
+                workers,
+                self.model,
+                self.calibration,
+                self.spec,
+                quantizer,
+                options,
+                factory=Evaluator,
+                address=ray_address,
             )
         #: ``{layer: activation width}`` of the layers whose inputs are quantized (:mod:`mpqcore.activations`).
         self.act_bits_of = activations.act_bits_per_layer(act_bits, self._found)

@@ -423,9 +423,11 @@ def _measure(
     # Run the float model on every calibration batch before the method does, so a
     # batch the model cannot take is reported as the user's data problem, by index.
     evaluator.float_outputs()
+    rows = [spec.fqns.index(f) for f in decision]
     ctx = MeasureContext(
-        evaluator=evaluator, spec=spec, layers=decision, bits=bits, fixed=fixed, seed=seed, progress=_progress(progress)
-    )
+        evaluator=evaluator, spec=spec, layers=decision, bits=bits, fixed=fixed, seed=seed, progress=_progress(progress),
+        costs={name: t[rows] for name, t in tables.items()}, cost=budgets[0].cost if budgets else cost,
+    )  # fmt: skip
     plugin = plugins.methods.get(method_name).plugin if method_name in plugins.methods else type(method_impl).__module__
     passes_before = evaluator.forward_passes
     torch.manual_seed(seed)

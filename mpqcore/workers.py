@@ -68,11 +68,19 @@ def check_workers(workers: int | None, address: str | None) -> None:
 class _Actor:
     """One worker: an evaluator over its own copy of the model (built from the driver's)."""
 
-    def __init__(self, model: Any, calibration: Any, spec: Any, quantizer: Any, options: dict[str, Any], threads: int):
+    def __init__(
+        self,
+        factory: Any,
+        model: Any,
+        calibration: Any,
+        spec: Any,
+        quantizer: Any,
+        options: dict[str, Any],
+        threads: int,
+    ):
         torch.set_num_threads(threads)
-        from mpqcore.evaluate import Evaluator
-
-        self.evaluator = Evaluator(model, calibration, spec, quantizer, **options)
+        # the Evaluator class travels as an argument: this module imports nothing from evaluate
+        self.evaluator = factory(model, calibration, spec, quantizer, **options)
 
     def losses(self, assignments: list[dict[str, int]], reuse: bool) -> tuple[list[float], int]:
         before = self.evaluator.forward_passes
@@ -86,7 +94,11 @@ class _Actor:
 
 
 class WorkerPool:
-    """``workers`` Ray actors scoring chunks of assignments (see the module docstring)."""
+    """``workers`` Ray actors scoring chunks of assignments (see the module docstring).
+
+    ``factory(model, calibration, spec, quantizer, **options)`` builds each actor's
+    evaluator (:class:`mpqcore.Evaluator`).
+    """
 
     def __init__(
         self,
@@ -97,6 +109,7 @@ class WorkerPool:
         quantizer: Any,
         options: dict[str, Any],
         *,
+        factory: Any,
         address: str | None = None,
     ):
         check_workers(workers, address)
@@ -115,7 +128,7 @@ class WorkerPool:
         remote = ray.remote(num_cpus=1, num_gpus=gpus)(_Actor)
         shared = [ray.put(x) for x in (model, calibration, spec, quantizer)]
         threads = torch.get_num_threads()  # the driver's: values are then bit-for-bit the driver's
-        self._actors = [remote.remote(*shared, options, threads) for _ in range(workers)]
+        self._actors = [remote.remote(factory, *shared, options, threads) for _ in range(workers)]
 
     def _chunks(self, n: int) -> list[slice]:
         size = -(-n // self.workers)
