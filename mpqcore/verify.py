@@ -120,6 +120,9 @@ def split_calibration(calibration: Iterable[Any], fraction: float = HELD_OUT_FRA
     more (so the method's batches keep their indices); else that share of the one batch's
     examples; else nothing."""
     batches = materialize(calibration)
+    for i, batch in enumerate(batches):  # named by its index in the user's calibration, before splitting
+        if batch_size(batch) == 0:
+            raise ConfigError(f"calibration batch {i} is empty (batch size 0); every batch needs examples")
     n = len(batches)
     if n >= 2:
         k = min(n - 1, max(1, round(n * fraction)))
