@@ -7,12 +7,13 @@ report = mpqcore.search(model, calibration, method="hawq", bits=(2, 4, 8),
 from typing import Any
 
 from mpqcore.batches import Supervised, supervised
+from mpqcore.bias_correction import BiasCorrection
 from mpqcore.context import MeasureContext
 from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError, PluginError, ProblemTooLargeError
 from mpqcore.evaluate import Evaluator
 from mpqcore.hookspecs import hookimpl
 from mpqcore.introspect import introspect
-from mpqcore.layout import Layout
+from mpqcore.layout import Layout, layout_of
 from mpqcore.metrics import lower_is_better
 from mpqcore.plugins import PluginSet, get_plugins
 from mpqcore.problem import dump_problem, load_problem, problem_from_dict, problem_to_dict, run_solver
@@ -56,6 +57,7 @@ def load_task(name: str, *, plugins: PluginSet | None = None, **options: Any) ->
 __all__ = [
     "DEFAULT_QUANTIZER",
     "Allocation",
+    "BiasCorrection",
     "Budget",
     "ConfigError",
     "Evaluator",
@@ -82,6 +84,7 @@ __all__ = [
     "get_plugins",
     "hookimpl",
     "introspect",
+    "layout_of",
     "load_problem",
     "load_task",
     "lower_is_better",

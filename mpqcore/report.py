@@ -84,6 +84,9 @@ class Report:
     model: Any = None
     #: Forward passes of the method's measurement alone (``forward_passes`` is the total).
     measure_forward_passes: int = 0
+    #: The input means that corrected the biases (:class:`mpqcore.BiasCorrection`), ``None`` when off;
+    #: ``mpqcore.apply(..., bias_correction=report.bias_correction)`` reproduces ``model``.
+    bias_correction: Any = None
 
     @property
     def average_bits(self) -> float:
@@ -115,6 +118,7 @@ class Report:
                 },
                 "method": {"name": self.method, "options": self.method_options, "info": self.objective_info},
                 "quantizer": self.quantizer,
+                "bias_correction": None if self.bias_correction is None else self.bias_correction.summary(),
                 "cost": self.cost,
                 "results": self.results,
                 "forward_passes": self.forward_passes,

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from mpqcore.bias_correction import BiasCorrection, check_policy, write_bias
 from mpqcore.constraints import check_ties, expand_pins, within_budget
 from mpqcore.context import MeasureContext
-from mpqcore.costs import cost_table
+from mpqcore.costs import bind_quantizer, cost_table
 from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError, PluginError
 from mpqcore.evaluate import Evaluator
 from mpqcore.frozen import FrozenDict, freeze
@@ -98,9 +99,16 @@ def _budget_limits(
             return float(sum(model.cost(layer, bits) for layer in layers))
 
         # Budget.resolve is the one rule; the cost model covers reference bits not tabled.
-        value = b.resolve(problem.costs[b.cost], problem.bits, params, cost_at=total)
+        fixed = _fixed_cost(models[b.cost], layers)
+        value = b.resolve(problem.costs[b.cost], problem.bits, params, cost_at=total, fixed=fixed)
         limits[b.cost] = min(value, limits.get(b.cost, np.inf))
     return limits
+
+
+def _fixed_cost(model: Any, layers: Sequence[Any]) -> float:
+    """The cost no width changes: the stored metadata a ``size`` cost counts (0 for other costs)."""
+    metadata = getattr(model, "metadata", None)
+    return float(sum(metadata(layer) for layer in layers)) if callable(metadata) else 0.0
 
 
 def _check_feasible(problem: Problem) -> None:
@@ -181,6 +189,8 @@ class Measurement:
     measure_forward_passes: int = 0
     #: The quantizer instance that measured (apply uses the very same one).
     quantizer_impl: Any = None
+    #: The float model's input means that corrected the biases (``None``: no bias correction).
+    bias_correction: BiasCorrection | None = None
 
     def with_budgets(self, budgets: Sequence[Budget], cost_models: Mapping[str, Any] | None = None) -> Problem:
         """The measured problem under ``budgets`` instead (no new measurement).
@@ -189,7 +199,7 @@ class Measurement:
         the budgets given to :func:`measure`, plus ``size``); the same cost model
         instances, with their options, turn relative and average-bits budgets into limits.
         """
-        models = {**self.cost_models, **(cost_models or {})}
+        models = {**self.cost_models, **bind_quantizer(cost_models or {}, self.quantizer_impl)}
         budgets = _budgets(list(budgets))
         missing = sorted({b.cost for b in budgets if b.cost not in self.problem.costs or b.cost not in models})
         if missing:
@@ -263,6 +273,7 @@ def measure(
     progress: bool = False,
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
+    bias_correction: bool | str = False,
 ) -> Measurement:
     """Introspect ``model`` and measure its sensitivity with ``method``; solve nothing.
 
@@ -270,7 +281,8 @@ def measure(
     :func:`search` and :func:`sweep`. ``method`` and ``quantizer`` are a registered
     name (configured by ``method_options`` / ``quantizer_options``) or a ready
     instance; ``cost_models`` adds cost model instances by name beside the registered
-    ones named by ``cost`` and the budgets.
+    ones named by ``cost`` and the budgets. ``bias_correction`` (``True``, or a policy of
+    :mod:`mpqcore.bias_correction`) measures with corrected biases.
     """
     if legacy:
         given = {"method": method, "bits": bits, "budget": budget}
@@ -299,6 +311,7 @@ def measure(
         progress=progress,
         plugins=plugins,
         exclude=exclude,
+        bias_correction=bias_correction,
         budgets_together=True,
     )
 
@@ -327,6 +340,7 @@ def _measure(
     plugins: PluginSet | None,
     exclude: Sequence[str] | None,
     budgets_together: bool,
+    bias_correction: bool | str = False,
 ) -> Measurement:
     """:func:`measure`'s work; ``budgets_together=False`` (a sweep) checks each budget alone before measuring."""
     plugins = plugins or get_plugins()
@@ -336,6 +350,7 @@ def _measure(
     seed = check_seed(seed)
     act_bits = check_act_bits(act_bits)
     device = check_device(device)
+    check_policy(bias_correction)
     check_callable(loss, "loss", "(outputs, batch) -> Tensor")
     metric = checked_metric(metric)
     method_name, method_impl = plugins.methods.resolve(method, method_options)
@@ -348,12 +363,13 @@ def _measure(
             models[name] = plugins.cost_models.check(given_model, head=f"cost model {name!r} given")
         else:
             models[name] = plugins.cost_models.create(name, **dict((cost_options or {}).get(name, {})))
+    models = bind_quantizer(models, quantizer_impl)  # sizes count the quantizer's scales and zero points
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
     evaluator = Evaluator(
         model, calibration, None, quantizer_impl, loss=loss, metric=metric, act_bits=act_bits, device=device,
-        exclude=exclude, plugins=plugins,
+        exclude=exclude, plugins=plugins, bias_correction=bias_correction,
     )  # fmt: skip
     spec = evaluator.spec
     fixed = _resolve_pins(pins, spec, bits)
@@ -410,6 +426,7 @@ def _measure(
         cost_models=models,
         measure_forward_passes=evaluator.forward_passes - passes_before,
         quantizer_impl=quantizer_impl,
+        bias_correction=evaluator.bias_correction,
     )
     if budgets and budgets_together:
         problem = measurement.with_budgets(budgets, models)
@@ -488,6 +505,7 @@ def apply(
     quantizer_options: Mapping[str, Any] | None = None,
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
+    bias_correction: BiasCorrection | None = None,
 ) -> nn.Module:
     """The model with each layer's weight fake-quantized at its allocated bits.
 
@@ -499,21 +517,40 @@ def apply(
     or a weight_norm hook becomes a plain Parameter holding its quantized value (see
     :func:`mpqcore.layer_kinds.bake`). Every weight is quantized before the first is
     written, so a bad allocation or a failing quantizer leaves the model as it was.
+
+    ``bias_correction`` (a :class:`mpqcore.BiasCorrection`, e.g. ``report.bias_correction``)
+    also writes each corrected layer's bias: the float bias minus the expected output
+    shift of its quantized weight (a layer without a bias gets one under the policy
+    ``"add"``), exactly the biases the search measured with.
     """
     plugins = plugins or get_plugins()
     _, impl = plugins.quantizers.resolve(quantizer, quantizer_options)
     # an Allocation checks every width (the one rule), also for a plain mapping
     bits_of = (allocation if isinstance(allocation, Allocation) else Allocation(allocation, 0.0)).bits
     chosen = _allocated_layers(find_layers(model, plugins)[0], bits_of, exclude)
+    if bias_correction is not None:
+        if not isinstance(bias_correction, BiasCorrection):
+            raise ConfigError(
+                f"apply(bias_correction=...) takes the mpqcore.BiasCorrection a measurement made "
+                f"(report.bias_correction), got {type(bias_correction).__name__}"
+            )
+        bias_correction.check_model({fqn: f.module for fqn, f in find_layers(model, plugins)[0].items()})
     target = model if inplace else copy.deepcopy(model)
     found = find_layers(target, plugins)[0]
     with torch.no_grad():
-        quantized = {}
+        quantized, biases = {}, {}
         for fqn, b in chosen.items():
             w = found[fqn].tensor().detach()
             quantized[fqn] = quantize_along(impl, w, b, found[fqn].ref.axis).dequantize().reshape(w.shape).to(w.dtype)
+            if bias_correction is not None:
+                module = found[fqn].module
+                bias = getattr(module, "bias", None)
+                biases[fqn] = bias_correction.corrected_bias(fqn, module, w, quantized[fqn], bias)
         for fqn, q in quantized.items():  # copied in: the Parameter (and every name tied to it) stays
             bake(found[fqn].module, found[fqn].ref.name).copy_(q)
+        for fqn, bias in biases.items():
+            if bias is not None:
+                write_bias(found[fqn].module, bias)
     return target
 
 
@@ -547,11 +584,13 @@ def _apply_all_or_nothing(
     quantizer: str | Quantizer,
     quantizer_options: Mapping[str, Any] | None,
     plugins: PluginSet,
+    bias_correction: BiasCorrection | None = None,
 ) -> nn.Module:
     """:func:`apply` in place; on any failure every tensor of ``model`` is restored and the error re-raised."""
     saved = {name: t.detach().clone() for name, t in model.state_dict(keep_vars=True).items()}
     try:
-        return apply(model, allocation, quantizer, inplace=True, quantizer_options=quantizer_options, plugins=plugins)
+        return apply(model, allocation, quantizer, inplace=True, quantizer_options=quantizer_options, plugins=plugins,
+                     bias_correction=bias_correction)  # fmt: skip
     except BaseException:
         with torch.no_grad():
             for name, tensor in model.state_dict(keep_vars=True).items():
@@ -634,6 +673,7 @@ def search(
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
     measurement: Measurement | None = None,
+    bias_correction: bool | str = False,
 ) -> Report:
     """Choose per-layer weight bit-widths for ``model`` under ``budget``.
 
@@ -645,7 +685,9 @@ def search(
 
     The user's ``model`` comes back bit-for-bit unchanged unless ``inplace=True``, in
     which case its weights are replaced by their quantized copies at the end.
-    ``report.model`` is the quantized model (a copy, or ``model`` itself when in place).
+    ``report.model`` is the quantized model (a copy, or ``model`` itself when in place),
+    with the corrected biases when ``bias_correction`` is on (``report.bias_correction``
+    is the value that reproduces them through :func:`apply`).
     """
     given: dict[str, Any] = {
         "method": method, "bits": bits, "budget": budget, "metric": metric, "quantizer": quantizer, "cost": cost,
@@ -670,7 +712,7 @@ def search(
             model, calibration, method=method, bits=bits, budget=budgets, quantizer=quantizer, cost=cost, pins=pins,
             ties=ties, seed=seed, metric=metric, loss=loss, act_bits=act_bits, method_options=method_options,
             quantizer_options=quantizer_options, cost_options=cost_options, cost_models=cost_models, device=device,
-            progress=progress, plugins=plugins, exclude=exclude,
+            progress=progress, plugins=plugins, exclude=exclude, bias_correction=bias_correction,
         )  # fmt: skip
         timings = dict(meas.timings)
     else:
@@ -678,7 +720,7 @@ def search(
             "method": method, "bits": bits, "quantizer": quantizer, "cost": cost, "pins": pins, "ties": ties,
             "seed": seed, "metric": metric, "loss": loss, "act_bits": act_bits, "method_options": method_options,
             "quantizer_options": quantizer_options, "cost_options": cost_options, "device": device,
-            "exclude": exclude,
+            "exclude": exclude, "bias_correction": bias_correction,
         })  # fmt: skip
         meas = attrs.evolve(measurement, problem=measurement.with_budgets(budgets, cost_models), budgets=tuple(budgets))
         timings = {"measure": 0.0}
@@ -697,11 +739,14 @@ def search(
         results = _evaluate(meas, allocation)
         timings["evaluate"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        quantized = _apply_all_or_nothing(source, allocation, quantizer_choice, quantizer_options, plugins)
+        quantized = _apply_all_or_nothing(
+            source, allocation, quantizer_choice, quantizer_options, plugins, meas.bias_correction
+        )
         timings["apply"] = time.perf_counter() - t0
     else:
         t0 = time.perf_counter()
-        quantized = apply(source, allocation, quantizer_choice, quantizer_options=quantizer_options, plugins=plugins)
+        quantized = apply(source, allocation, quantizer_choice, quantizer_options=quantizer_options, plugins=plugins,
+                          bias_correction=meas.bias_correction)  # fmt: skip
         timings["apply"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         results = _evaluate(meas, allocation)
@@ -727,6 +772,7 @@ def search(
         seed=meas.seed,
         versions=versions(),
         model=quantized,
+        bias_correction=meas.bias_correction,
     )
 
 
@@ -740,6 +786,7 @@ def _check_reuse(meas: Measurement, given: Mapping[str, Any]) -> None:
     measured = {
         "method": meas.method, "bits": tuple(meas.problem.bits), "quantizer": meas.quantizer, "cost": meas.cost,
         "seed": meas.seed, "method_options": meas.method_options, "quantizer_options": meas.quantizer_options,
+        "bias_correction": None if meas.bias_correction is None else meas.bias_correction.policy,
     }  # fmt: skip
     clash = []
     metric = meas.evaluator.user_metric
@@ -753,6 +800,8 @@ def _check_reuse(meas: Measurement, given: Mapping[str, Any]) -> None:
             continue
         if name == "bits":
             value = check_bits(value)
+        if name == "bias_correction":
+            value = check_policy(value)
         if name in ("method", "quantizer") and not isinstance(value, str):
             value = type(value).__name__ if value is not getattr(meas, f"{name}_impl", None) else measured[name]
         if name in ("method_options", "quantizer_options") and not value:
