@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 #: The quantizer every entry point uses when none is named (the one place for it).
-DEFAULT_QUANTIZER = "minmax-per-tensor"
+DEFAULT_QUANTIZER = "mse-per-channel"
 
 
 @attrs.frozen(eq=False)
