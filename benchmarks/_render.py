@@ -50,6 +50,9 @@ COLUMNS = [
     "gap",
     "options",
     "notes",
+    "guard_kept",
+    "guard_replaced_by",
+    "guard_metric_mean",
 ]
 
 
@@ -92,12 +95,57 @@ def aggregate(records: list[dict]) -> list[dict]:
                 "gap": max((r["gap"] for r in rs if r.get("gap") is not None), default=None),
                 "options": json.dumps(rs[0]["options"], sort_keys=True),
                 "notes": "; ".join(rs[0]["notes"]),
+                **_guard_columns(rs),
             }
         )
     task_order = {t: i for i, t in enumerate(dict.fromkeys(r["task"] for r in records))}
     order = {m: i for i, m in enumerate(method_sort(r["method"] for r in records))}
     rows.sort(key=lambda r: (task_order[r["task"]], r["config"] != "main", order[r["method"]], r["budget"]))
     return rows
+
+
+def _guard_columns(rs: list[dict]) -> dict:
+    """The never-worse guard over the seeds: the share of points where the method's answer was kept,
+    what replaced it otherwise, the returned allocations' mean metric (None without the guard)."""
+    guarded = [r for r in rs if r.get("guard")]
+    if not guarded:
+        return {"guard_kept": None, "guard_replaced_by": None, "guard_metric_mean": None}
+    replaced = sorted({r["guard"].removeprefix("replaced by ") for r in guarded if r["guard"] != "kept"})
+    return {
+        "guard_kept": float(np.mean([r["guard"] == "kept" for r in guarded])),
+        "guard_replaced_by": "/".join(replaced),
+        "guard_metric_mean": _mean(r.get("guard_metric") for r in guarded),
+    }
+
+
+def guard_markdown(rows: list[dict], tasks: list[str], budgets: list) -> list[str]:
+    """Per task, method and budget: the method's own answer kept, or what the guard returned instead."""
+    main = [r for r in rows if r["config"] == "main" and r.get("guard_kept") is not None]
+    if not main:
+        return []
+    methods = method_sort(r["method"] for r in main)
+    lines = [
+        "**The never-worse guard** (the method measures on 3/4 of the calibration, each answer is checked on the "
+        "rest against uniform precision and neighbours): the method's own answer *kept*, or *replaced by* the "
+        "candidate returned, with that allocation's metric:",
+        "",
+        "| task | avg bits | " + " | ".join(methods) + " |",
+        "|---" * (len(methods) + 2) + "|",
+    ]
+    for t in tasks:
+        for b in budgets:
+            cells = []
+            for m in methods:
+                r = next((r for r in main if r["task"] == t and r["method"] == m and r["budget"] == b), None)
+                if r is None:
+                    cells.append("n/a")
+                elif r["guard_kept"] == 1.0:
+                    cells.append("kept")
+                else:
+                    share = "" if r["seeds"] == 1 else f" ({1 - r['guard_kept']:.0%})"
+                    cells.append(f"{r['guard_replaced_by']}{share}: {r['guard_metric_mean']:.4f}")
+            lines.append(f"| {t} | {b:g} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def write_table(records: list[dict], out: Path) -> list[dict]:
@@ -405,6 +453,7 @@ def results_markdown(rows, records, meta, link_prefix: str = "") -> str:
                 + f" | {_signed(bt and bt['over_hawq'])} | {_signed(bt and bt['over_uniform'])} |"
             )
         lines.append("")
+    lines += guard_markdown(rows, tasks, meta["budgets"])
     lines.append(
         "**Cost of one measurement** (wall seconds / CPU seconds of the process, forward passes) and "
         "Spearman ρ of the predicted objective against the measured metric drop over budgets and seeds "

@@ -37,7 +37,12 @@ def replace(readme: str, marker: str, text: str) -> str:
 def main() -> int:
     readme_path = ROOT / "README.md"
     readme = readme_path.read_text()
-    for marker, name in (("evaluator", "evaluator.md"), ("solvers", "solvers.md"), ("mckp", "mckp.md")):
+    for marker, name in (
+        ("evaluator", "evaluator.md"),
+        ("solvers", "solvers.md"),
+        ("mckp", "mckp.md"),
+        ("export", "export.md"),
+    ):
         source = RESULTS / name
         if not source.exists():
             print(f"{source} missing: run benchmarks/bench_{marker}.py first", file=sys.stderr)

@@ -39,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _render  # noqa: E402  (benchmarks/_render.py)
+import bench_guard  # noqa: E402  (benchmarks/bench_guard.py)
 
 BUDGETS = (2.5, 3.0, 4.0, 5.0)
 BITS = (2, 3, 4, 5, 6, 8)
@@ -50,6 +51,9 @@ RANDOM_METHODS = ("hawq", "smpq")
 PIN_BITS = 8
 #: Methods run in the pinned configuration (cheap enough to repeat, plus the baselines).
 PINNED_METHODS_QUICK = ("uniform", "hawq", "eagl", "mixquant")
+#: The never-worse guard (as mpqcore.search runs it): the method measures on 3/4 of the
+#: calibration, each solved allocation is checked on the rest (``--no-guard`` turns it off).
+GUARD = True
 
 
 def log(msg: str) -> None:
@@ -287,6 +291,8 @@ def attention_kernel(method: str, task: str, options: dict):
 def measure_and_solve(task, calibration, scorer, method, plan, seed, config, pins, ties, device, budgets):
     import mpqcore
 
+    split = bench_guard.split_for_guard(calibration) if GUARD else None
+    calibration = list(split.measure) if split is not None else calibration
     t0, c0 = time.perf_counter(), time.process_time()
     with attention_kernel(method, task.name, plan["options"]):
         meas = mpqcore.measure(
@@ -294,6 +300,7 @@ def measure_and_solve(task, calibration, scorer, method, plan, seed, config, pin
             metric=task.metric, method_options=plan["options"], device=device,
         )  # fmt: skip
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    held = bench_guard.held_out_for(task.model, split, meas, device) if split is not None else None
     passes, evaluations = meas.evaluator.forward_passes, meas.evaluator.evaluations
     params = {layer.fqn: layer.params for layer in meas.spec.layers}
     info = meas.problem.objective.info or {}
@@ -337,6 +344,8 @@ def measure_and_solve(task, calibration, scorer, method, plan, seed, config, pin
                 allocation=dict(alloc.bits),
                 **scores,
             )
+            if split is not None:
+                rec.update(bench_guard.guard_fields(meas, problem, alloc, split, held, scorer, rec["metric"]))
         else:
             rec["error"] = error
         for k in ("exact", "evaluations_used", "prefix_reuse", "tie_break_lexicographic", "samples"):
@@ -349,6 +358,8 @@ def measure_and_solve(task, calibration, scorer, method, plan, seed, config, pin
             rec.setdefault("method_info", {})["negative_traces"] = sorted(negative)
             rec["method_info"]["estimator"] = info.get("estimator", "hutchinson")
         records.append(rec)
+    if held is not None:  # before the evaluator whose model it works on
+        held.close()
     meas.evaluator.close()
     del meas
     gc.collect()
@@ -546,7 +557,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--render-only", action="store_true", help="redraw table, plots, summary and README from OUT/runs.json"
     )
+    parser.add_argument("--no-guard", action="store_true", help="measure on every batch; no never-worse guard")
     args = parser.parse_args(argv)
+    global GUARD
+    GUARD = not args.no_guard
     if args.render_only:
         out = Path(args.out)
         records = json.loads((out / "runs.json").read_text())

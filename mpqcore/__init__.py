@@ -11,6 +11,7 @@ from mpqcore.bias_correction import BiasCorrection
 from mpqcore.context import MeasureContext
 from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError, PluginError, ProblemTooLargeError
 from mpqcore.evaluate import Evaluator
+from mpqcore.exports import ExportResult, export, load_packed
 from mpqcore.hookspecs import hookimpl
 from mpqcore.introspect import introspect
 from mpqcore.layout import Layout, layout_of
@@ -61,6 +62,7 @@ __all__ = [
     "Budget",
     "ConfigError",
     "Evaluator",
+    "ExportResult",
     "InfeasibleError",
     "LayerInfo",
     "Layout",
@@ -81,10 +83,12 @@ __all__ = [
     "Task",
     "apply",
     "dump_problem",
+    "export",
     "get_plugins",
     "hookimpl",
     "introspect",
     "layout_of",
+    "load_packed",
     "load_problem",
     "load_task",
     "lower_is_better",

@@ -31,6 +31,8 @@ from types import TracebackType
 from typing import Any
 
 from mpqcore.errors import ConfigError, InfeasibleError, MpqError, PluginError
+from mpqcore.exports.command import add_export_args
+from mpqcore.guard_cli import add_guard_args, guard_lines, guard_options
 from mpqcore.metrics import direction_words
 from mpqcore.quantizers import DEFAULT_QUANTIZER
 
@@ -252,6 +254,10 @@ def _search_options(args, task) -> dict:
         "bias_correction": args.bias_correction or False,
         "exclude": None if args.exclude is None else [p for p in args.exclude if p],
         "progress": _progress_wanted(args),
+        "cache": False if args.no_cache else (args.cache or True),
+        "workers": args.workers,
+        "ray_address": args.ray_address,
+        **guard_options(args),
     }
 
 
@@ -270,6 +276,21 @@ def cmd_search(args) -> int:
     for name, path in paths.items():
         print(f"  wrote {name}: {path}")
     return 0
+
+
+def cmd_export(args) -> int:
+    import mpqcore
+    from mpqcore.exports.command import cmd_export as run
+    from mpqcore.types import Budget
+
+    def search(args, task):
+        budgets = [Budget.parse(b) for b in args.budget] or [Budget.average_bits(4.0)]
+        report = mpqcore.search(task.model, task.calibration, budget=budgets, **_search_options(args, task))
+        if args.out:
+            report.write(args.out)
+        return report
+
+    return run(args, search, _task_and_common)
 
 
 def cmd_sweep(args) -> int:
@@ -303,6 +324,7 @@ def cmd_sweep(args) -> int:
                 "status": p.allocation.status,
                 "gap": p.allocation.gap,
                 "allocation": dict(p.allocation.bits),
+                "guard": p.results["guard"].get("chosen", "off"),
             }
         )
     print(f"{'budget':<34} {'avg bits':>8} {'loss':>10} {task.metric_name:>10}")
@@ -370,9 +392,11 @@ def _summary(report, task) -> str:
         um = f"{r['uniform_metric']:.4f}" if "uniform_metric" in r else "-"
         total = sum(layer.params for layer in report.spec.layers)
         avg = r["uniform_costs"]["size"] / total if "size" in r["uniform_costs"] else float("nan")
+        avg = r.get("uniform_average_bits", avg)  # the same basis as the allocation's average bits
         lines.append(
             f"  {'uniform ' + str(r['uniform_bits']) + '-bit':<34} {avg:>8.3f} {um:>10} {r['uniform_loss']:>10.5f}"
         )
+    lines += guard_lines(r)
     if "metric" in r:
         higher = r.get("metric_higher_is_better", getattr(task, "higher_is_better", True))
         lines.append(f"  ({name}: {direction_words(higher)}; loss: lower is better)")
@@ -390,6 +414,10 @@ def _summary(report, task) -> str:
         + ", ".join(f"{k} {v:.2f} s" for k, v in t.items())
         + f"; forward passes {report.forward_passes} ({report.measure_forward_passes} by the method)"
     )
+    if report.cache:
+        c = report.cache
+        reused = "the objective and " if c["objective_from_cache"] else ""
+        lines.append(f"  cache: {reused}{c['hits']} values read back, {c['stored']} stored, in {c['directory']}")
     return "\n".join(lines)
 
 
@@ -478,8 +506,27 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
     p.add_argument(
         "--out", type=_out_dir, default=None, help="directory for the report files (checked before any work)"
     )
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache",
+        default=None,
+        metavar="DIR",
+        help="keep every evaluation here, so a rerun measures only what is missing "
+        "(default: a folder per model under the mpq cache directory, $MPQ_CACHE_DIR or ~/.cache/mpq)",
+    )
+    cache.add_argument("--no-cache", action="store_true", help="measure everything, store nothing")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="score batches of evaluations on N Ray workers (mpqcore[ray])",
+    )
+    p.add_argument(
+        "--ray-address", default=None, help="join this Ray cluster (host:port, ray://host:port, auto); default: local"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's own choice)")
+    add_guard_args(p, sweep=sweep)
 
 
 def _positive_int(text: str) -> int:
@@ -536,6 +583,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="one mixed-precision search on a task")
     _add_search_args(p)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "export", help="a task's model quantized by a saved report (or a search now), written and reloaded"
+    )
+    _add_search_args(p)
+    add_export_args(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("sweep", help="measure once, solve for many budgets: Pareto CSV and plot")
     _add_search_args(p, sweep=True)

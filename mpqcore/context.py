@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -25,7 +25,10 @@ class MeasureContext:
     bits: a data-driven method should keep them quantized at those bits while it
     measures (``evaluator`` calls take complete or partial assignments). ``seed`` seeds
     every random choice. ``progress(iterable, desc=..., total=...)`` wraps loops in a
-    progress bar when the user wants one.
+    progress bar when the user wants one. ``costs`` holds each cost model's table
+    ``[layer, bits]`` over ``layers`` (by cost name) and ``cost`` names the one the budget
+    is on (the first budget's when several are given, else the search's ``cost``), for a
+    method whose objective is scaled by what the budget counts.
     """
 
     evaluator: Evaluator
@@ -35,6 +38,8 @@ class MeasureContext:
     fixed: dict[str, int] = attrs.field(factory=dict)
     seed: int = 0
     progress: Callable[..., Iterable] = attrs.field(default=lambda it, **kw: it)
+    costs: Mapping[str, np.ndarray] = attrs.field(factory=dict)
+    cost: str = "size"
 
     def layer(self, fqn: str) -> LayerInfo:
         return self.spec.layer(fqn)

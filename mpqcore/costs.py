@@ -7,7 +7,7 @@
   layout; a quantizer that declares none, or a ``size`` never bound, counts the codes
   only (the former with a warning that says so).
 - ``bops``: bit operations, ``MACs x weight bits x activation bits`` (activation bits
-  an option, 8 by default), as HAWQ-V3 and the BOPs literature count them. The MACs
+  the search's ``act_bits`` when it has them, else an option, 8 by default), as HAWQ-V3 and the BOPs literature count them. The MACs
   come from each layer's kind (:mod:`mpqcore.layer_kinds`); a lookup (an embedding, a
   position embedding) multiplies nothing and costs 0 BOPs at any width.
 - ``latency``: a user table, from a JSON object ``{key: {bits: value}}`` or a CSV with
@@ -34,7 +34,7 @@ from mpqcore.layout import Layout, layout_of
 from mpqcore.options import option
 from mpqcore.types import LayerInfo, ModelSpec
 
-__all__ = ["BitOperations", "LatencyTable", "WeightSize", "bind_quantizer", "cost_table"]
+__all__ = ["BitOperations", "LatencyTable", "WeightSize", "bind_quantizer", "cost_table", "with_activation_widths"]
 
 
 @attrs.frozen
@@ -92,6 +92,11 @@ class BitOperations:
     """Bit operations: MACs x weight bits x activation bits."""
 
     act_bits: int = option(int, default=8, minimum=1, help="activation bits of every layer's input")
+    per_layer: Mapping[str, int] = attrs.field(
+        factory=dict,
+        converter=lambda m: {str(k): int(v) for k, v in dict(m).items()},
+        metadata={"type": "mapping", "help": "activation bits by layer fqn, overriding act_bits"},
+    )
     unit = "BOPs"
 
     def cost(self, layer: LayerInfo, bits: int) -> float:
@@ -100,7 +105,23 @@ class BitOperations:
             raise ConfigError(
                 f"cost model 'bops': layer {layer.fqn!r} has no MAC count; introspect the model with an example batch"
             )
-        return float(layer.macs) * bits * self.act_bits
+        return float(layer.macs) * bits * self.per_layer.get(layer.fqn, self.act_bits)
+
+
+def with_activation_widths(
+    models: Mapping[str, Any], cost_options: Mapping[str, Mapping[str, Any]] | None, act_bits_of: Mapping[str, int]
+) -> dict[str, Any]:
+    """``models`` with every :class:`BitOperations` counting the search's activation widths.
+
+    ``act_bits_of`` is ``{layer: activation bits}`` (the evaluator's); a bops model whose
+    ``act_bits`` or ``per_layer`` option the user gave keeps what the user said.
+    """
+    out = dict(models)
+    for name, model in models.items():
+        given = (cost_options or {}).get(name, {})
+        if isinstance(model, BitOperations) and act_bits_of and not {"act_bits", "per_layer"} & set(given):
+            out[name] = attrs.evolve(model, per_layer=act_bits_of)
+    return out
 
 
 def _read_table(table) -> dict[str, dict[int, float]]:

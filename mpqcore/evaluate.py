@@ -20,32 +20,67 @@ increments.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import contextvars
 import copy
+import functools
 import math
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 from torch import nn
 
+from mpqcore import activations
 from mpqcore.batches import batch_size, call_model, materialize, model_inputs, to_device
 from mpqcore.bias_correction import BiasCorrection, check_policy, layer_users, swap_bias
 from mpqcore.divergence import default_loss, primary_output
 from mpqcore.errors import ConfigError
 from mpqcore.introspect import Found, find_layers, introspect
 from mpqcore.layer_kinds import bake, quantize_along
+from mpqcore.measurement_cache import MeasurementCache, callable_identity, digest, settings_digest
 from mpqcore.metrics import as_score, higher_is_better
 from mpqcore.naming import suggest
 from mpqcore.plugins import PluginSet
 from mpqcore.prefix import PrefixReuse
-from mpqcore.quantizers import QuantizedTensor, fake_quantize_activation
+from mpqcore.quantizers import QuantizedTensor
 from mpqcore.types import ModelSpec
+from mpqcore.workers import WorkerPool
 
 __all__ = ["Evaluator", "default_loss", "primary_output"]
 
 Assignment = Mapping[str, int]
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: The evaluators created inside a :func:`closed_on_failure` call (``None`` outside one).
+_CREATED: contextvars.ContextVar[list[Evaluator] | None] = contextvars.ContextVar("mpq_evaluators", default=None)
+
+
+def closed_on_failure(func: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a function that builds evaluators: when it raises (Ctrl-C included), each
+    evaluator it created is closed, so a model measured in place gets its hooks removed and
+    its training flags back, whatever step failed."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        outer = _CREATED.get()  # nested (search -> measure): one list, so either level closes all
+        created: list[Evaluator] = outer if outer is not None else []
+        token = _CREATED.set(created)
+        try:
+            return func(*args, **kwargs)
+        except BaseException:
+            for evaluator in created:
+                evaluator.close()
+            raise
+        finally:
+            _CREATED.reset(token)
+
+    return wrapper
 
 
 class Evaluator:
@@ -62,11 +97,15 @@ class Evaluator:
         from the float model's outputs.
     metric: optional ``metric(model) -> float`` on held-out data; higher is better unless
         it declares ``higher_is_better = False`` (:func:`mpqcore.lower_is_better`).
-    act_bits: when set, the inputs of quantized layers are fake-quantized at this width.
+    act_bits: when set, the inputs of quantized layers are fake-quantized at this width
+        (an integer, or ``{layer or fnmatch pattern: bits}``: :mod:`mpqcore.activations`).
     device: where the working copy and the batches live (default: the model's device).
     reuse_prefix: the default of :meth:`losses`' switch of the same name: skip, exactly,
         the part of a forward pass that the previous evaluation already computed
         (:mod:`mpqcore.prefix`). Read-only afterwards (:attr:`reuse_prefix`).
+    cache: a :class:`~mpqcore.measurement_cache.MeasurementCache` (or ``None``): every
+        loss and metric value is read from it when stored there under the same key, and
+        stored there when computed (:attr:`cache_hits` counts the reads).
     exclude: fnmatch patterns of layers to leave float when introspecting (``None``:
         :data:`mpqcore.layer_kinds.DEFAULT_EXCLUDE`); see :func:`mpqcore.introspect`.
     plugins: where the layer kinds come from (default: the installed plugins).
@@ -75,6 +114,15 @@ class Evaluator:
         assignment is then scored with the biases that undo the expected output shift of
         its quantized weights; a ready :class:`~mpqcore.bias_correction.BiasCorrection` is
         used as given. :attr:`bias_correction` is the value (``None`` when off).
+    inplace: work on ``model`` itself instead of a copy (no second copy in memory): every
+        evaluation puts the float weights back, and :meth:`close` the modules' training
+        flags. Refused for a model whose weights are computed (a parametrization, a
+        weight_norm hook) or that is not on ``device``, since that would change it.
+    weight_cache_bytes: a bound on the quantized weights kept for reuse (least recently
+        used dropped first; ``None``: all kept). Values do not change, only speed.
+    workers, ray_address: score batches of assignments (:meth:`losses`, :meth:`metrics`)
+        on this many Ray actors, each with one copy of the model
+        (:class:`mpqcore.workers.WorkerPool`); the values are the single-process ones.
 
     The layer kinds (:mod:`mpqcore.layer_kinds`) find each layer's weight tensor and its
     output-channel axis; quantizers see it with that axis first. A weight computed by a
@@ -91,12 +139,17 @@ class Evaluator:
         *,
         loss: Callable[[Any, Any], torch.Tensor] | None = None,
         metric: Callable[[nn.Module], float] | None = None,
-        act_bits: int | None = None,
+        act_bits: int | Mapping[str, int] | None = None,
         device: torch.device | str | None = None,
         reuse_prefix: bool = True,
         exclude: Sequence[str] | None = None,
         plugins: PluginSet | None = None,
         bias_correction: bool | str | BiasCorrection | None = None,
+        cache: MeasurementCache | None = None,
+        inplace: bool = False,
+        weight_cache_bytes: int | None = None,
+        workers: int | None = None,
+        ray_address: str | None = None,
     ):
         self.quantizer = quantizer
         self._reuse_prefix = bool(reuse_prefix)
@@ -105,14 +158,24 @@ class Evaluator:
         self.user_metric = metric
         self._metric_higher = higher_is_better(metric)
         self.act_bits = act_bits
-        try:  # a working copy, so the user's model is never touched
-            self.model = copy.deepcopy(model).eval()
-        except Exception as exc:
-            raise ConfigError(
-                f"mpq works on a copy of the model so that yours stays unchanged, but copy.deepcopy failed: "
-                f"{type(exc).__name__}: {exc}. Make the model deep-copyable (no open files, locks, generators "
-                "or lambdas held as attributes), or hold those outside the model"
-            ) from exc
+        self.inplace = bool(inplace)
+        self._act_handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.cache = cache
+        #: Each module's ``training`` flag as the user's model had it (given back by :meth:`release`).
+        self._modes = {name: m.training for name, m in model.named_modules()}
+        if self.inplace:
+            _check_in_place(model, device, plugins)
+            self.model = model.eval()
+        else:
+            try:  # a working copy, so the user's model is never touched
+                self.model = copy.deepcopy(model).eval()
+            except Exception as exc:
+                raise ConfigError(
+                    f"mpq works on a copy of the model so that yours stays unchanged, but copy.deepcopy failed: "
+                    f"{type(exc).__name__}: {exc}. Make the model deep-copyable (no open files, locks, generators "
+                    "or lambdas held as attributes), hold those outside the model, or let mpq work on the model "
+                    "itself (inplace=True: its weights are put back after every evaluation)"
+                ) from exc
         if device is None:
             first = next(iter(self.model.parameters()), None)
             device = first.device if first is not None else torch.device("cpu")
@@ -137,25 +200,42 @@ class Evaluator:
         self._axis = {fqn: f.ref.axis for fqn, f in self._found.items()}
         self._float = {fqn: w.data for fqn, w in self._params.items()}
         self._quantized: dict[tuple[str, int], QuantizedTensor] = {}
-        self._fake: dict[tuple[str, int], torch.Tensor] = {}
+        self._fake: collections.OrderedDict[tuple[str, int], torch.Tensor] = collections.OrderedDict()
+        self.weight_cache_bytes = weight_cache_bytes
         self._float_outputs: list[torch.Tensor] | None = None
         self._active_act: set[str] = set()
-        self._act_handles: list[torch.utils.hooks.RemovableHandle] = []
-        if act_bits is not None:
-            # one hook per module that computes with a layer's weight (an LSTM holds several
-            # layers, a tied weight has several modules): its inputs are quantized when any is
-            users: dict[int, tuple[nn.Module, list[str]]] = {}
-            for fqn, f in self._found.items():
-                for m in f.modules:
-                    users.setdefault(id(m), (m, []))[1].append(fqn)
-            for m, fqns in users.values():
-                self._act_handles.append(m.register_forward_pre_hook(self._act_hook(tuple(fqns), act_bits)))
         self._evaluations = 0
         self._forward_passes = 0
         self._float_bias = {fqn: getattr(f.module, "bias", None) for fqn, f in self._found.items()}
         self._float_bias = {fqn: b.data if isinstance(b, nn.Parameter) else None for fqn, b in self._float_bias.items()}
         self._biases: dict[tuple[str, int], torch.Tensor | None] = {}
+        # the float model's input means, before any hook is installed (its own are removed)
         self.bias_correction: BiasCorrection | None = self._bias_correction(bias_correction)
+        self._pool: WorkerPool | None = None
+        if workers is not None:  # before any hook: the actors get the plain working model
+            options = {"loss": loss, "metric": metric, "act_bits": act_bits, "reuse_prefix": reuse_prefix,
+                       "bias_correction": self.bias_correction}  # fmt: skip
+            self._pool = WorkerPool(
+                workers,
+                self.model,
+                self.calibration,
+                self.spec,
+                quantizer,
+                options,
+                factory=Evaluator,
+                address=ray_address,
+            )
+        #: ``{layer: activation width}`` of the layers whose inputs are quantized (:mod:`mpqcore.activations`).
+        self.act_bits_of = activations.act_bits_per_layer(act_bits, self._found)
+        # one hook per module that computes with a layer's weight (an LSTM holds several
+        # layers, a tied weight has several modules): its inputs are quantized when any is
+        modules_of = {fqn: f.modules for fqn, f in self._found.items()}
+        for m, width, fqns in activations.module_act_bits(modules_of, self.act_bits_of):
+            self._act_handles.append(m.register_forward_pre_hook(self._act_hook(fqns, width)))
+        self._cache_context = self._settings_digest() if cache is not None else ""
+        live = _CREATED.get()
+        if live is not None:  # built: closed if the call that built it fails later
+            live.append(self)
 
     def _bias_correction(self, given: bool | str | BiasCorrection | None) -> BiasCorrection | None:
         if isinstance(given, BiasCorrection):
@@ -167,6 +247,48 @@ class Evaluator:
         # one pass over the calibration batches with the float weights (counted)
         users = layer_users(self._found.values())
         return BiasCorrection.measure(users, self._run, len(self.calibration), policy=policy)
+
+    # -- the measurement cache -----------------------------------------------------
+
+    def _settings_digest(self) -> str:
+        """Everything besides the model's weights and the assignment that a loss or metric
+        value depends on (the one place: a new evaluator setting that changes numbers
+        belongs here)."""
+        return digest(
+            {
+                "calibration": self.calibration,
+                "quantizer": settings_digest(self.quantizer),
+                "loss": callable_identity(self.user_loss),
+                "metric": callable_identity(self.user_metric),
+                "act_bits": self.act_bits,
+                "device": self.device.type,
+                "torch": torch.__version__,
+                "layers": [(layer.fqn, layer.axis) for layer in self.spec.layers],
+                "bias_correction": None
+                if self.bias_correction is None
+                else {"policy": self.bias_correction.policy, "means": dict(self.bias_correction.means)},
+            }
+        )
+
+    def cache_key(self, kind: str, assignment: Assignment, **extra: Any) -> str:
+        """The cache key of one evaluation: ``kind`` (``loss``, ``metric``, ...), the assignment, ``extra``."""
+        return digest(self._cache_context, kind, sorted((k, int(b)) for k, b in assignment.items()), extra)
+
+    def _cached(self, kind: str, assignment: Assignment, compute: Callable[[], float], **extra: Any) -> float:
+        if self.cache is None:
+            return compute()
+        key = self.cache_key(kind, assignment, **extra)
+        stored = self.cache.get(key)
+        if stored is not None:
+            return float(stored)
+        value = compute()
+        self.cache.put(key, value)
+        return value
+
+    @property
+    def cache_hits(self) -> int:
+        """Values read back from the measurement cache (0 without one)."""
+        return 0 if self.cache is None else self.cache.hits
 
     # -- counters and switches (read-only: only the evaluator changes them) ---------
 
@@ -205,11 +327,14 @@ class Evaluator:
         in the weight (``None`` per tensor).
         """
         key = (fqn, int(bits))
-        if key not in self._quantized:
-            self._check_layer(fqn)
-            with torch.no_grad():
-                self._quantized[key] = quantize_along(self.quantizer, self._float[fqn], int(bits), self._axis[fqn])
-        return self._quantized[key]
+        if key in self._quantized:
+            return self._quantized[key]
+        self._check_layer(fqn)
+        with torch.no_grad():
+            q = quantize_along(self.quantizer, self._float[fqn], int(bits), self._axis[fqn])
+        if self.weight_cache_bytes is None:  # bounded: only the dequantized copies are kept
+            self._quantized[key] = q
+        return q
 
     def _fake_of(self, fqn: str, weight: torch.Tensor, bits: int) -> torch.Tensor:
         """``weight`` (a latent copy of ``fqn``'s) fake-quantized at ``bits``, along the layer's channel axis."""
@@ -219,10 +344,23 @@ class Evaluator:
     def fake_quantized(self, fqn: str, bits: int) -> torch.Tensor:
         """The dequantized weight of ``fqn`` at ``bits`` (cached; do not modify it)."""
         key = (fqn, int(bits))
-        if key not in self._fake:
-            q = self.quantized(fqn, bits).dequantize().to(self._float[fqn].dtype)
-            self._fake[key] = q.reshape(self._float[fqn].shape)
-        return self._fake[key]
+        if key in self._fake:
+            self._fake.move_to_end(key)
+            return self._fake[key]
+        q = self.quantized(fqn, bits).dequantize().to(self._float[fqn].dtype).reshape(self._float[fqn].shape)
+        self._fake[key] = q
+        bound = self.weight_cache_bytes
+        if bound is not None:
+            held = self._fake_bytes
+            while held > bound and len(self._fake) > 1:
+                _, old = self._fake.popitem(last=False)
+                held -= old.numel() * old.element_size()
+        return q
+
+    @property
+    def _fake_bytes(self) -> int:
+        """Bytes of the dequantized weights kept for reuse."""
+        return sum(t.numel() * t.element_size() for t in self._fake.values())
 
     def _check_layer(self, fqn: str) -> None:
         if fqn not in self._float:
@@ -294,7 +432,7 @@ class Evaluator:
         def hook(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...] | None:
             if not any(f in self._active_act for f in fqns):
                 return None
-            return tuple(fake_quantize_activation(x, act_bits) if isinstance(x, torch.Tensor) else x for x in inputs)
+            return activations.quantize_inputs(inputs, act_bits)  # the one implementation report.model uses too
 
         return hook
 
@@ -305,20 +443,21 @@ class Evaluator:
         For gradient- and Hessian-based methods: differentiate :meth:`forward` or
         :meth:`batch_loss` with respect to the yielded tensors (in ``fqns`` order), with
         :func:`torch.autograd.grad`. On exit, also when the block raises, each weight's
-        ``requires_grad`` is what it was before and its ``.grad`` is cleared.
+        ``requires_grad`` and ``.grad`` are what they were before.
         """
         for fqn in fqns:
             self._check_layer(fqn)
         params = [self._params[fqn] for fqn in fqns]
-        was = [p.requires_grad for p in params]
+        was = [(p.requires_grad, p.grad) for p in params]
         try:
             for p in params:
                 p.requires_grad_(True)
+                p.grad = None
             yield list(params)
         finally:
-            for p, flag in zip(params, was, strict=True):
+            for p, (flag, grad) in zip(params, was, strict=True):
                 p.requires_grad_(flag)
-                p.grad = None
+                p.grad = grad
 
     # -- scoring ---------------------------------------------------------------------
 
@@ -382,11 +521,29 @@ class Evaluator:
         With the default loss, ``loss({})`` is 0: the divergence of the float model from
         itself.
         """
+        return self._cached("loss", assignment, lambda: self._loss_now(assignment))
+
+    def _loss_now(self, assignment: Assignment) -> float:
         if self.user_loss is None:
             self.float_outputs()
         self._evaluations += 1
         with torch.no_grad(), self.applied(assignment) as model:
             return self._mean_loss(model)
+
+    def batch_losses(self, assignment: Assignment = {}) -> list[float]:  # noqa: B006 - read-only default
+        """The loss of each calibration batch with ``assignment`` applied; one evaluation.
+
+        :meth:`loss` is their mean weighted by batch size; the spread across batches is
+        what the guard (:mod:`mpqcore.verify`) compares candidates by.
+        """
+        if self.user_loss is None:
+            self.float_outputs()
+        self._evaluations += 1
+        with torch.no_grad(), self.applied(assignment) as model:
+            values = [float(self._batch_loss(model, i, batch)) for i, batch in enumerate(self.calibration)]
+        if not all(math.isfinite(v) for v in values):
+            raise ConfigError(f"the calibration loss is {values}; check the model, the loss and the calibration data")
+        return values
 
     def forward(self, i: int) -> Any:
         """The working (float) model's differentiable output on calibration batch ``i``.
@@ -416,8 +573,27 @@ class Evaluator:
         """
         assignments = list(assignments)
         reuse = self._reuse_prefix if reuse_prefix is None else bool(reuse_prefix)
+        if self.cache is None:
+            return self._losses_now(assignments, reuse)
+        keys = [self.cache_key("loss", a) for a in assignments]
+        values: list[float | None] = [self.cache.get(k) for k in keys]
+        missing = [i for i, v in enumerate(values) if v is None]
+        for i, v in zip(missing, self._losses_now([assignments[i] for i in missing], reuse), strict=True):
+            self.cache.put(keys[i], v)
+            values[i] = v
+        return [float(v) for v in values if v is not None]
+
+    def _losses_now(self, assignments: list[Assignment], reuse: bool) -> list[float]:
+        if self._pool is not None and len(assignments) > 1:
+            for a in assignments:
+                for fqn in a:
+                    self._check_layer(fqn)
+            values, passes = self._pool.losses(assignments, reuse)
+            self._evaluations += len(assignments)
+            self._forward_passes += passes
+            return values
         if not reuse or len(assignments) < 2:
-            return [self.loss(a) for a in assignments]
+            return [self._loss_now(a) for a in assignments]
         return self._prefix_reuse().losses(assignments)
 
     def _prefix_reuse(self) -> PrefixReuse:
@@ -430,7 +606,7 @@ class Evaluator:
                 {layer.fqn: layer.macs for layer in self.spec.layers},
                 len(self.calibration),
                 lambda: self._run(0),
-                self.loss,
+                self._loss_now,
             )
             self._check_tied_order(self._prefix)
         return self._prefix
@@ -474,6 +650,33 @@ class Evaluator:
         """The user's metric with ``assignment`` applied, as measured (see :attr:`metric_higher_is_better`)."""
         if self.user_metric is None:
             raise ConfigError("no metric was given; pass metric=callable(model) -> float, or use loss()")
+        return self._cached("metric", assignment, lambda: self._metric_now(assignment))
+
+    def metrics(self, assignments: Sequence[Assignment]) -> list[float]:
+        """:meth:`metric` for several assignments: the same values, spread over the workers when there are."""
+        if self.user_metric is None:
+            raise ConfigError("no metric was given; pass metric=callable(model) -> float, or use losses()")
+        assignments = list(assignments)
+        keys = [self.cache_key("metric", a) if self.cache is not None else "" for a in assignments]
+        values: list[float | None] = [self.cache.get(k) if self.cache is not None else None for k in keys]
+        missing = [i for i, v in enumerate(values) if v is None]
+        if self._pool is not None and len(missing) > 1:
+            for i in missing:
+                for fqn in assignments[i]:
+                    self._check_layer(fqn)
+            computed, passes = self._pool.metrics([assignments[i] for i in missing])
+            self._evaluations += len(missing)
+            self._forward_passes += passes
+        else:
+            computed = [self._metric_now(assignments[i]) for i in missing]
+        for i, v in zip(missing, computed, strict=True):
+            if self.cache is not None:
+                self.cache.put(keys[i], v)
+            values[i] = v
+        return [float(v) for v in values if v is not None]
+
+    def _metric_now(self, assignment: Assignment) -> float:
+        assert self.user_metric is not None
         self._evaluations += 1
         with torch.no_grad(), self.applied(assignment) as model:
             value = float(self.user_metric(model))
@@ -512,7 +715,18 @@ class Evaluator:
             raise ConfigError(
                 "finetuned_score(use_metric=True) needs a metric; pass metric=callable(model) -> float to the search"
             )
-        use = self.has_metric if use_metric is None else use_metric
+        use = bool(self.has_metric if use_metric is None else use_metric)
+        return self._cached(
+            "finetuned",
+            assignment,
+            lambda: self._finetuned_now(assignment, steps=steps, lr=lr, use=use, seed=seed),
+            steps=steps,
+            lr=lr,
+            use=use,
+            seed=seed,
+        )
+
+    def _finetuned_now(self, assignment: Assignment, *, steps: int, lr: float, use: bool, seed: int) -> float:
         if steps <= 0:
             return self.metric_score(assignment) if use else -self.loss(assignment)
         for fqn in assignment:
@@ -559,9 +773,50 @@ class Evaluator:
         return self._found[fqn].path
 
     def close(self) -> None:
+        """Remove the evaluator's hooks and close the cache; working in place, give the
+        user's modules their training flags back too."""
+        if self.cache is not None:
+            self.cache.close()  # reopens when used again
         for h in self._act_handles:
             h.remove()
         self._act_handles = []
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        if self.inplace:
+            self._restore_modes()
+
+    def _restore_modes(self) -> None:
+        for name, m in self.model.named_modules():
+            if name in self._modes:
+                m.training = self._modes[name]
+
+    def release(self) -> nn.Module:
+        """Close, and hand over the working model (float weights, the user's training flags):
+        the search quantizes it as the returned model instead of copying the user's again.
+        The evaluator is not used afterwards."""
+        self.close()
+        self._restore_modes()
+        self._fake.clear()
+        self._quantized.clear()
+        return self.model
+
+
+def _check_in_place(model: nn.Module, device: torch.device | str | None, plugins: PluginSet | None) -> None:
+    """Refuse in-place work that would change the user's model beyond its restored weights."""
+    computed = [fqn for fqn, f in find_layers(model, plugins)[0].items() if f.form in ("parametrized", "hook")]
+    if computed:
+        raise ConfigError(
+            f"inplace=True would bake the computed weights of {computed[:3]} (a parametrization or weight_norm) "
+            "into plain Parameters of your model; leave inplace off (mpq then works on a copy)"
+        )
+    if device is not None:
+        where = {p.device for p in model.parameters()}
+        if where and where != {torch.device(device)}:
+            raise ConfigError(
+                f"inplace=True with device={str(device)!r} would move your model from {sorted(map(str, where))}; "
+                "move it there first, or leave inplace off"
+            )
 
 
 def _baked_layers(model: nn.Module, plugins: PluginSet | None) -> dict[str, Found]:

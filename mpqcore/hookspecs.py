@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from mpqcore.protocols import CostModel, LayerKind, Quantizer, SensitivityMethod, Solver, TaskLike
+    from mpqcore.protocols import (
+        CostModel,
+        ExportFormat,
+        LayerKind,
+        Quantizer,
+        SensitivityMethod,
+        Solver,
+        TaskLike,
+    )
     from mpqcore.registry import Registry
 
 #: The pluggy project name, also the entry point group.
@@ -83,4 +91,15 @@ def mpq_register_layer_kinds(registry: Registry[LayerKind]) -> None:
     ``weights(module) -> Sequence[WeightRef]`` and ``macs(module, args, kwargs, output)
     -> Mapping[str, int]`` (see :class:`mpqcore.protocols.LayerKind`). Every registered
     kind is active; a module two kinds claim is an error naming both plugins.
+    """
+
+
+@hookspec
+def mpq_register_export_formats(registry: Registry[ExportFormat]) -> None:
+    """Register export formats: files a runtime loads, written from a quantized model.
+
+    ``factory(**options)`` returns an object with ``suffix``, ``check(plan)``,
+    ``write(plan, path) -> manifest`` and ``load(plan, path) -> module`` (see
+    :class:`mpqcore.protocols.ExportFormat`); :func:`mpqcore.export` builds the
+    :class:`~mpqcore.exports.plan.ExportPlan` and checks every export on reload.
     """

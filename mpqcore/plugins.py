@@ -19,7 +19,7 @@ import pluggy
 
 from mpqcore import hookspecs
 from mpqcore.errors import PluginError
-from mpqcore.protocols import CostModel, LayerKind, Quantizer, SensitivityMethod, Solver, TaskLike
+from mpqcore.protocols import CostModel, ExportFormat, LayerKind, Quantizer, SensitivityMethod, Solver, TaskLike
 from mpqcore.registry import KIND_SPECS, Registry
 
 __all__ = [
@@ -41,6 +41,10 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "mpqcore.methods",
     "mpqcore.tasks",
     "mpqcore.layer_kinds",
+    "mpqcore.exports.packed",
+    "mpqcore.exports.onnx",
+    "mpqcore.exports.torchao",
+    "mpqcore.latency",
 )
 
 ENV_DISABLE_AUTOLOAD = "MPQ_DISABLE_PLUGIN_AUTOLOAD"
@@ -272,6 +276,10 @@ class PluginSet:
     @property
     def layer_kinds(self) -> Registry[LayerKind]:
         return self.registries["layer kind"]
+
+    @property
+    def export_formats(self) -> Registry[ExportFormat]:
+        return self.registries["export format"]
 
     def info(self) -> list[PluginInfo]:
         out = []

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mpqcore import activations
 from mpqcore.errors import ConfigError, MpqError
 from mpqcore.metrics import higher_is_better
 
@@ -63,13 +64,9 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
-def check_act_bits(act_bits: Any) -> int | None:
-    """``None`` (weights only) or an integer activation width in 2..16."""
-    if act_bits is None:
-        return None
-    if not _is_integer(act_bits) or int(act_bits) not in range(2, 17):
-        raise ConfigError(f"act_bits must be None or an integer between 2 and 16, got {act_bits!r}")
-    return int(act_bits)
+def check_act_bits(act_bits: Any) -> int | dict[str, int] | None:
+    """``None`` (weights only), an integer activation width in 2..16, or ``{layer or pattern: bits}``."""
+    return activations.check_act_bits(act_bits)
 
 
 def check_callable(value: Any, what: str, shape: str) -> Any:

@@ -10,14 +10,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
     from mpqcore.context import MeasureContext
+    from mpqcore.exports.plan import ExportPlan
     from mpqcore.layer_kinds import WeightRef
     from mpqcore.quantizers import QuantizedTensor
     from mpqcore.types import Allocation, LayerInfo, Objective, Problem
 
-__all__ = ["CostModel", "LayerKind", "Quantizer", "SensitivityMethod", "Solver", "TaskLike"]
+__all__ = ["CostModel", "ExportFormat", "LayerKind", "Quantizer", "SensitivityMethod", "Solver", "TaskLike"]
 
 
 @runtime_checkable
@@ -98,3 +101,23 @@ class TaskLike(Protocol):
     description: str
     loss: Callable[[Any, Any], Any] | None
     higher_is_better: bool
+
+
+@runtime_checkable
+class ExportFormat(Protocol):
+    """Writes an export plan to a file a runtime loads, and loads it back (see :mod:`mpqcore.exports`)."""
+
+    #: the file suffix the format writes (``.safetensors``, ``.onnx``, ``.pt``).
+    suffix: str
+
+    def check(self, plan: ExportPlan) -> None:
+        """Raise :class:`mpqcore.ConfigError` naming what the format cannot store, before anything is written."""
+        ...
+
+    def write(self, plan: ExportPlan, path: Path) -> Mapping[str, Any]:
+        """Write the export to ``path``; return its manifest (widths, containers, what was recorded)."""
+        ...
+
+    def load(self, plan: ExportPlan, path: Path) -> Any:
+        """The written export, loaded back as a callable module (compared with ``plan.fake``)."""
+        ...

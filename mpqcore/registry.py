@@ -53,6 +53,7 @@ KIND_SPECS: tuple[Kind, ...] = (
     Kind("cost model", "mpq_register_cost_models", protocols.CostModel),
     Kind("task", "mpq_register_tasks", protocols.TaskLike),
     Kind("layer kind", "mpq_register_layer_kinds", protocols.LayerKind),
+    Kind("export format", "mpq_register_export_formats", protocols.ExportFormat),
 )
 
 #: kind name -> hook name (the table docs and the CLI iterate over).

@@ -15,6 +15,7 @@ import numpy as np
 
 from mpqcore.files import atomic_files, check_output_dir, write_json
 from mpqcore.frozen import freeze
+from mpqcore.guard_plot import plot_verification, wants_verification_plot
 from mpqcore.metrics import direction_words
 from mpqcore.problem import problem_to_dict
 from mpqcore.types import Allocation, Budget, Coverage, ModelSpec, Problem
@@ -87,6 +88,13 @@ class Report:
     #: The input means that corrected the biases (:class:`mpqcore.BiasCorrection`), ``None`` when off;
     #: ``mpqcore.apply(..., bias_correction=report.bias_correction)`` reproduces ``model``.
     bias_correction: Any = None
+    #: The quantizer's options, and ``{layer: activation bits}`` of the layers whose inputs
+    #: were quantized (empty: weights only); :func:`mpqcore.export` reads both.
+    quantizer_options: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze)
+    act_bits: Mapping[str, int] = attrs.field(factory=dict, converter=freeze)
+    #: The measurement cache: ``directory``, ``hits`` (values read back), ``stored``,
+    #: ``objective_from_cache``; empty without a cache.
+    cache: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze)
 
     @property
     def average_bits(self) -> float:
@@ -119,11 +127,14 @@ class Report:
                 "method": {"name": self.method, "options": self.method_options, "info": self.objective_info},
                 "quantizer": self.quantizer,
                 "bias_correction": None if self.bias_correction is None else self.bias_correction.summary(),
+                "quantizer_options": self.quantizer_options,
+                "act_bits": self.act_bits,
                 "cost": self.cost,
                 "results": self.results,
                 "forward_passes": self.forward_passes,
                 "measure_forward_passes": self.measure_forward_passes,
                 "evaluations": self.evaluations,
+                "cache": self.cache,
                 "timings": self.timings,
                 "seed": self.seed,
                 "versions": self.versions,
@@ -132,7 +143,8 @@ class Report:
         )
 
     def write(self, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
-        """Write report.json, allocation.csv, problem.json and (optionally) bits.png."""
+        """Write report.json, allocation.csv, problem.json and (optionally) bits.png and verify.png (the guard's
+        and refinement's predicted against measured losses)."""
         out = check_output_dir(out_dir, what="report folder")
         out.mkdir(parents=True, exist_ok=True)
         paths = {"report": out / "report.json", "allocation": out / "allocation.csv", "problem": out / "problem.json"}
@@ -150,7 +162,25 @@ class Report:
                     writer.writerow([layer.fqn, layer.kind, layer.params, layer.macs, self.allocation.bits[layer.fqn]])
             if plots:
                 plot_bits_per_layer(self, stage(paths["plot"]))
+            if "measured-latency" in self.problem.costs:  # the table it measured, readable by the latency cost
+                paths["latency"] = out / "latency.csv"
+                write_latency_csv(self.problem, "measured-latency", stage(paths["latency"]))
+            if plots and wants_verification_plot(self.results):
+                paths["verify_plot"] = out / "verify.png"
+                plot_verification(self.results, stage(paths["verify_plot"]))
         return paths
+
+
+def write_latency_csv(problem: Problem, cost: str, path: str | Path) -> Path:
+    """``problem``'s ``cost`` table as ``layer,bits,latency`` rows (what the ``latency`` cost model reads)."""
+    table = problem.costs[cost]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["layer", "bits", "latency"])
+        for i, fqn in enumerate(problem.layers):
+            for j, b in enumerate(problem.bits):
+                writer.writerow([fqn, b, repr(float(table[i, j]))])
+    return Path(path)
 
 
 def plot_bits_per_layer(report: Report, path: str | Path) -> Path:

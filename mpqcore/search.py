@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,15 +20,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from mpqcore import activations
 from mpqcore.bias_correction import BiasCorrection, check_policy, write_bias
 from mpqcore.constraints import check_ties, expand_pins, within_budget
 from mpqcore.context import MeasureContext
-from mpqcore.costs import bind_quantizer, cost_table
+from mpqcore.costs import bind_quantizer, cost_table, with_activation_widths
 from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError, PluginError
-from mpqcore.evaluate import Evaluator
+from mpqcore.evaluate import Evaluator, closed_on_failure
 from mpqcore.frozen import FrozenDict, freeze
 from mpqcore.introspect import excluded_layers, find_layers
 from mpqcore.layer_kinds import bake, quantize_along
+from mpqcore.measurement_cache import MeasurementCache, open_cache, settings_digest
 from mpqcore.naming import suggest
 from mpqcore.plugins import PluginSet, get_plugins
 from mpqcore.preflight import check_act_bits, check_callable, check_device, check_model, check_seed, checked_metric
@@ -36,6 +39,17 @@ from mpqcore.protocols import CostModel, Quantizer, SensitivityMethod, Solver
 from mpqcore.quantizers import DEFAULT_QUANTIZER
 from mpqcore.report import Report, versions
 from mpqcore.types import Allocation, Budget, ModelSpec, Objective, Problem, check_bits
+from mpqcore.verify import (
+    HELD_OUT_FRACTION,
+    check_guard_options,
+    check_held_out,
+    held_out_evaluator,
+    split_calibration,
+    uniform_candidates,
+    uniform_costs_compared,
+    verify,
+)
+from mpqcore.workers import check_workers
 
 __all__ = ["Measurement", "apply", "measure", "search", "search_problem", "sweep"]
 
@@ -191,6 +205,20 @@ class Measurement:
     quantizer_impl: Any = None
     #: The float model's input means that corrected the biases (``None``: no bias correction).
     bias_correction: BiasCorrection | None = None
+    #: Whether the objective was read back from the measurement cache.
+    objective_from_cache: bool = False
+
+    def cache_info(self) -> dict[str, Any]:
+        """The report's ``cache`` entry: where, how many values were read back and stored."""
+        cache = self.evaluator.cache
+        if cache is None:
+            return {}
+        return {
+            "directory": str(cache.directory),
+            "hits": cache.hits,
+            "stored": cache.stored,
+            "objective_from_cache": self.objective_from_cache,
+        }
 
     def with_budgets(self, budgets: Sequence[Budget], cost_models: Mapping[str, Any] | None = None) -> Problem:
         """The measured problem under ``budgets`` instead (no new measurement).
@@ -264,7 +292,7 @@ def measure(
     seed: int = 0,
     metric: Callable[[nn.Module], float] | None = None,
     loss: Callable[[Any, Any], torch.Tensor] | None = None,
-    act_bits: int | None = None,
+    act_bits: int | Mapping[str, int] | None = None,
     method_options: Mapping[str, Any] | None = None,
     quantizer_options: Mapping[str, Any] | None = None,
     cost_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -274,6 +302,10 @@ def measure(
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
     bias_correction: bool | str = False,
+    cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    inplace: bool = False,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> Measurement:
     """Introspect ``model`` and measure its sensitivity with ``method``; solve nothing.
 
@@ -281,8 +313,16 @@ def measure(
     :func:`search` and :func:`sweep`. ``method`` and ``quantizer`` are a registered
     name (configured by ``method_options`` / ``quantizer_options``) or a ready
     instance; ``cost_models`` adds cost model instances by name beside the registered
-    ones named by ``cost`` and the budgets. ``bias_correction`` (``True``, or a policy of
-    :mod:`mpqcore.bias_correction`) measures with corrected biases.
+    ones named by ``cost`` and the budgets. ``cache`` (a directory, ``True`` for the
+    default one under the mpq cache directory, or ``None``) keeps every evaluation and
+    the objective on disk (:mod:`mpqcore.measurement_cache`): a rerun measures only what
+    is missing. ``inplace=True`` measures on ``model`` itself rather than a copy (no
+    second copy in memory; every evaluation puts the float weights back, and the
+    evaluator's ``close()`` the modules' training flags). ``workers=N`` scores batches
+    of evaluations on N Ray actors (``ray_address``: a running cluster; default a local
+    one), with the single-process values (:mod:`mpqcore.workers`).
+    ``bias_correction`` (``True``, or a policy of :mod:`mpqcore.bias_correction`)
+    measures with corrected biases.
     """
     if legacy:
         given = {"method": method, "bits": bits, "budget": budget}
@@ -312,10 +352,15 @@ def measure(
         plugins=plugins,
         exclude=exclude,
         bias_correction=bias_correction,
+        cache=cache,
+        inplace=inplace,
+        workers=workers,
+        ray_address=ray_address,
         budgets_together=True,
     )
 
 
+@closed_on_failure
 def _measure(
     model: nn.Module,
     calibration: Iterable[Any],
@@ -330,7 +375,7 @@ def _measure(
     seed: int,
     metric: Callable[[nn.Module], float] | None,
     loss: Callable[[Any, Any], torch.Tensor] | None,
-    act_bits: int | None,
+    act_bits: int | Mapping[str, int] | None,
     method_options: Mapping[str, Any] | None,
     quantizer_options: Mapping[str, Any] | None,
     cost_options: Mapping[str, Mapping[str, Any]] | None,
@@ -341,6 +386,10 @@ def _measure(
     exclude: Sequence[str] | None,
     budgets_together: bool,
     bias_correction: bool | str = False,
+    cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    inplace: bool = False,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> Measurement:
     """:func:`measure`'s work; ``budgets_together=False`` (a sweep) checks each budget alone before measuring."""
     plugins = plugins or get_plugins()
@@ -365,16 +414,20 @@ def _measure(
             models[name] = plugins.cost_models.create(name, **dict((cost_options or {}).get(name, {})))
     models = bind_quantizer(models, quantizer_impl)  # sizes count the quantizer's scales and zero points
     timings: dict[str, float] = {}
+    check_workers(workers, ray_address)
+    store = open_cache(cache, model)  # a directory that cannot be used is said before any work
 
     t0 = time.perf_counter()
     evaluator = Evaluator(
         model, calibration, None, quantizer_impl, loss=loss, metric=metric, act_bits=act_bits, device=device,
-        exclude=exclude, plugins=plugins, bias_correction=bias_correction,
+        exclude=exclude, plugins=plugins, cache=store, inplace=inplace, workers=workers, ray_address=ray_address,
+        bias_correction=bias_correction,
     )  # fmt: skip
     spec = evaluator.spec
     fixed = _resolve_pins(pins, spec, bits)
     user_ties = _check_ties(ties, spec)
     decision = tuple(f for f in spec.fqns if f not in fixed)
+    models = with_activation_widths(models, cost_options, evaluator.act_bits_of)
     tables = {name: cost_table(m, spec, bits, name=name) for name, m in models.items()}
     if budgets:  # an impossible budget, or a tie against a pin, is found before measuring
         unmeasured = _full_problem(None, spec, bits, tables, fixed, user_ties)
@@ -388,14 +441,20 @@ def _measure(
     # Run the float model on every calibration batch before the method does, so a
     # batch the model cannot take is reported as the user's data problem, by index.
     evaluator.float_outputs()
+    rows = [spec.fqns.index(f) for f in decision]
     ctx = MeasureContext(
-        evaluator=evaluator, spec=spec, layers=decision, bits=bits, fixed=fixed, seed=seed, progress=_progress(progress)
-    )
+        evaluator=evaluator, spec=spec, layers=decision, bits=bits, fixed=fixed, seed=seed, progress=_progress(progress),
+        costs={name: t[rows] for name, t in tables.items()}, cost=budgets[0].cost if budgets else cost,
+    )  # fmt: skip
     plugin = plugins.methods.get(method_name).plugin if method_name in plugins.methods else type(method_impl).__module__
     passes_before = evaluator.forward_passes
     torch.manual_seed(seed)
-    objective: Objective | None
-    if decision:
+    objective: Objective | None = None
+    objective_key = _objective_key(evaluator, method_name, method_impl, ctx) if store is not None else ""
+    cached = store.get(objective_key) if store is not None and decision else None
+    if isinstance(cached, Objective):
+        objective = cached
+    elif decision:
         try:
             objective = method_impl.measure(ctx)
         except PluginError:
@@ -404,8 +463,9 @@ def _measure(
             what = str(exc) if isinstance(exc, MpqError) else f"raised {type(exc).__name__}: {exc}"
             raise MethodError(f"method {method_name!r} (plugin {plugin!r}) {what}", plugin=plugin) from exc
         objective = _check_objective(objective, ctx, method_name, plugin)
-    else:
-        objective = None  # every layer is pinned: nothing to measure
+        if store is not None:
+            store.put(objective_key, objective)
+    # else every layer is pinned: nothing to measure
     timings["measure"] = time.perf_counter() - t0
 
     problem = _full_problem(objective, spec, bits, tables, fixed, user_ties)
@@ -427,6 +487,7 @@ def _measure(
         measure_forward_passes=evaluator.forward_passes - passes_before,
         quantizer_impl=quantizer_impl,
         bias_correction=evaluator.bias_correction,
+        objective_from_cache=cached is not None,
     )
     if budgets and budgets_together:
         problem = measurement.with_budgets(budgets, models)
@@ -437,6 +498,21 @@ def _measure(
 _MEASURE_DEFAULTS: dict[str, Any] = {
     name: p.default for name, p in inspect.signature(measure).parameters.items() if p.kind is p.KEYWORD_ONLY
 }
+
+
+def _objective_key(evaluator: Evaluator, method: str, impl: Any, ctx: MeasureContext) -> str:
+    """The cache key of a method's objective: the evaluator's settings, the method (name,
+    settings, installed versions), and what it is asked (layers, bits, pins, seed)."""
+    return evaluator.cache_key(
+        "objective",
+        dict(ctx.fixed),
+        method=method,
+        settings=settings_digest(impl),
+        layers=list(ctx.layers),
+        bits=list(ctx.bits),
+        seed=ctx.seed,
+        versions=versions(),
+    )
 
 
 def _check_objective(objective: Any, ctx: MeasureContext, method: str, plugin: str) -> Objective:
@@ -506,6 +582,7 @@ def apply(
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
     bias_correction: BiasCorrection | None = None,
+    act_bits: int | Mapping[str, int] | None = None,
 ) -> nn.Module:
     """The model with each layer's weight fake-quantized at its allocated bits.
 
@@ -522,6 +599,8 @@ def apply(
     also writes each corrected layer's bias: the float bias minus the expected output
     shift of its quantized weight (a layer without a bias gets one under the policy
     ``"add"``), exactly the biases the search measured with.
+    ``act_bits`` (as in :func:`search`) also fake-quantizes the inputs of the quantized
+    layers, as the evaluator did (:mod:`mpqcore.activations`: a forward pre-hook).
     """
     plugins = plugins or get_plugins()
     _, impl = plugins.quantizers.resolve(quantizer, quantizer_options)
@@ -535,6 +614,7 @@ def apply(
                 f"(report.bias_correction), got {type(bias_correction).__name__}"
             )
         bias_correction.check_model({fqn: f.module for fqn, f in find_layers(model, plugins)[0].items()})
+    act_of = activations.act_bits_per_layer(act_bits, chosen)
     target = model if inplace else copy.deepcopy(model)
     found = find_layers(target, plugins)[0]
     with torch.no_grad():
@@ -551,6 +631,7 @@ def apply(
         for fqn, bias in biases.items():
             if bias is not None:
                 write_bias(found[fqn].module, bias)
+    activations.install({fqn: found[fqn].modules for fqn in act_of}, act_of)
     return target
 
 
@@ -584,13 +665,26 @@ def _apply_all_or_nothing(
     quantizer: str | Quantizer,
     quantizer_options: Mapping[str, Any] | None,
     plugins: PluginSet,
+    act_bits: Mapping[str, int] | None = None,
     bias_correction: BiasCorrection | None = None,
 ) -> nn.Module:
-    """:func:`apply` in place; on any failure every tensor of ``model`` is restored and the error re-raised."""
-    saved = {name: t.detach().clone() for name, t in model.state_dict(keep_vars=True).items()}
+    """:func:`apply` in place; on any failure every tensor of ``model`` is restored and the error re-raised.
+
+    Only the weights apply writes are saved (not a copy of the whole model), unless a
+    weight is computed (a parametrization): baking it changes more than that tensor.
+    """
+    by_name = {name: f for f in find_layers(model, plugins)[0].values() for name in f.names}
+    state = model.state_dict(keep_vars=True)
+    chosen = [by_name[n] for n in allocation.bits if n in by_name]
+    if all(f.form == "parameter" and f.path in state for f in chosen):
+        saved = {f.path: state[f.path].detach().clone() for f in chosen}
+    else:
+        saved = {name: t.detach().clone() for name, t in state.items()}
     try:
-        return apply(model, allocation, quantizer, inplace=True, quantizer_options=quantizer_options, plugins=plugins,
-                     bias_correction=bias_correction)  # fmt: skip
+        return apply(
+            model, allocation, quantizer, inplace=True, quantizer_options=quantizer_options, plugins=plugins,
+            act_bits=act_bits, bias_correction=bias_correction,
+        )  # fmt: skip
     except BaseException:
         with torch.no_grad():
             for name, tensor in model.state_dict(keep_vars=True).items():
@@ -607,19 +701,28 @@ def _uniform_reference(
     Without budgets, the allocation's own size is the budget: uniform precision at the
     nearest cost not above it.
     """
-    limits = dict(problem.budgets)
-    if not limits and allocation is not None:
-        limits = {"size": allocation_costs(problem, allocation)["size"]}
-    best = None
-    for b in bits:
-        assign = {f: pins.get(f, b) for f in problem.layers}
-        costs = allocation_costs(problem, assign)
-        if all(within_budget(costs[n], lim) for n, lim in limits.items()):
-            best = (b, assign)
-    if best is None:
-        b = bits[0]
-        best = (b, {f: pins.get(f, b) for f in problem.layers})
-    return best
+    fitting = uniform_candidates(attrs.evolve(problem, pins=pins), allocation)  # dearest first
+    if fitting:
+        return fitting[0]
+    b = bits[0]
+    return b, {f: pins.get(f, b) for f in problem.layers}
+
+
+def _on_device_of(model: nn.Module, reference: nn.Module) -> nn.Module:
+    """``model`` moved to where ``reference``'s parameters are (the returned model stays where the user's was)."""
+    first = next(iter(reference.parameters()), None)
+    return model if first is None else model.to(first.device)
+
+
+def _held_out_of(meas: Measurement, split: Any, plugins: PluginSet) -> Any:
+    """The guard's evaluator over the held-out batches, on the measuring evaluator's model (no copy)."""
+    if split is None:
+        return None
+    ev = meas.evaluator
+    return held_out_evaluator(
+        ev.model, split, ev.quantizer, spec=meas.spec, loss=ev.user_loss, act_bits=ev.act_bits, device=ev.device,
+        plugins=plugins, bias_correction=ev.bias_correction,  # the biases apply writes: one value for all
+    )  # fmt: skip
 
 
 def _solve(problem: Problem, name: str, impl: Solver, plugins: PluginSet) -> Allocation:
@@ -640,12 +743,14 @@ def _evaluate(meas: Measurement, allocation: Allocation, uniform_reference: bool
         ub, assign = _uniform_reference(meas.problem, meas.problem.bits, meas.pins, allocation.bits)
         out["uniform_bits"] = ub
         out["uniform_costs"] = allocation_costs(meas.problem, assign)
+        out.update(uniform_costs_compared(meas.problem, meas.spec, allocation.bits, ub, assign))
         out["uniform_loss"] = ev.loss(assign)
         if ev.has_metric:
             out["uniform_metric"] = ev.metric(assign)
     return out
 
 
+@closed_on_failure
 def search(
     model: nn.Module | None = None,
     calibration: Iterable[Any] | None = None,
@@ -662,7 +767,7 @@ def search(
     seed: int = 0,
     inplace: bool = False,
     loss: Callable[[Any, Any], torch.Tensor] | None = None,
-    act_bits: int | None = None,
+    act_bits: int | Mapping[str, int] | None = None,
     method_options: Mapping[str, Any] | None = None,
     solver_options: Mapping[str, Any] | None = None,
     quantizer_options: Mapping[str, Any] | None = None,
@@ -674,6 +779,15 @@ def search(
     plugins: PluginSet | None = None,
     measurement: Measurement | None = None,
     bias_correction: bool | str = False,
+    cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    guard: bool = True,
+    guard_candidates: int = 3,
+    verify_on: str = "held-out",
+    held_out: float = HELD_OUT_FRACTION,
+    refine: int = 0,
+    refine_evaluations: int | None = None,
 ) -> Report:
     """Choose per-layer weight bit-widths for ``model`` under ``budget``.
 
@@ -688,6 +802,16 @@ def search(
     ``report.model`` is the quantized model (a copy, or ``model`` itself when in place),
     with the corrected biases when ``bias_correction`` is on (``report.bias_correction``
     is the value that reproduces them through :func:`apply`).
+
+    With ``guard=True`` (the default) the method measures on all but a ``held_out``
+    share of the calibration, and the solved allocation is measured on that share
+    against every uniform allocation within the budget and ``guard_candidates``
+    neighbours along the budget; the best measured one is returned, so the result is
+    never worse than uniform there (:mod:`mpqcore.verify`; ``verify_on="metric"``
+    measures with the user's metric instead, ``"calibration"`` on the method's data).
+    ``refine=N`` first corrects the objective with measured losses and re-solves, for
+    up to ``N`` rounds and ``refine_evaluations`` evaluations. ``results["guard"]`` and
+    ``results["refine"]`` say what was measured.
     """
     given: dict[str, Any] = {
         "method": method, "bits": bits, "budget": budget, "metric": metric, "quantizer": quantizer, "cost": cost,
@@ -703,16 +827,39 @@ def search(
     # No budget is allowed: a solver with its own rule needs none, and the
     # others then simply minimise the objective.
     budgets = _budgets(budget)
+    check_guard_options(
+        guard=guard, guard_candidates=guard_candidates, verify_on=verify_on, held_out=held_out, refine=refine,
+        refine_evaluations=refine_evaluations,
+    )  # fmt: skip
     solver_name, solver_impl = plugins.solvers.resolve(solver, solver_options)  # before measuring
     owned = measurement is None
+    if (
+        guard
+        and verify_on == "metric"
+        and metric is None
+        and (measurement is None or not measurement.evaluator.has_metric)
+    ):
+        raise ConfigError(
+            "verify_on='metric' needs a metric; pass metric=callable(model) -> float, or verify_on='held-out'"
+        )
+    split = None
     if measurement is None:
         if model is None or calibration is None:
             raise ConfigError("search needs a model and its calibration batches, or measurement= from mpqcore.measure")
+        if guard and verify_on == "held-out":  # the method never sees the batches the guard measures on
+            split = split_calibration(calibration, held_out)
+            calibration = list(split.measure)
+            check_held_out(
+                check_model(model), split, plugins.quantizers.resolve(quantizer, quantizer_options)[1], loss=loss,
+                act_bits=check_act_bits(act_bits), device=check_device(device), exclude=exclude, plugins=plugins,
+            )  # fmt: skip
         meas = measure(
             model, calibration, method=method, bits=bits, budget=budgets, quantizer=quantizer, cost=cost, pins=pins,
             ties=ties, seed=seed, metric=metric, loss=loss, act_bits=act_bits, method_options=method_options,
             quantizer_options=quantizer_options, cost_options=cost_options, cost_models=cost_models, device=device,
-            progress=progress, plugins=plugins, exclude=exclude, bias_correction=bias_correction,
+            progress=progress, plugins=plugins, exclude=exclude, cache=cache, inplace=inplace, workers=workers,
+            ray_address=ray_address,
+            bias_correction=bias_correction,
         )  # fmt: skip
         timings = dict(meas.timings)
     else:
@@ -729,30 +876,52 @@ def search(
     t0 = time.perf_counter()
     allocation = _solve(meas.problem, solver_name, solver_impl, plugins)
     timings["solve"] = time.perf_counter() - t0
+    held = _held_out_of(meas, split, plugins)
+    try:
+        allocation, verified, verify_timings = verify(
+            meas, allocation, lambda p: _solve(p, solver_name, solver_impl, plugins), split=split, held=held,
+            guard_on=guard, candidates=guard_candidates, verify_on=verify_on, rounds=refine,
+            max_evaluations=refine_evaluations,
+        )  # fmt: skip
+    finally:
+        if held is not None:  # before the measuring evaluator lets go of the model it works on
+            held.close()
+    timings.update(verify_timings)
     source = model if model is not None else meas.evaluator.model
     quantizer_choice = meas.quantizer_impl or meas.quantizer
     quantizer_options = None if meas.quantizer_impl is not None else meas.quantizer_options
+    # Evaluate first, then apply: in place, the user's model is changed last (and put
+    # back as it was if applying fails midway); otherwise a search that measured hands
+    # its working copy over to be quantized, so no second copy of the model is made.
+    t0 = time.perf_counter()
+    results = _evaluate(meas, allocation)
+    timings["evaluate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     if inplace:
-        # All or nothing: evaluate on the evaluator's copy first; the user's model is
-        # changed last, and put back as it was if applying fails midway.
-        t0 = time.perf_counter()
-        results = _evaluate(meas, allocation)
-        timings["evaluate"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        if owned:
+            meas.evaluator.release()  # its kept quantized weights go before applying
         quantized = _apply_all_or_nothing(
-            source, allocation, quantizer_choice, quantizer_options, plugins, meas.bias_correction
+            source,
+            allocation,
+            quantizer_choice,
+            quantizer_options,
+            plugins,
+            meas.evaluator.act_bits_of,
+            meas.bias_correction,
         )
-        timings["apply"] = time.perf_counter() - t0
+    elif owned:
+        working = _on_device_of(meas.evaluator.release(), source)
+        quantized = apply(
+            working, allocation, quantizer_choice, inplace=True, quantizer_options=quantizer_options, plugins=plugins,
+            act_bits=meas.evaluator.act_bits_of, bias_correction=meas.bias_correction,
+        )  # fmt: skip
     else:
-        t0 = time.perf_counter()
-        quantized = apply(source, allocation, quantizer_choice, quantizer_options=quantizer_options, plugins=plugins,
-                          bias_correction=meas.bias_correction)  # fmt: skip
-        timings["apply"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        results = _evaluate(meas, allocation)
-        timings["evaluate"] = time.perf_counter() - t0
-    if owned:
-        meas.evaluator.close()
+        quantized = apply(
+            source, allocation, quantizer_choice, quantizer_options=quantizer_options, plugins=plugins,
+            act_bits=meas.evaluator.act_bits_of, bias_correction=meas.bias_correction,
+        )  # fmt: skip
+    timings["apply"] = time.perf_counter() - t0
+    results = {**results, **verified}
     return Report(
         allocation=allocation,
         spec=meas.spec,
@@ -768,11 +937,14 @@ def search(
         forward_passes=meas.evaluator.forward_passes,
         measure_forward_passes=meas.measure_forward_passes,
         evaluations=meas.evaluator.evaluations,
+        cache=meas.cache_info(),
         timings=timings,
         seed=meas.seed,
         versions=versions(),
         model=quantized,
         bias_correction=meas.bias_correction,
+        quantizer_options=meas.quantizer_options,
+        act_bits=meas.evaluator.act_bits_of,
     )
 
 
@@ -838,12 +1010,17 @@ def sweep(
     solver_options: Mapping[str, Any] | None = None,
     plugins: PluginSet | None = None,
     measurement: Measurement | None = None,
+    guard: bool = True,
+    guard_candidates: int = 3,
+    verify_on: str = "held-out",
+    held_out: float = HELD_OUT_FRACTION,
     **measure_options: Any,
 ) -> tuple[Measurement, list[SweepPoint]]:
     """Measure once (or reuse ``measurement=``), then solve and evaluate for each budget (a Pareto sweep).
 
     Keyword-only after ``model, calibration``; ``measure_options`` are :func:`measure`'s
-    other keywords (quantizer, cost, pins, ...).
+    other keywords (quantizer, cost, pins, ...). The guard (as in :func:`search`) checks
+    each point on the held-out calibration share; ``point.results["guard"]`` says what it measured.
     """
     if legacy:
         given = {"method": method, "bits": bits, "budgets": budgets, "metric": metric}
@@ -855,7 +1032,12 @@ def sweep(
     budget_list = _budgets(list(budgets))
     if not budget_list:
         raise ConfigError("sweep needs at least one budget")
+    check_guard_options(
+        guard=guard, guard_candidates=guard_candidates, verify_on=verify_on, held_out=held_out, refine=0,
+        refine_evaluations=None,
+    )  # fmt: skip
     solver_name, solver_impl = plugins.solvers.resolve(solver, solver_options)
+    split = None
     if measurement is None:
         if model is None or calibration is None:
             raise ConfigError("sweep needs a model and its calibration batches, or measurement= from mpqcore.measure")
@@ -865,10 +1047,21 @@ def sweep(
             raise ConfigError(f"sweep got unknown options {unknown}; valid: {sorted(_MEASURE_DEFAULTS)}")
         options = {**_MEASURE_DEFAULTS, **measure_options}
         options.update(method=method, bits=bits, budget=budget_list, metric=metric, plugins=plugins)
+        if guard and verify_on == "metric" and metric is None:
+            raise ConfigError("verify_on='metric' needs a metric; pass metric=callable(model) -> float")
+        if guard and verify_on == "held-out":
+            split = split_calibration(calibration, held_out)
+            calibration = list(split.measure)
+            check_held_out(
+                check_model(model), split, plugins.quantizers.resolve(options["quantizer"], options["quantizer_options"])[1],
+                loss=options["loss"], act_bits=check_act_bits(options["act_bits"]), device=check_device(options["device"]),
+                exclude=options["exclude"], plugins=plugins,
+            )  # fmt: skip
         # every budget's cost is tabled; each is checked alone, so one impossible budget loses only its point
         meas = _measure(model, calibration, budgets_together=False, **options)
     else:
         meas = measurement
+    held = _held_out_of(meas, split, plugins)
     points = []
     for b in budget_list:
         try:
@@ -877,8 +1070,15 @@ def sweep(
         except InfeasibleError as exc:
             points.append(SweepPoint(b, None, {}, error=str(exc)))
             continue
-        results = _evaluate(attrs.evolve(meas, problem=problem), allocation, uniform_reference=False)
+        point_meas = attrs.evolve(meas, problem=problem)
+        allocation, verified, _ = verify(
+            point_meas, allocation, lambda p: _solve(p, solver_name, solver_impl, plugins), split=split, held=held,
+            guard_on=guard, candidates=guard_candidates, verify_on=verify_on, rounds=0, max_evaluations=None,
+        )  # fmt: skip
+        results = {**_evaluate(point_meas, allocation, uniform_reference=False), **verified}
         points.append(SweepPoint(b, allocation, results))
+    if held is not None:
+        held.close()
     return meas, points
 
 

@@ -66,6 +66,7 @@ def test_harness_on_digits_cnn(tmp_path, monkeypatch):
         assert float(r["average_bits"]) <= 3.0 + 1e-9
         assert 0.0 <= float(r["metric_mean"]) <= 1.0
         assert r["solver_status"] == "optimal"
+        assert 0.0 <= float(r["guard_kept"]) <= 1.0  # the never-worse guard's column
     runs = json.loads((out / "runs.json").read_text())
     pinned = [r for r in runs if r["config"] == "pinned"]
     assert pinned and all(r["allocation"]["conv1"] == 8 and r["allocation"]["fc2"] == 8 for r in pinned)
@@ -74,6 +75,7 @@ def test_harness_on_digits_cnn(tmp_path, monkeypatch):
     for name in ("summary.md", "measure_time.png", "pareto_digits-cnn.png", "predicted_digits-cnn.png"):
         assert (out / name).is_file(), name
     text = readme.read_text()
+    assert "**The never-worse guard**" in text
     assert "OLD-TEXT" not in text and text.endswith("<!-- bench:end -->\ntail\n") and "| 3 |" in text
 
 

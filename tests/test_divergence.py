@@ -164,11 +164,19 @@ def test_hawq_gauss_newton_on_a_causal_lm_skips_padding():
     assert all(t > 0 for t in meas.objective.info["hessian_trace"].values())
 
 
-def test_hutchinson_through_fused_attention_says_what_to_do():
+def test_hutchinson_through_fused_attention_runs_on_the_math_kernel():
+    # Before: a ConfigError (torch's fused scaled_dot_product_attention has no double
+    # backward on CPU); now the draws run with SDPBackend.MATH, the same attention.
     from mpqcore.testing.models import small_bert
 
-    model, calibration = small_bert()  # sdpa: torch has no double backward for it on CPU
-    with pytest.raises(mpqcore.MethodError, match=r"attn_implementation='eager'.*estimator='gauss-newton'"):
-        mpqcore.measure(
-            model, calibration, method="hawq", bits=(4, 8), method_options={"samples": 1, "estimator": "hutchinson"}
-        )
+    opts = {"samples": 2, "estimator": "hutchinson", "calibrate": "none"}
+    traces = {}
+    for attn in ("sdpa", "eager"):
+        model, calibration = small_bert(attn_implementation=attn)
+        meas = mpqcore.measure(model, calibration, method="hawq", bits=(4, 8), method_options=opts)
+        traces[attn] = meas.objective.info["hessian_trace"]
+    # the same probes through the same attention: the same traces, up to float rounding
+    assert traces["sdpa"].keys() == traces["eager"].keys()
+    for f, t in traces["eager"].items():
+        assert traces["sdpa"][f] == pytest.approx(t, rel=1e-3, abs=1e-9), f
+    assert sum(t > 0 for t in traces["sdpa"].values()) > len(traces["sdpa"]) / 2

@@ -301,6 +301,7 @@ SIGNATURES: dict[str, dict[str, Any]] = {
         "search_problem": mpqcore.search_problem,
         "load_task": mpqcore.load_task,
         "with_budgets": mpqcore.Measurement.with_budgets,
+        "export": mpqcore.export,
     },
     "docs/hooks/mpq_register_methods.md": {"add": Registry.add, "measure": protocols.SensitivityMethod.measure},
     "docs/hooks/mpq_register_solvers.md": {"solve": protocols.Solver.solve},

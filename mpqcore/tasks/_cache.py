@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from mpqcore.cache_dir import resolve_cache_dir
+
 __all__ = [
     "accuracy_metric",
     "atomic_save",
@@ -35,18 +37,6 @@ __all__ = [
     "preserve_modes",
     "resolve_cache_dir",
 ]
-
-
-def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache directory (not created)."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("MPQ_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "mpq"
 
 
 def config_hash(config: dict[str, Any]) -> str:

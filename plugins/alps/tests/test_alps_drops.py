@@ -37,6 +37,8 @@ def squared_miss(outputs, batch):  # a user loss: (y - 1)^2
 
 def _measure(model=None, **kw):
     options = kw.pop("options", {})
+    if "metric" in kw:  # these hand-worked cases check the paper's rule: the metric's drop
+        options = {"use_metric": True, **options}
     return mpqcore.measure(model or _model(), [X], method="alps", bits=(1, 2), method_options=options, **kw)
 
 

@@ -20,7 +20,7 @@ def test_alps_drop_is_the_perplexity_rise_on_tiny_lm():
         method="alps",
         bits=(2, 8),
         metric=task.metric,
-        method_options={"tie_break": "none"},
+        method_options={"tie_break": "none", "use_metric": True},
     )
     ev, drops = meas.evaluator, meas.objective.info["drop"]
     base = dict.fromkeys(meas.spec.fqns, 8)

@@ -33,7 +33,7 @@ def test_hand_worked_objective_both_scales():
     assert per_weight.info["entropy"]["0"] == pytest.approx({1: 1.0, 2: 2.0, 3: 2.0})
     params = mpqcore.measure(model, calib, method="eagl", bits=(1, 2, 3)).objective
     np.testing.assert_allclose(params.unary, [[4.0, 0.0, 0.0], [0.0, 0.0, 0.0]], atol=1e-12)
-    assert params.info["scale"] == "params"
+    assert params.info["scale"] == "cost" and params.info["scaled_by"] == "size"  # size: the parameter count
 
 
 def test_scaling_is_the_parameter_count_and_zero_at_the_top():
@@ -56,8 +56,10 @@ def test_bad_scale_names_the_option_and_valid_values():
     # The registry names the plugin by its entry point; the option says what is valid.
     with pytest.raises(
         mpqcore.ConfigError,
-        match=r"method 'eagl' \(plugin .*\): scale must be one of 'params', 'per-weight', got 'bits'",
+        match=r"method 'eagl' \(plugin .*\): scale must be one of 'cost', 'params', 'per-weight', got 'bits'",
     ):
         mpqcore.get_plugins().methods.create("eagl", scale="bits")
-    with pytest.raises(mpqcore.ConfigError, match=r"^scale must be one of 'params', 'per-weight', got 'per-layer'$"):
+    with pytest.raises(
+        mpqcore.ConfigError, match=r"^scale must be one of 'cost', 'params', 'per-weight', got 'per-layer'$"
+    ):
         EntropyGuided(scale="per-layer")

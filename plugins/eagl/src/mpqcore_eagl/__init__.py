@@ -4,7 +4,7 @@
 """
 
 from mpqcore_eagl.entropy import code_entropy, code_histogram, entropy_bits
-from mpqcore_eagl.method import SCALES, EntropyGuided, entropy_table
+from mpqcore_eagl.method import SCALES, EntropyGuided, cost_scale, entropy_table
 
-__all__ = ["SCALES", "EntropyGuided", "code_entropy", "code_histogram", "entropy_bits", "entropy_table"]
+__all__ = ["SCALES", "EntropyGuided", "code_entropy", "code_histogram", "cost_scale", "entropy_bits", "entropy_table"]
 __version__ = "0.1.0"

@@ -1,0 +1,7 @@
+"""``python -m mpqcore``: the ``mpq`` command."""
+
+import sys
+
+from mpqcore.cli import main
+
+sys.exit(main())

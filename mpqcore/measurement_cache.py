@@ -1,0 +1,266 @@
+"""A content-keyed cache of measurements on disk, so that an interrupted or repeated search resumes.
+
+Every loss and metric evaluation of the :class:`~mpqcore.evaluate.Evaluator`, and each
+method's whole objective, is stored under a key that hashes everything the number depends
+on: the model's weights, the calibration batches, the quantizer and its options, the
+loss and the metric (their code, and the values their closures hold), the activation
+bits, the device type, the torch and mpq versions, the layers, and the assignment itself.
+A rerun after Ctrl-C or a crash evaluates only what is missing, and a second search with
+another solver or budget evaluates nothing new; the values read back are the stored
+floats, so the objective is bit-for-bit the one a cold run gives.
+
+A cache directory belongs to one model: ``manifest.json`` records the digest of its
+weights and its layers, and a directory that holds another model's measurements is
+refused with both digests named (never silently reused). Entries live in SQLite
+(``evaluations.sqlite``, write-ahead log), which serialises concurrent writers: two
+processes may share a directory. A metric whose result depends on data its code does not
+show (a global, a file it reads) can declare ``metric.cache_key = "..."``: it enters the
+key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pickle
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+
+from mpqcore.cache_dir import resolve_cache_dir
+from mpqcore.errors import ConfigError
+from mpqcore.files import atomic_write_json
+
+__all__ = [
+    "MeasurementCache",
+    "callable_identity",
+    "default_cache_dir",
+    "digest",
+    "model_digest",
+    "open_cache",
+    "settings_digest",
+]
+
+_FORMAT = 1
+
+
+def _update(h: Any, value: Any, depth: int = 0) -> None:
+    """Feed ``value`` into hash ``h``: tensors by dtype, shape and bytes; containers recursively."""
+    if depth > 20:
+        h.update(b"<deep>")
+        return
+    if isinstance(value, torch.Tensor):
+        t = value.detach().to("cpu").contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, Mapping):
+        h.update(b"{")
+        for k in sorted(value, key=repr):
+            h.update(repr(k).encode())
+            _update(h, value[k], depth + 1)
+        h.update(b"}")
+    elif isinstance(value, list | tuple):
+        h.update(f"({type(value).__name__}".encode())
+        for v in value:
+            _update(h, v, depth + 1)
+        h.update(b")")
+    elif attrs.has(type(value)):
+        h.update(type(value).__qualname__.encode())
+        _update(h, {f.name: getattr(value, f.name) for f in attrs.fields(type(value))}, depth + 1)
+    elif callable(value):
+        h.update(callable_identity(value).encode())
+    else:
+        h.update(repr(value).encode())
+
+
+def digest(*values: Any) -> str:
+    """A hex sha256 of ``values`` (tensors by content; see :func:`_update`)."""
+    h = hashlib.sha256()
+    for v in values:
+        _update(h, v)
+    return h.hexdigest()
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """The digest of every tensor the model holds (parameters and buffers, by name)."""
+    return digest(dict(model.state_dict()))
+
+
+def callable_identity(fn: Callable[..., Any] | None) -> str:
+    """What a callable computes, as far as it can be read: its name, its code, the values it closes over.
+
+    ``fn.cache_key``, when set, is part of it, for a callable whose result depends on
+    something its code and closure do not show.
+    """
+    if fn is None:
+        return "None"
+    parts = [getattr(fn, "__module__", "") or "", getattr(fn, "__qualname__", type(fn).__qualname__)]
+    extra = getattr(fn, "cache_key", None)
+    if extra is not None:
+        parts.append(f"key={extra!r}")
+    inner = getattr(fn, "__wrapped__", None)
+    if inner is not None and inner is not fn:
+        parts.append(callable_identity(inner))
+    func = getattr(fn, "__func__", fn)  # a bound method: its function, and the object it is bound to
+    code = getattr(func, "__code__", None)
+    if code is not None:
+        h = hashlib.sha256(code.co_code)
+        h.update(repr(code.co_consts).encode())
+        h.update(repr(code.co_names).encode())
+        for cell in getattr(func, "__closure__", None) or ():
+            with contextlib.suppress(ValueError):  # an empty cell
+                _closure_value(h, cell.cell_contents)
+        parts.append(h.hexdigest()[:16])
+    bound = getattr(fn, "__self__", None)
+    if bound is not None and not isinstance(bound, type):
+        h = hashlib.sha256()
+        _closure_value(h, bound)
+        parts.append(h.hexdigest()[:16])
+    return "|".join(parts)
+
+
+def _closure_value(h: Any, value: Any) -> None:
+    # Tensors, numbers, strings and containers of them by content; a module by its
+    # weights; anything else by type only (an object's identity changes every run).
+    if isinstance(value, torch.nn.Module):
+        _update(h, dict(value.state_dict()))
+    elif isinstance(value, torch.Tensor | int | float | str | bool | bytes | Mapping | list | tuple) or value is None:
+        _update(h, value)
+    elif callable(value):
+        h.update(callable_identity(value).encode())
+    else:
+        h.update(type(value).__qualname__.encode())
+
+
+def settings_digest(obj: Any) -> str:
+    """A plugin object (quantizer, method) by type and settings: an attrs instance by its
+    fields, another by its instance attributes."""
+    h = hashlib.sha256(f"{type(obj).__module__}.{type(obj).__qualname__}".encode())
+    if attrs.has(type(obj)):
+        _update(h, obj)
+    else:
+        _closure_value(h, dict(getattr(obj, "__dict__", {})))
+    return h.hexdigest()
+
+
+def default_cache_dir(model_key: str) -> Path:
+    """``<mpq cache dir>/measurements/<model digest>``: one directory per model."""
+    return resolve_cache_dir() / "measurements" / model_key[:24]
+
+
+class MeasurementCache:
+    """Evaluations and objectives of one model, in ``directory`` (see the module docstring).
+
+    ``hits`` counts the values read back, ``stored`` those written.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, model_key: str, layers: Iterable[str]):
+        self.directory = Path(directory).expanduser()
+        self.model_key = model_key
+        self.layers = tuple(layers)
+        self.hits = 0
+        self.stored = 0
+        self._check_directory()
+        self._bind_model()
+        self._db: sqlite3.Connection | None = None
+
+    def _check_directory(self) -> None:
+        d = self.directory
+        if d.exists() and not d.is_dir():
+            raise ConfigError(f"cache {str(d)!r} is a file, not a directory; give a directory (or --no-cache)")
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            probe = d / f".probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(
+                f"cache directory {str(d)!r} cannot be written ({exc.strerror or exc}); give a writable directory "
+                "with cache= / --cache, or turn the cache off (cache=False / --no-cache)"
+            ) from exc
+
+    def _bind_model(self) -> None:
+        manifest = self.directory / "manifest.json"
+        mine = {"format": _FORMAT, "model": self.model_key, "layers": list(self.layers)}
+        if not manifest.exists():
+            atomic_write_json(manifest, mine)
+            return
+        try:
+            theirs = json.loads(manifest.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(
+                f"cache directory {str(self.directory)!r} has an unreadable manifest.json ({exc}); delete the "
+                "directory to start over, or give another one"
+            ) from exc
+        if theirs.get("model") != self.model_key or theirs.get("format") != _FORMAT:
+            layers = theirs.get("layers") or []
+            raise ConfigError(
+                f"cache directory {str(self.directory)!r} holds measurements of another model (weights digest "
+                f"{str(theirs.get('model'))[:12]}..., {len(layers)} layers {layers[:3]}...) and this model's digest is "
+                f"{self.model_key[:12]}... ({len(self.layers)} layers {list(self.layers[:3])}...); a cache is never "
+                "reused across models: give another directory, or delete this one to start over"
+            )
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            path = self.directory / "evaluations.sqlite"
+            self._db = sqlite3.connect(path, timeout=120, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        return self._db
+
+    def get(self, key: str) -> Any | None:
+        row = self.db.execute("SELECT value FROM entries WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        self.hits += 1
+        return pickle.loads(row[0])
+
+    def put(self, key: str, value: Any) -> None:
+        # INSERT OR IGNORE: two processes computing the same entry store the same value once.
+        self.db.execute("INSERT OR IGNORE INTO entries (key, value) VALUES (?, ?)", (key, pickle.dumps(value)))
+        self.stored += 1
+
+    def __len__(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __getstate__(self) -> dict[str, Any]:  # a connection does not travel; it reopens
+        state = dict(self.__dict__)
+        state["_db"] = None
+        return state
+
+
+def open_cache(
+    cache: bool | str | os.PathLike[str] | MeasurementCache | None,
+    model: torch.nn.Module,
+    layers: Iterable[str] | None = None,
+) -> MeasurementCache | None:
+    """The cache a ``cache=`` argument asks for: ``None``/``False`` none, ``True`` the default
+    directory for this model, a path that directory, or a ready :class:`MeasurementCache`."""
+    if cache is None or (isinstance(cache, bool) and not cache):
+        return None
+    if not isinstance(cache, bool | str | os.PathLike | MeasurementCache):
+        raise ConfigError(f"cache={cache!r}: give True, False, a directory path, or an mpqcore MeasurementCache")
+    key = model_digest(model)
+    if isinstance(cache, MeasurementCache):
+        if cache.model_key != key:
+            raise ConfigError(
+                f"the MeasurementCache given (directory {str(cache.directory)!r}) holds another model's "
+                f"measurements (digest {cache.model_key[:12]}..., this model's {key[:12]}...)"
+            )
+        return cache
+    layers = [name for name, _ in model.named_parameters()] if layers is None else list(layers)
+    directory = default_cache_dir(key) if isinstance(cache, bool) else cache
+    return MeasurementCache(directory, model_key=key, layers=layers)

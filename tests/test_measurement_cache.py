@@ -1,0 +1,179 @@
+"""The measurement cache on disk: resume after an interruption, reuse across searches, refuse what is not its own."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import textwrap
+
+import attrs
+import numpy as np
+import pytest
+import torch
+
+import mpqcore
+from mpqcore import Budget, ConfigError, MethodError, Objective
+from mpqcore.measurement_cache import MeasurementCache, callable_identity, digest, model_digest
+from mpqcore.plugins import ENV_DISABLE_AUTOLOAD
+from mpqcore.testing import digits_task
+
+BUILTINS = mpqcore.PluginSet(autoload=False)
+BITS = (2, 4, 8)
+
+
+@pytest.fixture(scope="module")
+def task():
+    torch.set_num_threads(1)
+    return digits_task()
+
+
+@attrs.frozen
+class SingleLayerLoss:
+    """A method that measures each layer alone at each width (one loss evaluation each),
+    and, given ``fail_after``, raises after that many evaluations (an interrupted run)."""
+
+    fail_after: int | None = None
+
+    def measure(self, ctx):
+        table = np.zeros((len(ctx.layers), len(ctx.bits)))
+        done = 0
+        for i, fqn in enumerate(ctx.layers):
+            for j, b in enumerate(ctx.bits):
+                if self.fail_after is not None and done == self.fail_after:
+                    raise RuntimeError("interrupted")
+                table[i, j] = ctx.evaluator.loss(ctx.with_fixed({fqn: b}))
+                done += 1
+        return Objective(layers=ctx.layers, bits=ctx.bits, unary=table)
+
+
+def _measure(task, cache, method=None, **kw):
+    return mpqcore.measure(
+        task.model,
+        task.calibration,
+        method=method or SingleLayerLoss(),
+        bits=BITS,
+        cache=cache,
+        plugins=BUILTINS,
+        **kw,
+    )
+
+
+def test_an_interrupted_measurement_resumes_with_only_the_missing_evaluations(task, tmp_path):
+    cold = _measure(task, None)
+    total = cold.evaluator.evaluations
+    with pytest.raises(MethodError, match="interrupted"):
+        _measure(task, tmp_path, method=SingleLayerLoss(fail_after=5))
+    resumed = _measure(task, tmp_path)
+    assert resumed.evaluator.evaluations == total - 5
+    assert resumed.evaluator.cache_hits == 5
+    # bit for bit the objective of a run without a cache
+    assert np.array_equal(resumed.objective.unary, cold.objective.unary)
+    assert not resumed.objective_from_cache
+
+
+def test_a_second_search_with_another_budget_or_solver_measures_nothing(task, tmp_path):
+    first = mpqcore.search(
+        task.model, task.calibration, method=SingleLayerLoss(), bits=BITS, budget=Budget.average_bits(4),
+        cache=tmp_path, plugins=BUILTINS, guard=False,  # measured on every batch, as measure() does
+    )  # fmt: skip
+    assert first.cache["stored"] > 0 and not first.cache["objective_from_cache"]
+    again = _measure(task, tmp_path)
+    assert again.objective_from_cache and again.evaluator.evaluations == 0
+    second = mpqcore.search(
+        task.model, task.calibration, method=SingleLayerLoss(), bits=BITS, budget=Budget.average_bits(3),
+        solver="dp", cache=tmp_path, plugins=BUILTINS, guard=False,
+    )  # fmt: skip
+    assert second.cache["objective_from_cache"]
+    assert second.measure_forward_passes == 0
+    assert second.cache["hits"] >= 1
+
+
+def test_the_key_follows_what_the_numbers_depend_on(task, tmp_path):
+    base = _measure(task, tmp_path)
+    other_quantizer = _measure(task, tmp_path, quantizer="symmetric-per-channel")
+    assert other_quantizer.evaluator.cache_hits == 0  # another quantizer: nothing reused
+    assert other_quantizer.evaluator.evaluations == base.evaluator.evaluations
+    other_act = _measure(task, tmp_path, act_bits=8)
+    assert other_act.evaluator.cache_hits == 0
+
+
+def test_a_builtin_method_objective_is_reused(task, tmp_path):
+    cold = _measure(task, tmp_path, method="hawq", method_options={"samples": 2})
+    warm = _measure(task, tmp_path, method="hawq", method_options={"samples": 2})
+    assert warm.objective_from_cache and warm.measure_forward_passes == 0
+    assert np.array_equal(warm.objective.unary, cold.objective.unary)
+    other = _measure(task, tmp_path, method="hawq", method_options={"samples": 3})
+    assert not other.objective_from_cache
+
+
+def test_a_directory_of_another_model_is_refused_before_any_work(task, tmp_path):
+    _measure(task, tmp_path)
+    other = copy.deepcopy(task.model)  # the task is shared by the module: never change it
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    with pytest.raises(ConfigError, match="holds measurements of another model"):
+        mpqcore.measure(other, task.calibration, method=SingleLayerLoss(), bits=BITS, cache=tmp_path, plugins=BUILTINS)
+
+
+@pytest.mark.parametrize("kind", ["file", "under-a-file", "bad-type"])
+def test_a_cache_that_cannot_be_used_is_a_clear_error(task, tmp_path, kind):
+    target = tmp_path / "f"
+    target.write_text("x")
+    cache = {"file": target, "under-a-file": target / "sub", "bad-type": 3.5}[kind]
+    calls = []
+
+    @attrs.frozen
+    class Counting:
+        def measure(self, ctx):
+            calls.append(1)
+            return SingleLayerLoss().measure(ctx)
+
+    with pytest.raises(ConfigError, match="cache"):
+        _measure(task, cache, method=Counting())
+    assert not calls
+
+
+def test_callable_identity_sees_code_and_closed_over_values():
+    def make(scale):
+        return lambda x: x * scale
+
+    assert callable_identity(make(2)) == callable_identity(make(2))
+    assert callable_identity(make(2)) != callable_identity(make(3))
+    t = torch.arange(4.0)
+    assert digest(t) != digest(t + 1)
+    assert digest({"a": t}) == digest({"a": t.clone()})
+
+
+_WORKER = textwrap.dedent(
+    """
+    import sys, numpy as np, torch
+    torch.set_num_threads(1)
+    import mpqcore
+    from mpqcore.testing import digits_task
+    sys.path.insert(0, sys.argv[2])
+    from test_measurement_cache import SingleLayerLoss
+    task = digits_task()
+    m = mpqcore.measure(task.model, task.calibration, method=SingleLayerLoss(), bits=(2, 4, 8), cache=sys.argv[1],
+                        plugins=mpqcore.PluginSet(autoload=False))
+    np.save(sys.argv[3], m.objective.unary)
+    """
+)
+
+
+def test_two_processes_share_a_cache_directory(task, tmp_path):
+    cache = tmp_path / "shared"
+    env = {**os.environ, ENV_DISABLE_AUTOLOAD: "1"}
+    here = os.path.dirname(__file__)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WORKER, str(cache), here, str(tmp_path / f"u{i}.npy")], env=env)
+        for i in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    a, b = (np.load(tmp_path / f"u{i}.npy") for i in range(2))
+    assert np.array_equal(a, b)
+    store = MeasurementCache(cache, model_key=model_digest(task.model), layers=[])
+    n_layers = len(_measure(task, None).objective.layers)
+    # every evaluation once (plus the objective), however the two processes interleaved
+    assert len(store) == n_layers * len(BITS) + 1

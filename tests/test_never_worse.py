@@ -1,0 +1,70 @@
+"""Never worse than uniform, on CNNs the methods were not tuned on (issue 14).
+
+Six small CNNs (mpqcore.testing.digits_zoo: depths 3-7, with and without BatchNorm and
+residual connections), each trained on the digits with its own seed, and every installed
+method at 2.5 and 3 average bits from {2, 3, 4, 5, 6, 8}: the allocation a sweep returns
+has a held-out loss no higher than uniform precision's at the same budget (re-measured
+here by an evaluator of its own on the batch the guard held out), and a test accuracy at
+least uniform's minus one test image.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mpqcore
+from mpqcore import Budget
+from mpqcore.evaluate import Evaluator
+from mpqcore.tasks import _cache, digits
+from mpqcore.testing.digits_zoo import ZOO, load_zoo_model
+from mpqcore.verify import split_calibration
+
+PLUGINS = mpqcore.PluginSet(autoload=True)  # every installed method, not only the built-ins
+BITS = (2, 3, 4, 5, 6, 8)
+BUDGETS = (2.5, 3.0)
+#: Small options so that the whole file stays within the CI limit.
+METHOD_OPTIONS = {
+    "hawq": {"samples": 2},
+    "clado": {"pairs": "window", "window": 1},
+    "smpq": {"max_evaluations": 120, "min_permutations": 4, "max_permutations": 12},
+}
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    torch.set_num_threads(1)
+    split = digits.load_split()
+    calibration = [split.x_calibration[i : i + 64] for i in range(0, len(split.x_calibration), 64)]
+    models = {entry.name: load_zoo_model(entry, split) for entry in ZOO}
+    return split, calibration, models, _cache.accuracy_metric(split.x_test, split.y_test)
+
+
+def _row(guard, name):
+    return next(r for r in guard["candidates"] if r["name"] == name)
+
+
+@pytest.mark.parametrize("method", sorted(PLUGINS.methods))
+@pytest.mark.parametrize("entry", ZOO, ids=[e.name for e in ZOO])
+def test_never_worse_than_uniform(zoo, entry, method):
+    split, calibration, models, accuracy = zoo
+    model = models[entry.name]
+    meas, points = mpqcore.sweep(
+        model, calibration, method=method, bits=BITS, budgets=[Budget.average_bits(b) for b in BUDGETS],
+        method_options=METHOD_OPTIONS.get(method), plugins=PLUGINS,
+    )  # fmt: skip
+    held = Evaluator(model, split_calibration(calibration).held_out, None, PLUGINS.quantizers.create(meas.quantizer))
+    one_image = 1 / len(split.y_test)
+    for avg, point in zip(BUDGETS, points, strict=True):
+        assert point.allocation is not None, point.error
+        guard = point.results["guard"]
+        assert guard["data"]["how"] == "batches" and guard["data"]["held_out_batches"] == 1
+        ref = guard["uniform_reference"]
+        assert ref == int(avg)  # the dearest uniform width within the budget: 2 at 2.5 bits, 3 at 3
+        uniform = _row(guard, f"uniform-{ref}")
+        mine = held.loss(point.allocation.bits)
+        assert mine == pytest.approx(_row(guard, guard["chosen"])["measured"], rel=1e-6, abs=1e-9)
+        assert mine <= held.loss(uniform["bits"]) + 1e-12, (avg, guard["chosen"])
+        mixed_acc = accuracy(mpqcore.apply(model, point.allocation, meas.quantizer, plugins=PLUGINS))
+        uniform_acc = accuracy(mpqcore.apply(model, uniform["bits"], meas.quantizer, plugins=PLUGINS))
+        assert mixed_acc >= uniform_acc - one_image - 1e-12, (avg, guard["chosen"], mixed_acc, uniform_acc)

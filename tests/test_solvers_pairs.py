@@ -1,0 +1,143 @@
+"""The ``pairs-bnb`` solver (pair objectives by branch-and-bound) against brute force."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import attrs
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mpqcore.errors import ConfigError, InfeasibleError
+from mpqcore.plugins import get_plugins
+from mpqcore.problem import allocation_violations, load_problem, reduce_problem
+from mpqcore.solvers import BruteForceSolver, PairsBnBSolver
+from mpqcore.solvers._common import effective_terms
+from mpqcore.solvers.pairs_bnb import dense_pairs, rlt_reparametrization
+from mpqcore.types import Objective, Problem
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_solvers import check_agree, outcome, problems
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: batch=1 bounds one partial allocation at a time, 3 splits children across batches, the default keeps them whole.
+BATCHES = st.sampled_from([1, 3, 2048])
+
+
+@st.composite
+def dense_problems(draw):
+    """Every pair of layers and bit-widths coupled (CLADO's ``pairs="all"``), 2-7 layers of
+    2-3 widths, mixed signs, equal and unequal sizes (ties in the budget), one budget drawn
+    from the cheapest allocation to the dearest, sometimes a pin or a tie."""
+    L = draw(st.integers(2, 7))
+    bits = (2, 4, 8)[: draw(st.integers(2, 3))]
+    B = len(bits)
+    layers = [f"l{i}" for i in range(L)]
+    unary = np.array(draw(st.lists(st.integers(0, 400), min_size=L * B, max_size=L * B)), float).reshape(L, B) / 100
+    if draw(st.booleans()):
+        params = np.full(L, 64.0)
+    else:
+        params = np.array(draw(st.lists(st.integers(1, 9), min_size=L, max_size=L)), float)
+    size = params[:, None] * np.array(bits, float)
+    values = draw(st.lists(st.integers(-300, 300), min_size=L * L * B * B, max_size=L * L * B * B))
+    it = iter(values)
+    pairs = [
+        (layers[i], bits[x], layers[k], bits[y], next(it) / 100)
+        for i in range(L)
+        for k in range(i + 1, L)
+        for x in range(B)
+        for y in range(B)
+    ]
+    lo, hi = size.min(axis=1).sum(), size.max(axis=1).sum()
+    limit = float(lo + (hi - lo) * draw(st.integers(0, 10)) / 10)
+    pins = {layers[draw(st.integers(0, L - 1))]: draw(st.sampled_from(bits))} if draw(st.integers(0, 3)) == 0 else {}
+    ties = [[layers[0], layers[-1]]] if draw(st.integers(0, 3)) == 0 else []
+    objective = Objective(layers=layers, bits=bits, unary=unary, pairs=pairs)
+    return Problem(objective=objective, costs={"size": size}, budgets={"size": limit}, pins=pins, ties=ties)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems(max_layers=6, max_pair_bits=3, pairs=True), BATCHES)
+def test_agrees_with_brute_force_on_sparse_pairs_pins_ties_and_two_budgets(problem, batch):
+    check_agree(
+        problem,
+        {
+            "brute-force": outcome(BruteForceSolver(), problem),
+            "pairs-bnb": outcome(PairsBnBSolver(batch=batch), problem),
+        },
+    )
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dense_problems(), BATCHES)
+def test_agrees_with_brute_force_on_dense_pairs_at_several_budgets(problem, batch):
+    check_agree(
+        problem,
+        {
+            "brute-force": outcome(BruteForceSolver(), problem),
+            "pairs-bnb": outcome(PairsBnBSolver(batch=batch), problem),
+        },
+    )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dense_problems(), st.data())
+def test_reparametrization_keeps_every_allocation_s_objective(problem, data):
+    """The LP duals move pair mass into the unary terms; no allocation's objective changes."""
+    try:
+        reduced = reduce_problem(problem)
+    except InfeasibleError:
+        return
+    unary, pairs = effective_terms(reduced)
+    G, B = reduced.n_groups, reduced.n_bits
+    P = dense_pairs(pairs, G, B)
+    weights = reduced.costs["size"][None]
+    caps = np.array([problem.budgets["size"] + 1e-9])
+    rep = rlt_reparametrization(unary, P, reduced.allowed, weights, caps, time_limit=10.0)
+    if rep["infeasible"]:
+        return
+    assert np.all(rep["lam"] >= 0)
+    options = [np.nonzero(row)[0] for row in reduced.allowed]
+    choice = np.array([data.draw(st.sampled_from(list(o))) for o in options])
+    rows = np.arange(G)
+    before = unary[rows, choice].sum() + P[rows, choice][:, rows, choice].sum() / 2
+    after = rep["unary"][rows, choice].sum() + rep["P"][rows, choice][:, rows, choice].sum() / 2
+    assert math.isclose(before, after, rel_tol=1e-9, abs_tol=1e-9)
+    # The LP bound is a bound: at most brute force's optimum.
+    ref = outcome(BruteForceSolver(), problem)
+    if not isinstance(ref, InfeasibleError):
+        assert rep["bound"] <= ref.objective + 1e-7 * max(1.0, abs(ref.objective))
+
+
+def test_registered_and_separable_objectives_go_to_mckp():
+    plugins = get_plugins()
+    assert "pairs-bnb" in plugins.solvers.names()
+    problem = load_problem(ROOT / "mpqcore" / "examples" / "small.json")
+    separable = attrs.evolve(problem, objective=problem.objective.without_pairs())
+    out = plugins.solvers.create("pairs-bnb").solve(separable)
+    assert out.solver == "pairs-bnb" and out.info["handed_to"] == "mckp" and out.status == "optimal"
+    assert math.isclose(out.objective, BruteForceSolver().solve(separable).objective)
+
+
+def test_a_dense_tensor_above_max_entries_is_refused_before_building_it():
+    problem = load_problem(ROOT / "mpqcore" / "examples" / "small.json")
+    with pytest.raises(ConfigError, match=r"max_entries=4.*'highs'"):
+        PairsBnBSolver(max_entries=4).solve(problem)
+
+
+def test_time_limit_returns_the_incumbent_with_a_proven_bound_and_its_gap():
+    """The measured 52-layer problem is not proven in 3 s: the answer meets the budget, its
+    bound lies below its objective and at or above the LP's, and the gap is theirs."""
+    problem = load_problem(ROOT / "benchmarks" / "results" / "clado52_measured.json")
+    out = PairsBnBSolver(time_limit=3.0).solve(problem)
+    assert out.status == "time_limit"
+    assert allocation_violations(problem, out.bits) == []
+    assert out.bound <= out.objective
+    assert out.info["lp_status"] != "Optimal" or out.bound >= out.info["lp_bound"] - 1e-9
+    assert math.isclose(out.gap, (out.objective - out.bound) / abs(out.objective))
+    assert out.solve_time < 3.0 + 1.5  # the LP and the search share the limit
