@@ -66,7 +66,7 @@ def markdown(rows: list[dict]) -> str:
     ]
     for r in rows:
         if r["status"] != "ok":
-            lines.append(f"| {r['task']} | {r['avg_bits']} | {r['format']} | refused: {r['error'][:140]} |||||||| |")
+            lines.append(f"| {r['task']} | {r['avg_bits']} | {r['format']} | refused: {r['error'][:140]} |" + " |" * 7)
             continue
         lines.append(
             f"| {r['task']} | {r['avg_bits']} | {r['format']} | {r['bytes']:,} | {r['predicted_bytes']:,} | "
@@ -78,10 +78,14 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite export.md from export.json")
     parser.add_argument("--tasks", nargs="+", default=["digits-resnet18", "minilm"])
     parser.add_argument("--avg-bits", nargs="+", type=float, default=[3.0, 4.0])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.markdown_only:
+        (RESULTS / "export.md").write_text(markdown(json.loads((RESULTS / "export.json").read_text())["rows"]))
+        return
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,10 +2,10 @@
 
     python benchmarks/readme_sections.py
 
-Reads ``benchmarks/results/evaluator.md``, ``solvers.md`` and ``mckp.md`` (written by
-``bench_evaluator.py`` and ``bench_solvers.py [--mckp]``) and replaces the text between
-the ``<!-- evaluator:start/end -->``, ``<!-- solvers:start/end -->`` and
-``<!-- mckp:start/end -->`` markers, so the README never carries numbers typed by hand.
+Reads ``benchmarks/results/evaluator.md``, ``solvers.md``, ``mckp.md`` and ``pairs.md``
+(written by ``bench_evaluator.py`` and ``bench_solvers.py [--mckp | --pairs]``) and replaces
+the text between the ``<!-- evaluator:start/end -->``, ``<!-- solvers:start/end -->``,
+``<!-- mckp:start/end -->`` and ``<!-- pairs:start/end -->`` markers, so the README never carries numbers typed by hand.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def main() -> int:
         ("evaluator", "evaluator.md"),
         ("solvers", "solvers.md"),
         ("mckp", "mckp.md"),
+        ("pairs", "pairs.md"),
         ("export", "export.md"),
     ):
         source = RESULTS / name

@@ -157,7 +157,8 @@ def _limit(name: str, value: str) -> float:
 
 
 def _progress_wanted(args) -> bool:
-    return not args.quiet and sys.stderr.isatty()
+    """Progress unless --quiet: a bar on a terminal, else a plain line now and then (mpqcore.progress)."""
+    return not args.quiet
 
 
 # ---------------------------------------------------------------------------
@@ -227,10 +228,18 @@ def cmd_solve(args) -> int:
 
 
 def _task_and_common(args):
+    """The registered ``--task``, or the user's own ``--model``/``--calibration``/``--metric``."""
     from mpqcore.plugins import get_plugins
 
-    task = get_plugins().tasks.create(args.task, **_options(args.task_option))
-    return task
+    if args.model is not None:
+        from mpqcore.user_model import load_user_task
+
+        if args.task is not None or args.task_option:
+            raise ConfigError("--model replaces --task: give either a registered task or your own model, not both")
+        return load_user_task(args.model, args.calibration, args.metric)
+    if args.calibration is not None or args.metric is not None:
+        raise ConfigError("--calibration and --metric go with --model (your own model); a --task brings its own")
+    return get_plugins().tasks.create(args.task or "digits-cnn", **_options(args.task_option))
 
 
 def _search_options(args, task) -> dict:
@@ -303,40 +312,18 @@ def cmd_sweep(args) -> int:
         raise ConfigError("mpq sweep needs budgets: --budget avg-bits=2.5 --budget avg-bits=3 ...")
     task = _task_and_common(args)
     meas, points = mpqcore.sweep(task.model, task.calibration, budgets=budgets, **_search_options(args, task))
-    params = {layer.fqn: layer.params for layer in meas.spec.layers}
-    rows = []
-    for p in points:
-        if p.allocation is None:
-            rows.append(
-                {"method": args.method, "budget": p.budget.describe(), "status": "infeasible", "error": p.error}
-            )
-            continue
-        rows.append(
-            {
-                "method": args.method,
-                "budget": p.budget.describe(),
-                "average_bits": p.allocation.average_bits(params),
-                **{f"cost_{k}": v for k, v in p.allocation.costs.items()},
-                "predicted": p.results["predicted"],
-                "loss": p.results["loss"],
-                "metric": p.results.get("metric"),
-                "metric_higher_is_better": p.results.get("metric_higher_is_better"),
-                "status": p.allocation.status,
-                "gap": p.allocation.gap,
-                "allocation": dict(p.allocation.bits),
-                "guard": p.results["guard"].get("chosen", "off"),
-            }
-        )
-    print(f"{'budget':<34} {'avg bits':>8} {'loss':>10} {task.metric_name:>10}")
-    for r in rows:
-        if r["status"] == "infeasible":
-            print(f"{r['budget']:<34} infeasible: {r['error']}")
-            continue
-        metric = "" if r["metric"] is None else f"{r['metric']:.4f}"
-        print(f"{r['budget']:<34} {r['average_bits']:>8.3f} {r['loss']:>10.5f} {metric:>10}")
-    print(f"({task.metric_name}: {direction_words(getattr(task, 'higher_is_better', True))}; loss: lower is better)")
+    from mpqcore.sweep_report import cli_lines, sweep_table
+
+    table = sweep_table(
+        meas,
+        points,
+        method=args.method,
+        metric_name=task.metric_name,
+        higher_is_better=getattr(task, "higher_is_better", None),
+    )
+    print("\n".join(cli_lines(table)))
     if args.out:
-        for name, path in write_sweep(rows, args.out).items():
+        for name, path in write_sweep(table["rows"], args.out, table=table).items():
             print(f"  wrote {name}: {path}")
     return 0
 
@@ -347,7 +334,7 @@ def cmd_demo(args) -> int:
 
     t0 = time.perf_counter()
     print("mpq demo: mixed-precision search on digits-cnn (a CNN trained on scikit-learn's handwritten digits)")
-    task = mpqcore.load_task("digits-cnn", progress=_progress_wanted(args))
+    task = mpqcore.load_task("digits-cnn", progress=_progress_wanted(args) and sys.stderr.isatty())
     print(f"  task ready in {time.perf_counter() - t0:.1f} s; float accuracy {task.metric(task.model):.4f}")
     budget = Budget.average_bits(args.avg_bits)
     report = mpqcore.search(
@@ -374,12 +361,17 @@ def _summary(report, task) -> str:
     lines = [
         "",
         f"method {report.method}, solver {report.solver} ({report.allocation.status}, gap {report.allocation.gap:.2g}), "
-        f"budget: {', '.join(b.describe() for b in report.budgets) or 'none'}",
+        f"budget: {', '.join(report.budget_text(b) for b in report.budgets) or 'none'}",
         "",
-        f"  {'layer':<28} {'kind':<8} {'params':>9} {'bits':>4}",
+        f"  {'layer':<28} {'kind':<8} {'params':>9} {'MACs':>11} {'bits':>4} {'share of predicted loss':>23}",
     ]
-    for layer in report.spec.layers:
-        lines.append(f"  {layer.fqn:<28} {layer.kind:<8} {layer.params:>9} {report.allocation.bits[layer.fqn]:>4}")
+    for row in report.layer_rows():
+        share = "-" if row["predicted_share"] is None else f"{100 * row['predicted_share']:.1f}%"
+        lines.append(
+            f"  {row['fqn']:<28} {row['kind']:<8} {row['params']:>9,} {row['macs']:>11,} {row['bits']:>4} {share:>23}"
+        )
+    lines.append("")
+    lines.append("  " + _costs_line(report))
     lines.append("")
     lines.append(f"  {'model':<34} {'avg bits':>8} {name:>10} {'loss':>10}")
     if "float_metric" in r:
@@ -421,13 +413,44 @@ def _summary(report, task) -> str:
     return "\n".join(lines)
 
 
+def _costs_line(report) -> str:
+    """``cost: weight size 14.7 kB, bit operations 10.6 M BOPs`` at human scale."""
+    from mpqcore.units import cost_label, human
+
+    units = report.units
+    return "cost: " + ", ".join(
+        f"{cost_label(name, units.get(name, ''))} {human(value, units.get(name, ''))}"
+        for name, value in report.allocation.costs.items()
+    )
+
+
 # ---------------------------------------------------------------------------
 # parser
 # ---------------------------------------------------------------------------
 
 
 def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
-    p.add_argument("--task", default="digits-cnn", help="a registered task (see `mpq plugins`); default digits-cnn")
+    p.add_argument("--task", default=None, help="a registered task (see `mpq plugins`); default digits-cnn")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="MODULE:NAME",
+        help="your own model instead of a task: an nn.Module or a factory returning one, as "
+        "pkg.module:factory or path/to/file.py:factory (needs --calibration)",
+    )
+    p.add_argument(
+        "--calibration",
+        default=None,
+        metavar="MODULE:NAME",
+        help="with --model: the calibration batches (an iterable, or a function returning one)",
+    )
+    p.add_argument(
+        "--metric",
+        default=None,
+        metavar="MODULE:NAME",
+        help="with --model: metric(model) -> float on held-out data (higher is better unless marked "
+        "with mpqcore.lower_is_better)",
+    )
     p.add_argument(
         "--task-option", action="append", type=_key_value, metavar="KEY=VALUE", help="option for the task factory"
     )

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from mpqcore.verify import VERIFY_ON
+from mpqcore.verify_on import VERIFY_ON
 
 __all__ = ["add_guard_args", "guard_lines", "guard_options"]
 

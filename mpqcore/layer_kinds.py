@@ -41,15 +41,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
-from torch import nn
-from torch.nn.utils import parametrize
 
 from mpqcore.hookspecs import hookimpl
+from mpqcore.lazy_imports import lazy_module
 from mpqcore.quantizers import QuantizedTensor, check_quantized
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from torch.nn.utils import parametrize
+else:  # imported on first use: `mpq plugins` and `mpq solve` never need torch
+    torch = lazy_module("torch")
+    nn = lazy_module("torch.nn")
+    parametrize = lazy_module("torch.nn.utils.parametrize")
 
 __all__ = [
     "DEFAULT_EXCLUDE",
@@ -121,8 +128,12 @@ class LinearKind:
         return {"weight": out.numel() * module.in_features}
 
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+def _conv_types() -> tuple[type[nn.Conv1d], type[nn.Conv2d], type[nn.Conv3d]]:
+    return (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _conv_transpose_types() -> tuple[type[nn.ConvTranspose1d], type[nn.ConvTranspose2d], type[nn.ConvTranspose3d]]:
+    return (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 @attrs.frozen
@@ -130,14 +141,14 @@ class ConvKind:
     """``nn.Conv1d/2d/3d``: ``weight`` [out, in/groups, *k]; MACs = outputs x in/groups x kernel size."""
 
     def matches(self, module: nn.Module) -> bool:
-        return isinstance(module, _CONV)
+        return isinstance(module, _conv_types())
 
     def weights(self, module: nn.Module) -> Sequence[WeightRef]:
         return (WeightRef("weight"),)
 
     def macs(self, module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any], output: Any) -> dict[str, int]:
         out = _tensor(output)
-        if out is None or not isinstance(module, _CONV):
+        if out is None or not isinstance(module, _conv_types()):
             return {}
         per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
         return {"weight": out.numel() * per_output}
@@ -152,14 +163,14 @@ class ConvTransposeKind:
     """
 
     def matches(self, module: nn.Module) -> bool:
-        return isinstance(module, _CONV_TRANSPOSE)
+        return isinstance(module, _conv_transpose_types())
 
     def weights(self, module: nn.Module) -> Sequence[WeightRef]:
         return (WeightRef("weight", axis=1),)
 
     def macs(self, module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any], output: Any) -> dict[str, int]:
         x = _tensor(_first(args, kwargs, "input"))
-        if x is None or not isinstance(module, _CONV_TRANSPOSE):
+        if x is None or not isinstance(module, _conv_transpose_types()):
             return {}
         per_input = module.out_channels // module.groups * math.prod(module.kernel_size)
         return {"weight": x.numel() * per_input}

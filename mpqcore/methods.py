@@ -14,17 +14,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 import numpy as np
-import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from mpqcore.batches import batch_size
-from mpqcore.context import MeasureContext
 from mpqcore.errors import ConfigError
 from mpqcore.hookspecs import hookimpl
+from mpqcore.lazy_imports import lazy_module
 from mpqcore.options import option
 from mpqcore.types import Objective
+
+if TYPE_CHECKING:
+    import torch
+
+    from mpqcore.context import MeasureContext
+else:  # imported on first use: `mpq plugins` and `mpq solve` never need torch
+    torch = lazy_module("torch")
 
 __all__ = [
     "CALIBRATIONS",
@@ -161,6 +167,8 @@ class HessianTrace:
                 "hawq: estimator 'gauss-newton' needs the default loss (a user loss has no known output Hessian); use 'hutchinson'"
             )
         generator = torch.Generator(device="cpu").manual_seed(ctx.seed)
+        from mpqcore.batches import batch_size
+
         total_n = sum(batch_size(b) for b in ev.calibration)
         estimates = np.zeros((self.samples, len(ctx.layers)))
         draw = self._gauss_newton_draw if estimator == "gauss-newton" else self._hutchinson_draw
@@ -209,6 +217,8 @@ class HessianTrace:
         # Double backward through scaled_dot_product_attention exists only for its math
         # kernel (the fused CPU/GPU kernels have no second derivative), so the draw runs
         # with that kernel: the same attention, computed from plain differentiable ops.
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
         with sdpa_kernel(SDPBackend.MATH):
             loss = ev.batch_loss(i) * weight
             # allow_unused: a layer the loss never reaches (BertModel's pooler when the loss

@@ -41,9 +41,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "mpqcore.methods",
     "mpqcore.tasks",
     "mpqcore.layer_kinds",
-    "mpqcore.exports.packed",
-    "mpqcore.exports.onnx",
-    "mpqcore.exports.torchao",
+    "mpqcore.export_formats",  # packed, onnx, torchao: imported when used
     "mpqcore.latency",
 )
 

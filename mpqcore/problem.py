@@ -604,7 +604,7 @@ def check_budgets_reachable(reduced: ReducedProblem) -> None:
     cheapest = cheapest_costs(reduced)
     short = {n: b for n, b in budgets.items() if not within_budget(cheapest[n], b)}
     if short:
-        parts = [f"{n}: asked <= {b:g}, cheapest achievable {cheapest[n]:g}" for n, b in short.items()]
+        parts = [f"{n}: asked <= {_fig(n, b)}, cheapest achievable {_fig(n, cheapest[n])}" for n, b in short.items()]
         raise InfeasibleError(
             "no allocation meets the budget ("
             + "; ".join(parts)
@@ -618,9 +618,17 @@ def raise_jointly_infeasible(reduced: ReducedProblem, solver: str) -> None:
     """Raise the error for budgets reachable one by one but not together."""
     budgets = dict(reduced.problem.budgets)
     cheapest = cheapest_costs(reduced)
-    parts = [f"{n}: asked <= {b:g}, cheapest alone {cheapest[n]:g}" for n, b in budgets.items()]
+    parts = [f"{n}: asked <= {_fig(n, b)}, cheapest alone {_fig(n, cheapest[n])}" for n, b in budgets.items()]
     raise InfeasibleError(
         f"solver {solver!r}: no allocation meets all budgets together (" + "; ".join(parts) + ")",
         cheapest={n: cheapest[n] for n in budgets},
         budgets=budgets,
     )
+
+
+def _fig(cost: str, value: float) -> str:
+    """A cost figure for a message: the raw number, and at human scale for a built-in cost (``2e+07 bits (2.50 MB)``)."""
+    from mpqcore.units import BUILTIN_UNITS, human
+
+    unit = BUILTIN_UNITS.get(cost)
+    return f"{value:g} {unit} ({human(value, unit)})" if unit else f"{value:g}"

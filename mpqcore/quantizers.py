@@ -26,15 +26,21 @@ shape.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
-import torch
 
 from mpqcore.errors import ConfigError, PluginError
 from mpqcore.hookspecs import hookimpl
 from mpqcore.layout import Layout
+from mpqcore.lazy_imports import lazy_module
 from mpqcore.options import option
 from mpqcore.types import BITS_RANGE
+
+if TYPE_CHECKING:
+    import torch
+else:  # imported on first use: `mpq plugins` and `mpq solve` never need torch
+    torch = lazy_module("torch")
 
 __all__ = [
     "DEFAULT_QUANTIZER",

@@ -11,6 +11,7 @@ the missing member.
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -30,6 +31,9 @@ T = TypeVar("T")
 
 #: What a registered name looks like: the name a user types on the command line.
 _NAME = re.compile(r"[a-z0-9][a-z0-9.\-]*")
+
+#: A factory named by a string: ``package.module:Name``.
+_LAZY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 #: Who registered an entry when no plugin hook is on the call stack (tests, scripts).
 DIRECT = "<direct>"
@@ -78,14 +82,42 @@ class Entry:
     """A registered implementation: a factory called with the user's options.
 
     ``plugin`` is the pluggy plugin name (the entry point name for installed plugins);
-    ``origin`` says where it comes from in words, for error messages.
+    ``origin`` says where it comes from in words, for error messages. A factory
+    registered as ``"module:Name"`` is imported when first used (:attr:`factory`), so
+    listing plugins never imports a method's heavy dependencies (torch).
     """
 
     name: str
-    factory: Callable[..., Any]
+    _factory: Callable[..., Any] | str = attrs.field(alias="factory")
     plugin: str
     description: str = ""
     origin: str = ""
+    _loaded: list[Any] = attrs.field(factory=list, init=False, eq=False, repr=False)
+
+    @property
+    def factory(self) -> Callable[..., Any]:
+        """The factory itself (a lazy ``"module:Name"`` imported now, once; a failure names the plugin)."""
+        if not isinstance(self._factory, str):
+            return self._factory
+        if not self._loaded:
+            module, _, attr = self._factory.partition(":")
+            try:
+                found = getattr(importlib.import_module(module), attr)
+            except Exception as exc:
+                raise PluginError(
+                    f"{self.where} registered {self.name!r} as {self._factory!r}, which cannot be loaded: "
+                    f"{type(exc).__name__}: {exc}",
+                    plugin=self.plugin,
+                ) from exc
+            self._loaded.append(found)
+        return self._loaded[0]
+
+    @property
+    def target(self) -> str:
+        """``module:Name`` of the factory (without importing a lazy one)."""
+        if isinstance(self._factory, str):
+            return self._factory
+        return f"{getattr(self._factory, '__module__', '')}:{getattr(self._factory, '__qualname__', '')}"
 
     @property
     def where(self) -> str:
@@ -135,10 +167,11 @@ class Registry(Generic[T]):
             frame = frame.f_back  # type: ignore[assignment]  # None ends the loop
         return DIRECT
 
-    def add(self, name: str, factory: Callable[..., T], *, description: str = "") -> None:
+    def add(self, name: str, factory: Callable[..., T] | str, *, description: str = "") -> None:
         """Register ``factory`` under ``name``.
 
-        ``factory(**options)`` must return the implementation (a class works). Names
+        ``factory(**options)`` must return the implementation (a class works); given as
+        ``"package.module:Name"`` it is imported only when first used. Names
         are lower-case words joined by ``-``; a name taken by another plugin is an error.
         """
         plugin = self._caller_plugin()
@@ -149,7 +182,14 @@ class Registry(Generic[T]):
                 "use lower-case words, digits and '-' or '.', such as 'my-method'",
                 plugin=plugin,
             )
-        if not callable(factory):
+        lazy = isinstance(factory, str)
+        if lazy and not _LAZY.fullmatch(factory):  # type: ignore[arg-type]
+            raise PluginError(
+                f"{where} registered {self.kind} {name!r} as {factory!r}; a factory named by a string is "
+                "'package.module:Name'",
+                plugin=plugin,
+            )
+        if not lazy and not callable(factory):
             raise PluginError(f"{where} registered {self.kind} {name!r} with a non-callable {factory!r}", plugin=plugin)
         if name in self._entries:
             # pluggy calls the later-registered plugin first: blame whichever loaded later.
@@ -161,7 +201,7 @@ class Registry(Generic[T]):
                 f"uninstall one of them or block one with MPQ_DISABLE_PLUGINS={later}",
                 plugin=later,
             )
-        if not description:
+        if not description and not lazy:  # a lazy factory's docstring would need its import
             doc = (getattr(factory, "__doc__", None) or "").strip()
             description = doc.splitlines()[0] if doc else ""
         self._entries[name] = Entry(name, factory, plugin, description, "" if plugin == DIRECT else where)
@@ -244,8 +284,11 @@ class Registry(Generic[T]):
 
     def name_of(self, instance: Any) -> str:
         """The registered name whose factory is ``instance``'s class, else the class name."""
+        cls = type(instance)
         for entry in self._entries.values():
-            if entry.factory is type(instance):
+            if entry.target == f"{cls.__module__}:{cls.__qualname__}" or (
+                not isinstance(entry._factory, str) and entry.factory is cls
+            ):
                 return entry.name
         return type(instance).__name__
 

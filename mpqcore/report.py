@@ -16,9 +16,11 @@ import numpy as np
 from mpqcore.files import atomic_files, check_output_dir, write_json
 from mpqcore.frozen import freeze
 from mpqcore.guard_plot import plot_verification, wants_verification_plot
+from mpqcore.layer_table import cost_units, layer_rows, objective_meaning
 from mpqcore.metrics import direction_words
 from mpqcore.problem import problem_to_dict
 from mpqcore.types import Allocation, Budget, Coverage, ModelSpec, Problem
+from mpqcore.units import cost_label, human, quantity
 
 __all__ = ["Report", "plot_bits_per_layer", "plot_pareto", "versions", "write_sweep"]
 
@@ -95,6 +97,23 @@ class Report:
     #: The measurement cache: ``directory``, ``hits`` (values read back), ``stored``,
     #: ``objective_from_cache``; empty without a cache.
     cache: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze)
+    #: Each cost model's unit (``size``: bits, ``bops``: BOPs, a latency table: its own).
+    cost_units: Mapping[str, str] = attrs.field(factory=dict, converter=freeze)
+
+    @property
+    def units(self) -> dict[str, str]:
+        """The unit of every tabled cost (declared by its model, else the built-in one)."""
+        return cost_units(self.problem.costs, self.cost_units)
+
+    def budget_text(self, budget: Budget) -> str:
+        """A budget in words, an absolute limit at human scale in its cost's unit."""
+        if budget.kind == "absolute":
+            return f"{budget.cost} <= {budget.describe_limit(self.units.get(budget.cost) or None)}"
+        return budget.describe()
+
+    def layer_rows(self) -> list[dict[str, Any]]:
+        """The per-layer table (:func:`mpqcore.layer_table.layer_rows`)."""
+        return layer_rows(self.spec, self.problem, self.allocation)
 
     @property
     def average_bits(self) -> float:
@@ -114,9 +133,13 @@ class Report:
                 "average_bits": self.average_bits,
                 "coverage": self.coverage.to_dict(),
                 "costs": dict(self.allocation.costs),
-                "budgets": [dict(b.to_dict(), description=b.describe()) for b in self.budgets],
+                "cost_units": self.units,
+                "costs_human": {k: quantity(v, self.units.get(k, "")) for k, v in self.allocation.costs.items()},
+                "budgets": [self._budget_json(b) for b in self.budgets],
                 "limits": dict(self.problem.budgets),
+                "limits_human": {k: quantity(v, self.units.get(k, "")) for k, v in self.problem.budgets.items()},
                 "objective": self.allocation.objective,
+                "objective_meaning": objective_meaning(self.method, self.objective_info),
                 "solver": {
                     "name": self.solver,
                     "status": self.allocation.status,
@@ -138,37 +161,67 @@ class Report:
                 "timings": self.timings,
                 "seed": self.seed,
                 "versions": self.versions,
-                "layers": [attrs.asdict(layer) for layer in self.spec.layers],
+                "layers": self.layer_rows(),
             }
         )
 
+    def _budget_json(self, budget: Budget) -> dict[str, Any]:
+        out = dict(budget.to_dict(), description=self.budget_text(budget), unit=self.units.get(budget.cost, ""))
+        if budget.cost in self.problem.budgets:  # the limit it resolved to (the tightest of its cost's budgets)
+            out["limit"] = quantity(self.problem.budgets[budget.cost], self.units.get(budget.cost, ""))
+        return out
+
     def write(self, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
-        """Write report.json, allocation.csv, problem.json and (optionally) bits.png and verify.png (the guard's
-        and refinement's predicted against measured losses)."""
+        """Write report.json, allocation.csv, problem.json, report.html and (optionally) bits.png and verify.png
+        (the guard's and refinement's predicted against measured losses)."""
+        from mpqcore.html_report import write_html
+
         out = check_output_dir(out_dir, what="report folder")
         out.mkdir(parents=True, exist_ok=True)
         paths = {"report": out / "report.json", "allocation": out / "allocation.csv", "problem": out / "problem.json"}
         if plots:
             paths["plot"] = out / "bits.png"
+        paths["html"] = out / "report.html"
         # as one set of atomic writes (mpqcore.files): an interrupted or concurrent write never
         # leaves half a file, nor a new CSV beside an old JSON
         with atomic_files() as stage:
             write_json(stage(paths["report"]), self.to_json())
             write_json(stage(paths["problem"]), problem_to_dict(self.problem))
             with open(stage(paths["allocation"]), "w", newline="", encoding="utf-8") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["layer", "kind", "params", "macs", "bits"])
-                for layer in self.spec.layers:
-                    writer.writerow([layer.fqn, layer.kind, layer.params, layer.macs, self.allocation.bits[layer.fqn]])
+                self._write_csv(fh)
+            images = {}
             if plots:
-                plot_bits_per_layer(self, stage(paths["plot"]))
+                images["bits per layer"] = plot_bits_per_layer(self, stage(paths["plot"]))
             if "measured-latency" in self.problem.costs:  # the table it measured, readable by the latency cost
                 paths["latency"] = out / "latency.csv"
                 write_latency_csv(self.problem, "measured-latency", stage(paths["latency"]))
             if plots and wants_verification_plot(self.results):
                 paths["verify_plot"] = out / "verify.png"
-                plot_verification(self.results, stage(paths["verify_plot"]))
+                images["predicted against measured, per candidate"] = plot_verification(
+                    self.results, stage(paths["verify_plot"])
+                )
+            write_html(self, stage(paths["html"]), images=images)
         return paths
+
+    def _write_csv(self, fh: Any) -> None:
+        """allocation.csv: a row per layer; a cost's column names its unit, ``c@Nbit`` the method's sensitivity."""
+        units = self.units
+        rows = self.layer_rows()
+        widths = [int(b) for b in self.problem.bits]
+        writer = csv.writer(fh)
+        writer.writerow(
+            ["layer", "kind", "params", "macs", "bits"]
+            + [f"{name} ({units[name]})" if units[name] else name for name in units]
+            + [f"c@{b}bit" for b in widths]
+            + ["predicted", "predicted_share"]
+        )
+        for row in rows:
+            writer.writerow(
+                [row["fqn"], row["kind"], row["params"], row["macs"], row["bits"]]
+                + [row["costs"].get(name, "") for name in units]
+                + [row["sensitivity"].get(str(b), "") for b in widths]
+                + [row["predicted"], "" if row["predicted_share"] is None else row["predicted_share"]]
+            )
 
 
 def write_latency_csv(problem: Problem, cost: str, path: str | Path) -> Path:
@@ -199,12 +252,7 @@ def plot_bits_per_layer(report: Report, path: str | Path) -> Path:
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="parameters")
     ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=7)
     ax.set_ylabel("weight bits")
-    cov = report.coverage
-    ax.set_title(
-        f"{report.method}: {report.average_bits:.2f} average bits ({', '.join(b.describe() for b in report.budgets)})\n"
-        f"{100 * cov.share:.1f}% of weight parameters quantized; {cov.average_bits_all:.2f} bits over all weights",
-        fontsize=9,
-    )
+    ax.set_title(_bits_title(report, width_inches=fig.get_figwidth()), fontsize=9)
     ax.set_yticks(sorted(set(report.problem.bits)))
     for bar, b in zip(bars, bits, strict=True):
         ax.text(bar.get_x() + bar.get_width() / 2, b + 0.05, str(b), ha="center", fontsize=7)
@@ -212,6 +260,25 @@ def plot_bits_per_layer(report: Report, path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def _bits_title(report: Report, *, width_inches: float) -> str:
+    """The bits plot's title, wrapped to the figure's width (a long budget list is never clipped)."""
+    import textwrap
+
+    cov = report.coverage
+    units = report.units
+    budgets = ", ".join(report.budget_text(b) for b in report.budgets) or "no budget"
+    costs = ", ".join(
+        f"{cost_label(k, units.get(k, ''))} {human(v, units.get(k, ''))}" for k, v in report.allocation.costs.items()
+    )
+    lines = [
+        f"{report.method}: {report.average_bits:.2f} average bits; {costs}",
+        f"budget: {budgets}",
+        f"{100 * cov.share:.1f}% of weight parameters quantized; {cov.average_bits_all:.2f} bits over all weights",
+    ]
+    chars = max(40, int(width_inches * 13))  # about 13 characters an inch at 9 pt
+    return "\n".join(textwrap.fill(line, chars) for line in lines)
 
 
 def plot_pareto(
@@ -249,10 +316,17 @@ def _direction(rows: Sequence[dict], y: str) -> str:
     return direction_words(bool(flags.pop()))
 
 
-def write_sweep(rows: Sequence[dict], out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
+def write_sweep(
+    rows: Sequence[dict], out_dir: str | Path, *, plots: bool = True, table: Mapping[str, Any] | None = None
+) -> dict[str, Path]:
+    """pareto.csv and pareto.json (a row per budget); given the ``table`` of
+    :func:`mpqcore.sweep_report.sweep_table`, also sweep.json (rows, float and uniform
+    references, the metric's name and direction) and a plot per cost axis, pareto_COST.png."""
     out = check_output_dir(out_dir, what="sweep folder")
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "pareto.csv", "json": out / "pareto.json"}
+    if table is not None:
+        return _write_sweep_table(table, out, paths, plots=plots)
     keys = list(dict.fromkeys(k for r in rows for k in r if not isinstance(r[k], dict)))
     with atomic_files() as stage:  # all or nothing, as in Report.write
         with open(stage(paths["csv"]), "w", newline="", encoding="utf-8") as fh:
@@ -264,4 +338,24 @@ def write_sweep(rows: Sequence[dict], out_dir: str | Path, *, plots: bool = True
             y = "metric" if any(r.get("metric") is not None for r in rows) else "loss"
             paths["plot"] = out / "pareto.png"
             plot_pareto(rows, stage(paths["plot"]), y=y)
+    return paths
+
+
+def _write_sweep_table(table: Mapping[str, Any], out: Path, paths: dict[str, Path], *, plots: bool) -> dict[str, Path]:
+    from mpqcore.sweep_plot import plot_cost_axis
+
+    rows = list(table["rows"])
+    paths["sweep"] = out / "sweep.json"
+    keys = list(dict.fromkeys(k for r in rows for k in r if not isinstance(r[k], dict)))
+    with atomic_files() as stage:  # all or nothing, as in Report.write
+        with open(stage(paths["csv"]), "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        write_json(stage(paths["json"]), jsonable(rows))
+        write_json(stage(paths["sweep"]), jsonable(dict(table)))
+        if plots:
+            for cost in table["units"]:
+                paths[f"plot {cost}"] = out / f"pareto_{cost}.png"
+                plot_cost_axis(table, cost, stage(paths[f"plot {cost}"]))
     return paths

@@ -58,11 +58,9 @@ _DEFAULT_BUDGET = Budget.average_bits(4.0)
 
 
 def _progress(enabled: bool) -> Callable[..., Iterable]:
-    if not enabled:
-        return lambda it, **kw: it
-    from tqdm.auto import tqdm
+    from mpqcore.progress import progress_factory  # a bar on a terminal, plain lines in a log
 
-    return lambda it, **kw: tqdm(it, leave=False, **kw)
+    return progress_factory(enabled)
 
 
 def _budgets(budget: Budget | Sequence[Budget] | None) -> list[Budget]:
@@ -502,7 +500,9 @@ _MEASURE_DEFAULTS: dict[str, Any] = {
 
 def _objective_key(evaluator: Evaluator, method: str, impl: Any, ctx: MeasureContext) -> str:
     """The cache key of a method's objective: the evaluator's settings, the method (name,
-    settings, installed versions), and what it is asked (layers, bits, pins, seed)."""
+    settings, installed versions), and what it is asked (layers, bits, pins, seed, and the
+    budget's cost table, which a method may scale by: eagl's ``scale="cost"``)."""
+    table = ctx.costs.get(ctx.cost)
     return evaluator.cache_key(
         "objective",
         dict(ctx.fixed),
@@ -512,6 +512,7 @@ def _objective_key(evaluator: Evaluator, method: str, impl: Any, ctx: MeasureCon
         bits=list(ctx.bits),
         seed=ctx.seed,
         versions=versions(),
+        cost=[ctx.cost, None if table is None else table.tolist()],
     )
 
 
@@ -945,6 +946,7 @@ def search(
         bias_correction=meas.bias_correction,
         quantizer_options=meas.quantizer_options,
         act_bits=meas.evaluator.act_bits_of,
+        cost_units={name: str(getattr(m, "unit", "") or "") for name, m in meas.cost_models.items()},
     )
 
 

@@ -423,7 +423,14 @@ class Budget:
             return f"average {self.value:g} bits per weight"
         if self.kind == "relative":
             return f"{self.cost} <= {self.value:g} x its {self.reference_bits}-bit cost"
-        return f"{self.cost} <= {self.value:g}"
+        return f"{self.cost} <= {self.describe_limit()}"
+
+    def describe_limit(self, unit: str | None = None) -> str:
+        """The absolute limit at human scale in the cost's ``unit`` (built-in costs know theirs): ``4.19 MB``."""
+        from mpqcore.units import BUILTIN_UNITS, human
+
+        unit = unit if unit is not None else BUILTIN_UNITS.get(self.cost)
+        return human(self.value, unit) if unit else f"{self.value:g}"
 
     def to_dict(self) -> dict:
         return attrs.asdict(self)

@@ -42,6 +42,7 @@ from mpqcore.evaluate import Evaluator
 from mpqcore.frozen import freeze
 from mpqcore.problem import allocation_costs, allocation_violations, reduce_problem
 from mpqcore.types import Allocation, Objective, Problem
+from mpqcore.verify_on import VERIFY_ON  # here for mpq --help, which must not import torch
 
 __all__ = [
     "HELD_OUT_FRACTION",
@@ -60,8 +61,6 @@ __all__ = [
 
 #: The share of the calibration (batches, or examples of a single batch) held out for the guard.
 HELD_OUT_FRACTION = 0.25
-#: What the guard measures the candidates on.
-VERIFY_ON = ("held-out", "calibration", "metric")
 #: How far below the limit each neighbour along the budget is solved, as a share of the
 #: distance from the limit to the cheapest allocation.
 _NEIGHBOUR_STEP = 0.04

@@ -163,7 +163,7 @@ def test_infeasible_budget_names_the_cheapest(capsys):
     rc, out, err = run(capsys, "solve", str(SMALL), "--budget", "size=50000")
     assert rc == 3 and out == ""
     assert "no allocation meets the budget" in err
-    assert "asked <= 50000, cheapest achievable 77184" in err
+    assert "asked <= 50000 bits (6.25 kB), cheapest achievable 77184 bits (9.65 kB)" in err
 
 
 def test_argparse_errors_exit_2(capsys):

@@ -37,7 +37,7 @@ def test_hawq_at_3_bits_is_not_worse_than_uniform_on_unseen_cnns(measured, shape
     # Before: wide3 loss 0.244 vs uniform 0.0053 (accuracy 0.9325 vs 0.9875);
     # deep8 loss 0.195 vs uniform 0.163 (accuracy 0.8950 vs 0.9075).
     _, meas = measured[shape]
-    rep = mpqcore.search(measurement=meas, budget=mpqcore.Budget.average_bits(3.0))
+    rep = mpqcore.search(measurement=meas, budget=mpqcore.Budget.average_bits(3.0), guard=False)  # the method alone
     r = rep.results
     assert r["loss"] <= r["uniform_loss"] * (1 + 1e-9), (dict(rep.allocation.bits), r["loss"], r["uniform_loss"])
     assert r["metric"] >= r["uniform_metric"] - ONE_IMAGE

@@ -113,7 +113,7 @@ def test_non_callable_factory():
 def test_unknown_kind():
     with pytest.raises(ValueError, match="unknown registry kind 'gizmo'"):
         Registry("gizmo")
-    assert set(KINDS) == {"method", "solver", "quantizer", "cost model", "task", "layer kind"}
+    assert set(KINDS) == {"method", "solver", "quantizer", "cost model", "task", "layer kind", "export format"}
 
 
 def test_create_with_an_unknown_option_names_the_plugin():

@@ -141,3 +141,26 @@ def test_time_limit_returns_the_incumbent_with_a_proven_bound_and_its_gap():
     assert out.info["lp_status"] != "Optimal" or out.bound >= out.info["lp_bound"] - 1e-9
     assert math.isclose(out.gap, (out.objective - out.bound) / abs(out.objective))
     assert out.solve_time < 3.0 + 1.5  # the LP and the search share the limit
+
+
+def test_auto_sends_dense_pair_objectives_here_and_sparse_ones_to_highs():
+    from mpqcore.solvers import AutoSolver, pick_solver
+    from mpqcore.solvers.pairs_bnb import is_dense
+
+    bits = (2, 4, 8)
+    layers = ["a", "b", "c", "d"]
+    unary = np.array([[3.0, 1.0, 0.0]] * 4)
+    size = np.array([[2.0, 4.0, 8.0]] * 4)
+    dense = [(x, 2, y, 2, -1.0) for i, x in enumerate(layers) for y in layers[i + 1 : i + 4]][:3]  # 3 of 6 pairs
+    sparse = dense[:2]
+    for terms, picked in ((dense, "pairs-bnb"), (sparse, "highs")):
+        problem = Problem(
+            objective=Objective(layers=layers, bits=bits, unary=unary, pairs=terms),
+            costs={"size": size},
+            budgets={"size": 16.0},
+        )
+        assert is_dense(problem) == (picked == "pairs-bnb")
+        assert pick_solver(problem) == picked
+        out = AutoSolver(time_limit=9).solve(problem)
+        assert out.solver == picked and out.status == "optimal"
+        assert math.isclose(out.objective, BruteForceSolver().solve(problem).objective)

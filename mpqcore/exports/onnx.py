@@ -29,7 +29,6 @@ from torch import nn
 from mpqcore.batches import model_inputs
 from mpqcore.errors import ConfigError
 from mpqcore.exports.plan import ExportPlan
-from mpqcore.hookspecs import hookimpl
 
 __all__ = ["OnnxFormat", "OnnxModule", "container"]
 
@@ -184,8 +183,3 @@ class OnnxFormat:
         except Exception as exc:
             raise ConfigError(f"{str(path)!r} is not an mpq ONNX export (truncated or corrupted?): {exc}") from None
         return OnnxModule(path, names)
-
-
-@hookimpl
-def mpq_register_export_formats(registry) -> None:
-    registry.add(OnnxFormat.name, OnnxFormat)

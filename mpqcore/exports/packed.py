@@ -36,7 +36,6 @@ from torch import nn
 from mpqcore import activations
 from mpqcore.errors import ConfigError
 from mpqcore.exports.plan import ExportPlan, PlannedLayer, dequantized
-from mpqcore.hookspecs import hookimpl
 from mpqcore.introspect import find_layers
 from mpqcore.layer_kinds import bake
 from mpqcore.plugins import PluginSet, get_plugins
@@ -303,8 +302,3 @@ def load_packed(model: nn.Module, path: str | Path, *, plugins: PluginSet | None
     act_of = {f: int(b) for f, b in manifest.get("act_bits", {}).items() if f in found}
     activations.install({f: found[f].modules for f in act_of}, act_of)
     return target
-
-
-@hookimpl
-def mpq_register_export_formats(registry) -> None:
-    registry.add(PackedFormat.name, PackedFormat)

@@ -31,7 +31,6 @@ from torch import nn
 
 from mpqcore.errors import ConfigError
 from mpqcore.exports.plan import ExportPlan
-from mpqcore.hookspecs import hookimpl
 
 __all__ = ["TorchaoFormat", "torchao_plan"]
 
@@ -133,8 +132,3 @@ class TorchaoFormat:
         tq.quantize_(model, tq.FqnToConfig(torchao_plan(plan)), filter_fn=None)
         model.load_state_dict(state, assign=True)
         return model
-
-
-@hookimpl
-def mpq_register_export_formats(registry) -> None:
-    registry.add(TorchaoFormat.name, TorchaoFormat)

@@ -46,7 +46,7 @@ from mpqcore.problem import ReducedProblem, raise_jointly_infeasible
 from mpqcore.solvers._common import effective_terms, local_search, make_allocation, prepare, relative_gap
 from mpqcore.types import Allocation, Problem
 
-__all__ = ["PairsBnBSolver", "dense_pairs", "rlt_reparametrization"]
+__all__ = ["PairsBnBSolver", "dense_pairs", "is_dense", "rlt_reparametrization"]
 
 #: Bounds within this fraction of the objective's scale of the incumbent prune: the
 #: reparametrized sums differ from the plain ones by rounding (about 1e-16 per term).
@@ -54,6 +54,20 @@ _BOUND_RTOL = 1e-10
 
 #: The multipliers tried per partial allocation, as multiples of the LP's budget duals.
 _LAMBDA_FACTORS = (1.0, 0.0)
+
+
+#: The largest dense pair tensor, ``(groups * bits)**2`` floats, the solver builds by default (200 MB).
+MAX_ENTRIES = 25_000_000
+
+
+def is_dense(problem: Problem) -> bool:
+    """Pair terms couple at least half of the pairs of layers, and the dense tensor of
+    ``(layers * bits)**2`` floats stays within :data:`MAX_ENTRIES`: what ``auto`` sends here."""
+    L = len(problem.layers)
+    if L < 2 or (L * len(problem.bits)) ** 2 > MAX_ENTRIES:
+        return False
+    coupled = {(a, c) if a < c else (c, a) for (a, _, c, _) in problem.objective.pairs if a != c}
+    return 2 * len(coupled) >= L * (L - 1) // 2
 
 
 @attrs.frozen
@@ -71,7 +85,7 @@ class PairsBnBSolver:
     time_limit: float = option(float, default=60.0, greater_than=0.0, help="seconds before the incumbent is returned")
     batch: int = option(int, default=2048, minimum=1, help="partial allocations bounded together")
     max_entries: int = option(
-        int, default=25_000_000, minimum=1, help="largest dense pair tensor, (groups * bits)**2 floats"
+        int, default=MAX_ENTRIES, minimum=1, help="largest dense pair tensor, (groups * bits)**2 floats"
     )
 
     def solve(self, problem: Problem) -> Allocation:
@@ -321,11 +335,14 @@ class _Search:
             if d + 1 == G:
                 self._leaves(np.where(fits, value, np.inf), prefix)
                 continue
-            rest = coup[:, None, 1:, :] + self.P[d][None, :, d + 1 :, :]  # (N, B, G-d-1, B)
-            base = rest + self.R[d + 1 :][None, None]
+            # What group d's choice k adds to the later groups: P[d, k, d+1:, :]. The sums for
+            # every child are only reduced here; the children kept are built below.
+            later = self.P[d][:, d + 1 :, :]  # (B, G-d-1, B)
+            ahead = coup[:, 1:, :] + self.R[d + 1 :][None]  # (N, G-d-1, B)
             lb = np.full(value.shape, -np.inf)
             for lam, pen in zip(self.lams, self.penalty, strict=True):
-                term = (base + pen[d + 1 :][None, None]).min(axis=3).sum(axis=2)
+                shifted = ahead + pen[d + 1 :][None]
+                term = np.stack([(shifted + later[k]).min(axis=2).sum(axis=1) for k in range(self.B)], axis=1)
                 lb = np.maximum(lb, value + (spent - self.caps) @ lam + term)
             keep = fits & (lb < self.best - self.tol)
             n, k = np.nonzero(keep)
@@ -336,7 +353,7 @@ class _Search:
             child = (
                 value[n, k],
                 spent[n, k],
-                rest[n, k],
+                coup[n, 1:, :] + later[k],
                 np.concatenate([prefix[n], k[:, None]], axis=1),
                 lb[n, k],
             )

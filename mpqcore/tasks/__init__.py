@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
 
 from mpqcore import metrics
 from mpqcore.errors import ConfigError
 from mpqcore.hookspecs import hookimpl
+from mpqcore.lazy_imports import lazy_module
 from mpqcore.options import check_options, option
+
+if TYPE_CHECKING:
+    import torch
+else:  # imported on first use: `mpq plugins` and `mpq solve` never need torch
+    torch = lazy_module("torch")
 
 __all__ = ["LazyTask", "Task", "TaskBuilder", "TaskOptions", "mpq_register_tasks"]
 
@@ -65,12 +71,23 @@ class Task:
             )
 
 
+class _DeviceType(type):
+    def __instancecheck__(cls, value: Any) -> bool:
+        # a torch.device exists only once torch is imported: no need to import it to check
+        loaded = sys.modules.get("torch")
+        return loaded is not None and isinstance(value, loaded.device)
+
+
+class device(metaclass=_DeviceType):  # named as torch's class, for the option's help text
+    """``torch.device``, as an option type that does not import torch."""
+
+
 @attrs.frozen
 class TaskOptions:
     """The options every built-in task takes; each task's options class adds its own."""
 
     cache_dir: Path | None = option(Path, default=None, optional=True, help="trained-model cache (default: user cache)")
-    device: str | torch.device = option((str, torch.device), default="cpu", help="where the model and batches go")
+    device: str | torch.device = option((str, device), default="cpu", help="where the model and batches go")
     seed: int = option(int, default=0, minimum=0, help="training seed")
     progress: bool = option(bool, default=False, help="show training progress")
 

@@ -23,7 +23,7 @@ def test_default_at_4_bits_is_not_worse_than_uniform_on_unseen_cnns(shape):
     task = small_cnn_task(shape)
     rep = mpqcore.search(
         task.model, task.calibration, method="alps", bits=BITS, metric=task.metric,
-        budget=mpqcore.Budget.average_bits(4.0),
+        budget=mpqcore.Budget.average_bits(4.0), guard=False,  # the method's own answer, not the core's guard
     )  # fmt: skip
     r = rep.results
     assert r["loss"] <= r["uniform_loss"], (dict(rep.allocation.bits), r["loss"], r["uniform_loss"])

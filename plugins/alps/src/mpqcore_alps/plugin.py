@@ -1,9 +1,10 @@
 """The entry point mpq loads (group ``mpqcore``): registers the ``alps`` method."""
 
 from mpqcore.hookspecs import hookimpl
-from mpqcore_alps.method import AccuracyAwareSelection
 
 
 @hookimpl
 def mpq_register_methods(registry) -> None:
-    registry.add("alps", AccuracyAwareSelection)
+    registry.add(
+        "alps", "mpqcore_alps.method:AccuracyAwareSelection"
+    )  # imported when used: listing plugins needs no torch

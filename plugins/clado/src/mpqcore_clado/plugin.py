@@ -1,9 +1,8 @@
 """Registers the ``clado`` method with mpq (entry point group ``mpqcore``)."""
 
 from mpqcore import hookimpl
-from mpqcore_clado.method import Clado
 
 
 @hookimpl
 def mpq_register_methods(registry) -> None:
-    registry.add("clado", Clado)
+    registry.add("clado", "mpqcore_clado.method:Clado")  # imported when used: listing plugins needs no torch

@@ -2,15 +2,13 @@
 ``mixquant-qem`` solver."""
 
 from mpqcore.hookspecs import hookimpl
-from mpqcore_mixquant.method import QuantizationErrorMethod
-from mpqcore_mixquant.solver import QEMSolver
 
 
 @hookimpl
 def mpq_register_methods(registry) -> None:
-    registry.add("mixquant", QuantizationErrorMethod)
+    registry.add("mixquant", "mpqcore_mixquant.method:QuantizationErrorMethod")  # imported when used
 
 
 @hookimpl
 def mpq_register_solvers(registry) -> None:
-    registry.add("mixquant-qem", QEMSolver)
+    registry.add("mixquant-qem", "mpqcore_mixquant.solver:QEMSolver")

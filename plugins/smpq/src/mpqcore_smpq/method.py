@@ -118,7 +118,7 @@ class ShapleyBitWidth:
             raise ConfigError("smpq: use_metric=true needs a metric; pass metric=... or use the default (loss)")
         started, passes = time.perf_counter(), ev.forward_passes
         store = EvaluationStore(limit=self.max_evaluations)
-        score = bitwidth_score(ctx, self.use_metric)
+        score = _counted(ctx, bitwidth_score(ctx, self.use_metric), self.max_evaluations)
         layers, bits = tuple(ctx.layers), tuple(ctx.bits)
         if len(bits) == 1:  # one candidate: nothing to decide, no players
             objective = Objective(
@@ -267,3 +267,16 @@ class ShapleyBitWidth:
             }
             info["pair_stderr"] = {f"{a}:{ba}|{c}:{bc}": float(v) for (a, ba, c, bc), v in pair_se.items()}
         return info
+
+
+def _counted(ctx: MeasureContext, score: Any, limit: int | None) -> Any:
+    """``score`` that advances the progress bar (``ctx.progress``) by one model evaluation per call."""
+    ticks = iter(
+        ctx.progress(itertools.count() if limit is None else range(limit), desc="smpq: evaluations", total=limit)
+    )
+
+    def counted(assignment: Any) -> Any:
+        next(ticks, None)
+        return score(assignment)
+
+    return counted

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import mpqcore
-from mpqcore_smpq.method import ShapleyBitWidth
 
 
 @mpqcore.hookimpl
 def mpq_register_methods(registry) -> None:
-    registry.add("smpq", ShapleyBitWidth)
+    registry.add("smpq", "mpqcore_smpq.method:ShapleyBitWidth")  # imported when used: listing plugins needs no torch
