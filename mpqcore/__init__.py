@@ -15,11 +15,12 @@ from mpqcore.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from mpqcore.batches import Supervised, supervised
+    from mpqcore.bias_correction import BiasCorrection
     from mpqcore.context import MeasureContext
     from mpqcore.evaluate import Evaluator
     from mpqcore.exports import ExportResult, export, load_packed
     from mpqcore.introspect import introspect
-    from mpqcore.layout import Layout
+    from mpqcore.layout import Layout, layout_of
     from mpqcore.metrics import lower_is_better
     from mpqcore.plugins import PluginSet, get_plugins
     from mpqcore.problem import dump_problem, load_problem, problem_from_dict, problem_to_dict
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "Supervised": "mpqcore.batches",
     "supervised": "mpqcore.batches",
+    "BiasCorrection": "mpqcore.bias_correction",
     "MeasureContext": "mpqcore.context",
     "Evaluator": "mpqcore.evaluate",
     "ExportResult": "mpqcore.exports",
@@ -43,6 +45,7 @@ _LAZY: dict[str, str] = {
     "load_packed": "mpqcore.exports",
     "introspect": "mpqcore.introspect",
     "Layout": "mpqcore.layout",
+    "layout_of": "mpqcore.layout",
     "lower_is_better": "mpqcore.metrics",
     "PluginSet": "mpqcore.plugins",
     "get_plugins": "mpqcore.plugins",
@@ -139,6 +142,7 @@ def load_task(name: str, *, plugins: PluginSet | None = None, **options: Any) ->
 __all__ = [
     "DEFAULT_QUANTIZER",
     "Allocation",
+    "BiasCorrection",
     "Budget",
     "ConfigError",
     "Evaluator",
@@ -167,6 +171,7 @@ __all__ = [
     "get_plugins",
     "hookimpl",
     "introspect",
+    "layout_of",
     "load_packed",
     "load_problem",
     "load_task",

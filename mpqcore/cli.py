@@ -260,6 +260,7 @@ def _search_options(args, task) -> dict:
         "quantizer_options": _options(args.quantizer_option),
         "cost_options": {args.cost: _options(args.cost_option)},
         "act_bits": args.act_bits,
+        "bias_correction": args.bias_correction or False,
         "exclude": None if args.exclude is None else [p for p in args.exclude if p],
         "progress": _progress_wanted(args),
         "cache": False if args.no_cache else (args.cache or True),
@@ -514,6 +515,15 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
     p.add_argument("--solver-option", action="append", type=_key_value, metavar="KEY=VALUE")
     p.add_argument(
         "--act-bits", type=int, default=None, help="also fake-quantize the inputs of quantized layers at this width"
+    )
+    p.add_argument(
+        "--bias-correction",
+        nargs="?",
+        const="add",
+        default=None,
+        choices=("add", "existing"),
+        help="correct each quantized layer's bias for its expected output shift (add: also give layers without "
+        "a bias one; existing: only layers that have one)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

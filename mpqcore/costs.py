@@ -1,6 +1,11 @@
 """Built-in cost models: weight memory, bit operations, and a latency table.
 
-- ``size``: weight memory in bits, ``params x bits``.
+- ``size``: weight memory in bits as stored: ``params x bits`` for the integer codes plus
+  the quantizer's metadata (its scales and zero points per tensor, channel or group, at
+  their stored dtypes: :meth:`mpqcore.Layout.metadata_bits`). :func:`bind_quantizer`
+  (called by :func:`mpqcore.measure`, the one place) tells it the measuring quantizer's
+  layout; a quantizer that declares none, or a ``size`` never bound, counts the codes
+  only (the former with a warning that says so).
 - ``bops``: bit operations, ``MACs x weight bits x activation bits`` (activation bits
   the search's ``act_bits`` when it has them, else an option, 8 by default), as HAWQ-V3 and the BOPs literature count them. The MACs
   come from each layer's kind (:mod:`mpqcore.layer_kinds`); a lookup (an embedding, a
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,20 +30,61 @@ import numpy as np
 
 from mpqcore.errors import ConfigError
 from mpqcore.hookspecs import hookimpl
+from mpqcore.layout import Layout, layout_of
 from mpqcore.options import option
 from mpqcore.types import LayerInfo, ModelSpec
 
-__all__ = ["BitOperations", "LatencyTable", "WeightSize", "cost_table", "with_activation_widths"]
+__all__ = ["BitOperations", "LatencyTable", "WeightSize", "bind_quantizer", "cost_table", "with_activation_widths"]
 
 
 @attrs.frozen
 class WeightSize:
-    """Weight memory in bits: parameters x bit-width."""
+    """Weight memory in bits as stored: codes (parameters x bit-width) plus the layout's metadata.
 
+    ``layout`` is the measuring quantizer's (see :func:`bind_quantizer`); ``None``
+    counts the codes only. The metadata does not depend on the width (one scale per
+    tensor, channel or group whatever the bits), so it is a fixed cost per layer:
+    :meth:`metadata` gives it, and an average-bits budget, which counts code bits per
+    weight, adds it to its limit (:meth:`mpqcore.Budget.resolve`).
+    """
+
+    layout: Layout | None = attrs.field(default=None, init=False)
     unit = "bits"
 
+    def with_layout(self, layout: Layout | None) -> WeightSize:
+        """This cost model counting what ``layout`` stores beside the codes."""
+        bound = WeightSize()
+        object.__setattr__(bound, "layout", layout)
+        return bound
+
+    def metadata(self, layer: LayerInfo) -> float:
+        """Bits of scales and zero points ``layer``'s weight stores (0 without a layout)."""
+        if self.layout is None:
+            return 0.0
+        return float(self.layout.metadata_bits(layer.weight_shape, layer.axis))
+
     def cost(self, layer: LayerInfo, bits: int) -> float:
-        return float(layer.params) * bits
+        return float(layer.params) * bits + self.metadata(layer)
+
+
+def bind_quantizer(models: Mapping[str, Any], quantizer: Any) -> dict[str, Any]:
+    """``models`` with every cost model that counts stored metadata (it has ``with_layout``) bound to
+    ``quantizer``'s layout: the one place where a cost learns the measurement's quantizer.
+
+    A quantizer that declares no layout leaves such a model counting the codes only,
+    with a :class:`UserWarning` saying so.
+    """
+    layout = layout_of(quantizer)
+    takers = [name for name, m in models.items() if callable(getattr(m, "with_layout", None))]
+    if takers and layout is None:
+        name = getattr(quantizer, "name", type(quantizer).__name__)
+        warnings.warn(
+            f"quantizer {name!r} declares no layout (mpqcore.Layout), so the {', '.join(map(repr, takers))} cost "
+            "counts the integer codes only, not its scales and zero points; declare `layout` on the quantizer",
+            UserWarning,
+            stacklevel=3,
+        )
+    return {name: m.with_layout(layout) if name in takers else m for name, m in models.items()}
 
 
 @attrs.frozen

@@ -35,6 +35,7 @@ from torch import nn
 
 from mpqcore import activations
 from mpqcore.batches import batch_size, call_model, materialize, model_inputs, to_device
+from mpqcore.bias_correction import BiasCorrection, check_policy, layer_users, swap_bias
 from mpqcore.divergence import default_loss, primary_output
 from mpqcore.errors import ConfigError
 from mpqcore.introspect import Found, find_layers, introspect
@@ -108,6 +109,11 @@ class Evaluator:
     exclude: fnmatch patterns of layers to leave float when introspecting (``None``:
         :data:`mpqcore.layer_kinds.DEFAULT_EXCLUDE`); see :func:`mpqcore.introspect`.
     plugins: where the layer kinds come from (default: the installed plugins).
+    bias_correction: ``True`` (or a policy, ``"add"``/``"existing"``) measures the float
+        model's mean input of each layer once (:mod:`mpqcore.bias_correction`), and every
+        assignment is then scored with the biases that undo the expected output shift of
+        its quantized weights; a ready :class:`~mpqcore.bias_correction.BiasCorrection` is
+        used as given. :attr:`bias_correction` is the value (``None`` when off).
     inplace: work on ``model`` itself instead of a copy (no second copy in memory): every
         evaluation puts the float weights back, and :meth:`close` the modules' training
         flags. Refused for a model whose weights are computed (a parametrization, a
@@ -138,6 +144,7 @@ class Evaluator:
         reuse_prefix: bool = True,
         exclude: Sequence[str] | None = None,
         plugins: PluginSet | None = None,
+        bias_correction: bool | str | BiasCorrection | None = None,
         cache: MeasurementCache | None = None,
         inplace: bool = False,
         weight_cache_bytes: int | None = None,
@@ -197,9 +204,17 @@ class Evaluator:
         self.weight_cache_bytes = weight_cache_bytes
         self._float_outputs: list[torch.Tensor] | None = None
         self._active_act: set[str] = set()
+        self._evaluations = 0
+        self._forward_passes = 0
+        self._float_bias = {fqn: getattr(f.module, "bias", None) for fqn, f in self._found.items()}
+        self._float_bias = {fqn: b.data if isinstance(b, nn.Parameter) else None for fqn, b in self._float_bias.items()}
+        self._biases: dict[tuple[str, int], torch.Tensor | None] = {}
+        # the float model's input means, before any hook is installed (its own are removed)
+        self.bias_correction: BiasCorrection | None = self._bias_correction(bias_correction)
         self._pool: WorkerPool | None = None
         if workers is not None:  # before any hook: the actors get the plain working model
-            options = {"loss": loss, "metric": metric, "act_bits": act_bits, "reuse_prefix": reuse_prefix}
+            options = {"loss": loss, "metric": metric, "act_bits": act_bits, "reuse_prefix": reuse_prefix,
+                       "bias_correction": self.bias_correction}  # fmt: skip
             self._pool = WorkerPool(
                 workers,
                 self.model,
@@ -217,12 +232,21 @@ class Evaluator:
         modules_of = {fqn: f.modules for fqn, f in self._found.items()}
         for m, width, fqns in activations.module_act_bits(modules_of, self.act_bits_of):
             self._act_handles.append(m.register_forward_pre_hook(self._act_hook(fqns, width)))
-        self._evaluations = 0
-        self._forward_passes = 0
         self._cache_context = self._settings_digest() if cache is not None else ""
         live = _CREATED.get()
         if live is not None:  # built: closed if the call that built it fails later
             live.append(self)
+
+    def _bias_correction(self, given: bool | str | BiasCorrection | None) -> BiasCorrection | None:
+        if isinstance(given, BiasCorrection):
+            given.check_model(self.modules)
+            return given
+        policy = check_policy(given)
+        if policy is None:
+            return None
+        # one pass over the calibration batches with the float weights (counted)
+        users = layer_users(self._found.values())
+        return BiasCorrection.measure(users, self._run, len(self.calibration), policy=policy)
 
     # -- the measurement cache -----------------------------------------------------
 
@@ -240,6 +264,9 @@ class Evaluator:
                 "device": self.device.type,
                 "torch": torch.__version__,
                 "layers": [(layer.fqn, layer.axis) for layer in self.spec.layers],
+                "bias_correction": None
+                if self.bias_correction is None
+                else {"policy": self.bias_correction.policy, "means": dict(self.bias_correction.means)},
             }
         )
 
@@ -347,21 +374,49 @@ class Evaluator:
         for fqn in assignment:
             self._check_layer(fqn)
         fakes = {fqn: self.fake_quantized(fqn, b) for fqn, b in assignment.items()}
-        with self._weights_swapped(fakes) as model:
+        biases = {fqn: self.corrected_bias(fqn, b) for fqn, b in assignment.items()}
+        with self._weights_swapped(fakes, biases) as model:
             yield model
 
+    def corrected_bias(self, fqn: str, bits: int) -> torch.Tensor | None:
+        """The bias of ``fqn`` that undoes its expected output shift at ``bits`` (cached);
+        ``None`` without bias correction or for a layer it does not correct."""
+        if self.bias_correction is None:
+            return None
+        key = (fqn, int(bits))
+        if key not in self._biases:
+            self._biases[key] = self._bias_for(fqn, self.fake_quantized(fqn, bits))
+        return self._biases[key]
+
+    def _bias_for(self, fqn: str, weight: torch.Tensor) -> torch.Tensor | None:
+        if self.bias_correction is None:
+            return None
+        with torch.no_grad():
+            return self.bias_correction.corrected_bias(
+                fqn, self.modules[fqn], self._float[fqn], weight, self._float_bias[fqn]
+            )
+
     @contextlib.contextmanager
-    def _weights_swapped(self, weights: Mapping[str, torch.Tensor]) -> Iterator[nn.Module]:
-        """The working model with these tensors behind the layers' weights (and their
-        inputs fake-quantized with ``act_bits``); the float tensors come back on exit."""
+    def _weights_swapped(
+        self, weights: Mapping[str, torch.Tensor], biases: Mapping[str, torch.Tensor | None] | None = None
+    ) -> Iterator[nn.Module]:
+        """The working model with these tensors behind the layers' weights (their biases
+        corrected when given, their inputs fake-quantized with ``act_bits``); the float
+        tensors come back on exit."""
+        undo: list[Callable[[], None]] = []
         try:
             for fqn, q in weights.items():
                 self._params[fqn].data = q
+            for fqn, bias in (biases or {}).items():
+                if bias is not None:
+                    undo.append(swap_bias(self.modules[fqn], bias))
             with self._activations_quantized(weights):
                 yield self.model
         finally:
             for fqn in weights:
                 self._params[fqn].data = self._float[fqn]
+            for restore in reversed(undo):
+                restore()
 
     @contextlib.contextmanager
     def _activations_quantized(self, fqns: Iterable[str]) -> Iterator[None]:
@@ -699,8 +754,9 @@ class Evaluator:
                 w.grad = g
             optimizer.step()
         trained = {fqn: self._fake_of(fqn, w.detach(), assignment[fqn]) for fqn, w in latent.items()}
+        biases = {fqn: self._bias_for(fqn, q) for fqn, q in trained.items()}
         self._evaluations += 1
-        with torch.no_grad(), self._weights_swapped(trained) as model:
+        with torch.no_grad(), self._weights_swapped(trained, biases) as model:
             if use and self.user_metric is not None:
                 return as_score(float(self.user_metric(model)), self._metric_higher)
             return -self._mean_loss(model)

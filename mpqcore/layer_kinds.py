@@ -469,6 +469,9 @@ def quantize_along(quantizer: Any, weight: torch.Tensor, bits: int, axis: int) -
     Quantizers take channels on axis 0 (their per-channel scales are ``[C, 1, ...]``);
     codes, scale and zero point come back with the channel axis where the weight has it,
     so ``dequantize()`` has the weight's shape. ``axis == 0`` calls the quantizer as is.
+    A grouped result (``group_size`` set) keeps its codes in the channel-first ``[C, K]``
+    view and records the weight's channel ``axis`` and ``shape``, so its ``dequantize()``
+    has the weight's shape too.
     """
     moved = weight if axis == 0 else weight.movedim(axis, 0)
     q = quantizer.quantize(moved, bits)
@@ -476,6 +479,10 @@ def quantize_along(quantizer: Any, weight: torch.Tensor, bits: int, axis: int) -
     check_quantized(q, moved, bits, who=f"quantizer {getattr(quantizer, 'name', type(quantizer).__name__)!r}")
     if axis == 0:
         return q
+    if q.group_size is not None:
+        # grouped codes stay in the channel-first [C, K] view (the stored form); the
+        # weight's shape and channel axis let dequantize() put the values back
+        return attrs.evolve(q, axis=axis, shape=tuple(weight.shape))
 
     def back(t: torch.Tensor) -> torch.Tensor:
         return t.movedim(0, axis) if isinstance(t, torch.Tensor) and t.dim() == weight.dim() else t

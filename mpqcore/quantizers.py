@@ -11,10 +11,21 @@ and whose :meth:`~QuantizedTensor.dequantize` is the fake-quantized weight.
   ``[-(2**(b-1)-1), 2**(b-1)-1]``; 1 bit is sign times the channel's mean magnitude.
 - ``mse-per-channel``: symmetric per output channel with the clipping ratio that
   minimizes each channel's mean squared error, searched on a grid.
+
+Each takes ``group_size=None|int``: with a size ``g``, the scales (and zero points) are
+per group of ``g`` consecutive elements along ``K`` of the channel-first 2-D view
+``[C, K]`` (the input dimension of a Linear weight; ``in x kernel`` of a convolution),
+the standard layout of transformer weights (GPTQ, AWQ). The per-tensor scheme becomes
+asymmetric per group, the per-channel ones symmetric per group; the layout's
+granularity is then ``group``. A grouped result keeps its codes in the ``[C, K]`` view,
+its scale and zero point as ``[C, ceil(K / g)]`` (the last group of a channel may be
+shorter), and :meth:`QuantizedTensor.dequantize` expands them back to the weight's
+shape.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -42,7 +53,7 @@ __all__ = [
 ]
 
 #: The quantizer every entry point uses when none is named (the one place for it).
-DEFAULT_QUANTIZER = "minmax-per-tensor"
+DEFAULT_QUANTIZER = "mse-per-channel"
 
 
 @attrs.frozen(eq=False)
@@ -51,6 +62,12 @@ class QuantizedTensor:
 
     ``scale`` and ``zero_point`` broadcast against ``codes`` (per tensor: scalars; per
     channel: shape ``[C, 1, 1, ...]`` along ``axis``).
+
+    Grouped (``group_size`` set): ``codes`` have the channel-first 2-D shape ``[C, K]``,
+    ``scale`` and ``zero_point`` the shape ``[C, ceil(K / group_size)]``, one per group
+    of ``group_size`` consecutive elements along ``K`` (the last may be shorter);
+    ``axis`` is the channel axis of the weight and ``shape`` the weight's shape, so that
+    :meth:`dequantize` returns the weight's layout (``[C, K]`` when ``shape`` is unset).
     """
 
     codes: torch.Tensor
@@ -58,13 +75,25 @@ class QuantizedTensor:
     zero_point: torch.Tensor
     bits: int
     axis: int | None = None
+    group_size: int | None = None
+    shape: tuple[int, ...] | None = None
 
     @property
     def levels(self) -> int:
         return 2**self.bits
 
     def dequantize(self) -> torch.Tensor:
-        return (self.codes.to(self.scale.dtype) - self.zero_point) * self.scale
+        if self.group_size is None:
+            return (self.codes.to(self.scale.dtype) - self.zero_point) * self.scale
+        k = self.codes.shape[-1]
+        scale = self.scale.repeat_interleave(self.group_size, dim=-1)[..., :k]
+        zero_point = self.zero_point.repeat_interleave(self.group_size, dim=-1)[..., :k]
+        values = (self.codes.to(scale.dtype) - zero_point) * scale
+        if self.shape is None:
+            return values
+        axis = self.axis or 0
+        moved = (self.shape[axis], *(n for i, n in enumerate(self.shape) if i != axis))
+        return values.reshape(moved).movedim(0, axis)
 
 
 def check_quantized(result: object, weight: torch.Tensor, bits: int, *, who: str, plugin: str | None = None) -> None:
@@ -84,6 +113,8 @@ def check_quantized(result: object, weight: torch.Tensor, bits: int, *, who: str
             problems.append("returned codes that are not integers")
         elif codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= 2**bits):
             problems.append(f"returned codes in [{int(codes.min())}, {int(codes.max())}], outside [0, {2**bits - 1}]")
+        if not problems and result.group_size is not None:
+            problems.extend(_group_problems(result, weight))
         if not problems:
             values = result.dequantize()
             if values.numel() != weight.numel():
@@ -92,6 +123,21 @@ def check_quantized(result: object, weight: torch.Tensor, bits: int, *, who: str
                 problems.append("dequantizes to non-finite values (NaN or inf)")
     if problems:
         raise PluginError(f"{who} {'; '.join(problems)} (weight of shape {tuple(weight.shape)})", plugin=plugin)
+
+
+def _group_problems(result: QuantizedTensor, weight: torch.Tensor) -> list[str]:
+    """What is wrong with the shapes of a grouped result (see :class:`QuantizedTensor`)."""
+    g = result.group_size
+    if not isinstance(g, int) or g < 1:
+        return [f"returned group_size {g!r}, expected a positive integer"]
+    if result.codes.dim() != 2:
+        return [f"returned grouped codes of shape {tuple(result.codes.shape)}, expected the 2-D view [C, K]"]
+    c, k = result.codes.shape
+    want = (c, -(-k // g))
+    got = [tuple(t.shape) if isinstance(t, torch.Tensor) else None for t in (result.scale, result.zero_point)]
+    if any(shape != want for shape in got):
+        return [f"returned grouped scale/zero point of shapes {got[0]}/{got[1]}, expected {want} (group size {g})"]
+    return []
 
 
 def _check(weight: torch.Tensor, bits: int, name: str) -> None:
@@ -109,24 +155,80 @@ def _broadcast_shape(weight: torch.Tensor) -> tuple[int, ...]:
     return (weight.shape[0],) + (1,) * (weight.dim() - 1)
 
 
+def _group_option(help_scheme: str):
+    return option(
+        int,
+        default=None,
+        optional=True,
+        minimum=1,
+        help=f"elements per group along the input dimension (None: {help_scheme}); e.g. 32, 64, 128",
+    )
+
+
+def _layout(granularity: str, symmetric: bool, group_size: int | None) -> Layout:
+    if group_size is None:
+        return Layout(granularity, symmetric=symmetric)
+    return Layout("group", symmetric=symmetric, group_size=group_size)
+
+
+def _grouped(weight: torch.Tensor, bits: int, group_size: int, rows: Callable[[torch.Tensor, int], QuantizedTensor]):
+    """Quantize each group of ``group_size`` elements along K of ``weight``'s [C, K] view as one row.
+
+    ``rows(x, bits)`` quantizes every row of a 2-D ``x`` with its own scale (a row is a
+    "channel" to it); full groups and each channel's shorter last group are passed
+    separately, so no padding enters any group's statistics.
+    """
+    w = _channel_view(weight)
+    c, k = w.shape
+    full = k // group_size * group_size
+    codes, scales, zeros = [], [], []
+    if full:
+        q = rows(w[:, :full].reshape(-1, group_size), bits)
+        codes.append(q.codes.reshape(c, full))
+        scales.append(q.scale.reshape(c, -1))
+        zeros.append(q.zero_point.expand_as(q.scale).reshape(c, -1))
+    if full < k:
+        q = rows(w[:, full:], bits)
+        codes.append(q.codes)
+        scales.append(q.scale.reshape(c, 1))
+        zeros.append(q.zero_point.expand_as(q.scale).reshape(c, 1))
+    return QuantizedTensor(
+        torch.cat(codes, 1), torch.cat(scales, 1), torch.cat(zeros, 1), bits, 0, group_size, tuple(weight.shape)
+    )
+
+
+def _asymmetric(w: torch.Tensor, bits: int, lo: torch.Tensor, hi: torch.Tensor, axis: int | None) -> QuantizedTensor:
+    """Asymmetric codes for ranges ``[lo, hi]`` (broadcast against ``w``) widened to contain 0."""
+    lo, hi = torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)
+    qmax = 2**bits - 1
+    scale = (hi - lo) / qmax
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    zero_point = torch.clamp(torch.round(-lo / scale), 0, qmax)
+    codes = torch.clamp(torch.round(w / scale) + zero_point, 0, qmax)
+    return QuantizedTensor(codes.to(torch.int32), scale, zero_point, bits, axis)
+
+
+def _asymmetric_rows(w: torch.Tensor, bits: int) -> QuantizedTensor:
+    return _asymmetric(w, bits, w.amin(1, keepdim=True), w.amax(1, keepdim=True), 0)
+
+
 @attrs.frozen
 class MinMaxPerTensor:
-    """Uniform asymmetric min-max quantization over the whole tensor."""
+    """Uniform asymmetric min-max quantization over the whole tensor (or per group, asymmetric)."""
 
+    group_size: int | None = _group_option("one range for the whole tensor")
     name = "minmax-per-tensor"
-    layout = Layout("tensor", symmetric=False)
+
+    @property
+    def layout(self) -> Layout:
+        return _layout("tensor", False, self.group_size)
 
     def quantize(self, weight: torch.Tensor, bits: int) -> QuantizedTensor:
         _check(weight, bits, self.name)
         w = weight.detach()
-        lo = torch.clamp(w.min(), max=0.0)
-        hi = torch.clamp(w.max(), min=0.0)
-        qmax = 2**bits - 1
-        scale = (hi - lo) / qmax
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        zero_point = torch.clamp(torch.round(-lo / scale), 0, qmax)
-        codes = torch.clamp(torch.round(w / scale) + zero_point, 0, qmax)
-        return QuantizedTensor(codes.to(torch.int32), scale, zero_point, bits, None)
+        if self.group_size is not None:
+            return _grouped(w, bits, self.group_size, _asymmetric_rows)
+        return _asymmetric(w, bits, w.min(), w.max(), None)
 
 
 def _symmetric(w: torch.Tensor, bits: int, absmax: torch.Tensor) -> QuantizedTensor:
@@ -149,14 +251,23 @@ def _symmetric(w: torch.Tensor, bits: int, absmax: torch.Tensor) -> QuantizedTen
 class SymmetricPerChannel:
     """Symmetric quantization per output channel (axis 0), scale from the channel's max magnitude."""
 
+    group_size: int | None = _group_option("one scale per output channel")
     name = "symmetric-per-channel"
-    layout = Layout("channel", symmetric=True)
+
+    @property
+    def layout(self) -> Layout:
+        return _layout("channel", True, self.group_size)
 
     def quantize(self, weight: torch.Tensor, bits: int) -> QuantizedTensor:
         _check(weight, bits, self.name)
         w = weight.detach()
-        absmax = _channel_view(w).abs().amax(1).reshape(_broadcast_shape(w))
-        return _symmetric(w, bits, absmax)
+        if self.group_size is not None:
+            return _grouped(w, bits, self.group_size, _symmetric_absmax)
+        return _symmetric_absmax(w, bits)
+
+
+def _symmetric_absmax(w: torch.Tensor, bits: int) -> QuantizedTensor:
+    return _symmetric(w, bits, _channel_view(w).abs().amax(1).reshape(_broadcast_shape(w)))
 
 
 @attrs.frozen
@@ -169,12 +280,21 @@ class MSEPerChannel:
 
     grid: int = option(int, default=20, minimum=1, help="clipping ratios tried per channel")
     min_ratio: float = option(float, default=0.3, greater_than=0.0, maximum=1.0, help="smallest clipping ratio tried")
+    group_size: int | None = _group_option("one scale per output channel")
     name = "mse-per-channel"
-    layout = Layout("channel", symmetric=True)
+
+    @property
+    def layout(self) -> Layout:
+        return _layout("channel", True, self.group_size)
 
     def quantize(self, weight: torch.Tensor, bits: int) -> QuantizedTensor:
         _check(weight, bits, self.name)
         w = weight.detach()
+        if self.group_size is not None:
+            return _grouped(w, bits, self.group_size, self._per_channel)
+        return self._per_channel(w, bits)
+
+    def _per_channel(self, w: torch.Tensor, bits: int) -> QuantizedTensor:
         if bits == 1:
             return _symmetric(w, 1, torch.zeros(_broadcast_shape(w), dtype=w.dtype))
         shape = _broadcast_shape(w)

@@ -87,6 +87,9 @@ class Report:
     model: Any = None
     #: Forward passes of the method's measurement alone (``forward_passes`` is the total).
     measure_forward_passes: int = 0
+    #: The input means that corrected the biases (:class:`mpqcore.BiasCorrection`), ``None`` when off;
+    #: ``mpqcore.apply(..., bias_correction=report.bias_correction)`` reproduces ``model``.
+    bias_correction: Any = None
     #: The quantizer's options, and ``{layer: activation bits}`` of the layers whose inputs
     #: were quantized (empty: weights only); :func:`mpqcore.export` reads both.
     quantizer_options: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze)
@@ -146,6 +149,7 @@ class Report:
                 },
                 "method": {"name": self.method, "options": self.method_options, "info": self.objective_info},
                 "quantizer": self.quantizer,
+                "bias_correction": None if self.bias_correction is None else self.bias_correction.summary(),
                 "quantizer_options": self.quantizer_options,
                 "act_bits": self.act_bits,
                 "cost": self.cost,

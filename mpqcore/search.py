@@ -21,9 +21,10 @@ import torch
 from torch import nn
 
 from mpqcore import activations
+from mpqcore.bias_correction import BiasCorrection, check_policy, write_bias
 from mpqcore.constraints import check_ties, expand_pins, within_budget
 from mpqcore.context import MeasureContext
-from mpqcore.costs import cost_table, with_activation_widths
+from mpqcore.costs import bind_quantizer, cost_table, with_activation_widths
 from mpqcore.errors import ConfigError, InfeasibleError, MethodError, MpqError, PluginError
 from mpqcore.evaluate import Evaluator, closed_on_failure
 from mpqcore.frozen import FrozenDict, freeze
@@ -110,9 +111,16 @@ def _budget_limits(
             return float(sum(model.cost(layer, bits) for layer in layers))
 
         # Budget.resolve is the one rule; the cost model covers reference bits not tabled.
-        value = b.resolve(problem.costs[b.cost], problem.bits, params, cost_at=total)
+        fixed = _fixed_cost(models[b.cost], layers)
+        value = b.resolve(problem.costs[b.cost], problem.bits, params, cost_at=total, fixed=fixed)
         limits[b.cost] = min(value, limits.get(b.cost, np.inf))
     return limits
+
+
+def _fixed_cost(model: Any, layers: Sequence[Any]) -> float:
+    """The cost no width changes: the stored metadata a ``size`` cost counts (0 for other costs)."""
+    metadata = getattr(model, "metadata", None)
+    return float(sum(metadata(layer) for layer in layers)) if callable(metadata) else 0.0
 
 
 def _check_feasible(problem: Problem) -> None:
@@ -193,6 +201,8 @@ class Measurement:
     measure_forward_passes: int = 0
     #: The quantizer instance that measured (apply uses the very same one).
     quantizer_impl: Any = None
+    #: The float model's input means that corrected the biases (``None``: no bias correction).
+    bias_correction: BiasCorrection | None = None
     #: Whether the objective was read back from the measurement cache.
     objective_from_cache: bool = False
 
@@ -215,7 +225,7 @@ class Measurement:
         the budgets given to :func:`measure`, plus ``size``); the same cost model
         instances, with their options, turn relative and average-bits budgets into limits.
         """
-        models = {**self.cost_models, **(cost_models or {})}
+        models = {**self.cost_models, **bind_quantizer(cost_models or {}, self.quantizer_impl)}
         budgets = _budgets(list(budgets))
         missing = sorted({b.cost for b in budgets if b.cost not in self.problem.costs or b.cost not in models})
         if missing:
@@ -289,6 +299,7 @@ def measure(
     progress: bool = False,
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
+    bias_correction: bool | str = False,
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
     inplace: bool = False,
     workers: int | None = None,
@@ -308,6 +319,8 @@ def measure(
     evaluator's ``close()`` the modules' training flags). ``workers=N`` scores batches
     of evaluations on N Ray actors (``ray_address``: a running cluster; default a local
     one), with the single-process values (:mod:`mpqcore.workers`).
+    ``bias_correction`` (``True``, or a policy of :mod:`mpqcore.bias_correction`)
+    measures with corrected biases.
     """
     if legacy:
         given = {"method": method, "bits": bits, "budget": budget}
@@ -336,6 +349,7 @@ def measure(
         progress=progress,
         plugins=plugins,
         exclude=exclude,
+        bias_correction=bias_correction,
         cache=cache,
         inplace=inplace,
         workers=workers,
@@ -369,6 +383,7 @@ def _measure(
     plugins: PluginSet | None,
     exclude: Sequence[str] | None,
     budgets_together: bool,
+    bias_correction: bool | str = False,
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
     inplace: bool = False,
     workers: int | None = None,
@@ -382,6 +397,7 @@ def _measure(
     seed = check_seed(seed)
     act_bits = check_act_bits(act_bits)
     device = check_device(device)
+    check_policy(bias_correction)
     check_callable(loss, "loss", "(outputs, batch) -> Tensor")
     metric = checked_metric(metric)
     method_name, method_impl = plugins.methods.resolve(method, method_options)
@@ -394,6 +410,7 @@ def _measure(
             models[name] = plugins.cost_models.check(given_model, head=f"cost model {name!r} given")
         else:
             models[name] = plugins.cost_models.create(name, **dict((cost_options or {}).get(name, {})))
+    models = bind_quantizer(models, quantizer_impl)  # sizes count the quantizer's scales and zero points
     timings: dict[str, float] = {}
     check_workers(workers, ray_address)
     store = open_cache(cache, model)  # a directory that cannot be used is said before any work
@@ -402,6 +419,7 @@ def _measure(
     evaluator = Evaluator(
         model, calibration, None, quantizer_impl, loss=loss, metric=metric, act_bits=act_bits, device=device,
         exclude=exclude, plugins=plugins, cache=store, inplace=inplace, workers=workers, ray_address=ray_address,
+        bias_correction=bias_correction,
     )  # fmt: skip
     spec = evaluator.spec
     fixed = _resolve_pins(pins, spec, bits)
@@ -466,6 +484,7 @@ def _measure(
         cost_models=models,
         measure_forward_passes=evaluator.forward_passes - passes_before,
         quantizer_impl=quantizer_impl,
+        bias_correction=evaluator.bias_correction,
         objective_from_cache=cached is not None,
     )
     if budgets and budgets_together:
@@ -563,6 +582,7 @@ def apply(
     quantizer_options: Mapping[str, Any] | None = None,
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
+    bias_correction: BiasCorrection | None = None,
     act_bits: int | Mapping[str, int] | None = None,
 ) -> nn.Module:
     """The model with each layer's weight fake-quantized at its allocated bits.
@@ -575,6 +595,11 @@ def apply(
     or a weight_norm hook becomes a plain Parameter holding its quantized value (see
     :func:`mpqcore.layer_kinds.bake`). Every weight is quantized before the first is
     written, so a bad allocation or a failing quantizer leaves the model as it was.
+
+    ``bias_correction`` (a :class:`mpqcore.BiasCorrection`, e.g. ``report.bias_correction``)
+    also writes each corrected layer's bias: the float bias minus the expected output
+    shift of its quantized weight (a layer without a bias gets one under the policy
+    ``"add"``), exactly the biases the search measured with.
     ``act_bits`` (as in :func:`search`) also fake-quantizes the inputs of the quantized
     layers, as the evaluator did (:mod:`mpqcore.activations`: a forward pre-hook).
     """
@@ -583,16 +608,30 @@ def apply(
     # an Allocation checks every width (the one rule), also for a plain mapping
     bits_of = (allocation if isinstance(allocation, Allocation) else Allocation(allocation, 0.0)).bits
     chosen = _allocated_layers(find_layers(model, plugins)[0], bits_of, exclude)
+    if bias_correction is not None:
+        if not isinstance(bias_correction, BiasCorrection):
+            raise ConfigError(
+                f"apply(bias_correction=...) takes the mpqcore.BiasCorrection a measurement made "
+                f"(report.bias_correction), got {type(bias_correction).__name__}"
+            )
+        bias_correction.check_model({fqn: f.module for fqn, f in find_layers(model, plugins)[0].items()})
     act_of = activations.act_bits_per_layer(act_bits, chosen)
     target = model if inplace else copy.deepcopy(model)
     found = find_layers(target, plugins)[0]
     with torch.no_grad():
-        quantized = {}
+        quantized, biases = {}, {}
         for fqn, b in chosen.items():
             w = found[fqn].tensor().detach()
             quantized[fqn] = quantize_along(impl, w, b, found[fqn].ref.axis).dequantize().reshape(w.shape).to(w.dtype)
+            if bias_correction is not None:
+                module = found[fqn].module
+                bias = getattr(module, "bias", None)
+                biases[fqn] = bias_correction.corrected_bias(fqn, module, w, quantized[fqn], bias)
         for fqn, q in quantized.items():  # copied in: the Parameter (and every name tied to it) stays
             bake(found[fqn].module, found[fqn].ref.name).copy_(q)
+        for fqn, bias in biases.items():
+            if bias is not None:
+                write_bias(found[fqn].module, bias)
     activations.install({fqn: found[fqn].modules for fqn in act_of}, act_of)
     return target
 
@@ -628,6 +667,7 @@ def _apply_all_or_nothing(
     quantizer_options: Mapping[str, Any] | None,
     plugins: PluginSet,
     act_bits: Mapping[str, int] | None = None,
+    bias_correction: BiasCorrection | None = None,
 ) -> nn.Module:
     """:func:`apply` in place; on any failure every tensor of ``model`` is restored and the error re-raised.
 
@@ -644,7 +684,7 @@ def _apply_all_or_nothing(
     try:
         return apply(
             model, allocation, quantizer, inplace=True, quantizer_options=quantizer_options, plugins=plugins,
-            act_bits=act_bits,
+            act_bits=act_bits, bias_correction=bias_correction,
         )  # fmt: skip
     except BaseException:
         with torch.no_grad():
@@ -682,7 +722,7 @@ def _held_out_of(meas: Measurement, split: Any, plugins: PluginSet) -> Any:
     ev = meas.evaluator
     return held_out_evaluator(
         ev.model, split, ev.quantizer, spec=meas.spec, loss=ev.user_loss, act_bits=ev.act_bits, device=ev.device,
-        plugins=plugins,
+        plugins=plugins, bias_correction=ev.bias_correction,  # the biases apply writes: one value for all
     )  # fmt: skip
 
 
@@ -739,6 +779,7 @@ def search(
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
     measurement: Measurement | None = None,
+    bias_correction: bool | str = False,
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
     workers: int | None = None,
     ray_address: str | None = None,
@@ -759,7 +800,9 @@ def search(
 
     The user's ``model`` comes back bit-for-bit unchanged unless ``inplace=True``, in
     which case its weights are replaced by their quantized copies at the end.
-    ``report.model`` is the quantized model (a copy, or ``model`` itself when in place).
+    ``report.model`` is the quantized model (a copy, or ``model`` itself when in place),
+    with the corrected biases when ``bias_correction`` is on (``report.bias_correction``
+    is the value that reproduces them through :func:`apply`).
 
     With ``guard=True`` (the default) the method measures on all but a ``held_out``
     share of the calibration, and the solved allocation is measured on that share
@@ -817,6 +860,7 @@ def search(
             quantizer_options=quantizer_options, cost_options=cost_options, cost_models=cost_models, device=device,
             progress=progress, plugins=plugins, exclude=exclude, cache=cache, inplace=inplace, workers=workers,
             ray_address=ray_address,
+            bias_correction=bias_correction,
         )  # fmt: skip
         timings = dict(meas.timings)
     else:
@@ -824,7 +868,7 @@ def search(
             "method": method, "bits": bits, "quantizer": quantizer, "cost": cost, "pins": pins, "ties": ties,
             "seed": seed, "metric": metric, "loss": loss, "act_bits": act_bits, "method_options": method_options,
             "quantizer_options": quantizer_options, "cost_options": cost_options, "device": device,
-            "exclude": exclude,
+            "exclude": exclude, "bias_correction": bias_correction,
         })  # fmt: skip
         meas = attrs.evolve(measurement, problem=measurement.with_budgets(budgets, cost_models), budgets=tuple(budgets))
         timings = {"measure": 0.0}
@@ -858,18 +902,24 @@ def search(
         if owned:
             meas.evaluator.release()  # its kept quantized weights go before applying
         quantized = _apply_all_or_nothing(
-            source, allocation, quantizer_choice, quantizer_options, plugins, meas.evaluator.act_bits_of
+            source,
+            allocation,
+            quantizer_choice,
+            quantizer_options,
+            plugins,
+            meas.evaluator.act_bits_of,
+            meas.bias_correction,
         )
     elif owned:
         working = _on_device_of(meas.evaluator.release(), source)
         quantized = apply(
             working, allocation, quantizer_choice, inplace=True, quantizer_options=quantizer_options, plugins=plugins,
-            act_bits=meas.evaluator.act_bits_of,
+            act_bits=meas.evaluator.act_bits_of, bias_correction=meas.bias_correction,
         )  # fmt: skip
     else:
         quantized = apply(
             source, allocation, quantizer_choice, quantizer_options=quantizer_options, plugins=plugins,
-            act_bits=meas.evaluator.act_bits_of,
+            act_bits=meas.evaluator.act_bits_of, bias_correction=meas.bias_correction,
         )  # fmt: skip
     timings["apply"] = time.perf_counter() - t0
     results = {**results, **verified}
@@ -893,6 +943,7 @@ def search(
         seed=meas.seed,
         versions=versions(),
         model=quantized,
+        bias_correction=meas.bias_correction,
         quantizer_options=meas.quantizer_options,
         act_bits=meas.evaluator.act_bits_of,
         cost_units={name: str(getattr(m, "unit", "") or "") for name, m in meas.cost_models.items()},
@@ -909,6 +960,7 @@ def _check_reuse(meas: Measurement, given: Mapping[str, Any]) -> None:
     measured = {
         "method": meas.method, "bits": tuple(meas.problem.bits), "quantizer": meas.quantizer, "cost": meas.cost,
         "seed": meas.seed, "method_options": meas.method_options, "quantizer_options": meas.quantizer_options,
+        "bias_correction": None if meas.bias_correction is None else meas.bias_correction.policy,
     }  # fmt: skip
     clash = []
     metric = meas.evaluator.user_metric
@@ -922,6 +974,8 @@ def _check_reuse(meas: Measurement, given: Mapping[str, Any]) -> None:
             continue
         if name == "bits":
             value = check_bits(value)
+        if name == "bias_correction":
+            value = check_policy(value)
         if name in ("method", "quantizer") and not isinstance(value, str):
             value = type(value).__name__ if value is not getattr(meas, f"{name}_impl", None) else measured[name]
         if name in ("method_options", "quantizer_options") and not value:

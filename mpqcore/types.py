@@ -385,6 +385,7 @@ class Budget:
         params: Sequence[int] | None = None,
         *,
         cost_at: Callable[[int], float] | None = None,
+        fixed: float = 0.0,
     ) -> float:
         """The limit in cost units: the one rule that turns a budget into a number.
 
@@ -394,14 +395,17 @@ class Budget:
         ``params * b``); ``relative`` is its value times the cost of every layer at
         ``reference_bits``, read from the table when those bits are tabulated, else from
         ``cost_at(reference_bits)`` (the cost model's total at that bit-width).
-        :meth:`mpqcore.Measurement.with_budgets` resolves through here.
+        ``fixed`` is the part of the table that no width changes (the scales and zero
+        points the ``size`` cost counts): average bits count the codes per weight, so
+        it is added to an average-bits limit, while an absolute budget (bytes) counts
+        everything stored. :meth:`mpqcore.Measurement.with_budgets` resolves through here.
         """
         if self.kind == "absolute":
             return self.value
         if self.kind == "average_bits":
             if params is None:
                 raise ConfigError("an average-bits budget needs the layers' parameter counts")
-            return self.value * float(np.sum(params))
+            return self.value * float(np.sum(params)) + float(fixed)
         bits = [int(b) for b in bits]
         if self.reference_bits in bits:
             reference = float(np.asarray(table)[:, bits.index(self.reference_bits)].sum())

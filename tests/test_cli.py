@@ -350,3 +350,15 @@ def test_a_search_checks_the_solvers_answer_naming_it():
     with pytest.raises(mpqcore.PluginError, match=r"solver '_DropsALayer'.*conv1"):
         mpqcore.search(task.model, task.calibration, method="uniform", bits=(2, 4, 8), solver=_DropsALayer(),
                        plugins=mpqcore.PluginSet(autoload=False))  # fmt: skip
+
+
+def test_search_corrects_biases_from_the_command_line(capsys, tmp_path):
+    rc, _out, err = run(capsys, "search", "--task", "digits-cnn", "--method", "uniform", "--bits", "2,4,8",
+                       "--bias-correction", "--quantizer-option", "group_size=32", "--out", str(tmp_path))  # fmt: skip
+    assert rc == 0, err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["bias_correction"]["policy"] == "add"
+    assert report["bias_correction"]["corrected"] == ["conv1", "conv2", "conv3", "fc1", "fc2"]
+    with pytest.raises(SystemExit) as info:
+        main(["search", "--task", "digits-cnn", "--bias-correction", "always"])
+    assert info.value.code == 2 and "'add', 'existing'" in capsys.readouterr().err

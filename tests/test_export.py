@@ -251,7 +251,7 @@ def test_widths_and_layouts_a_format_cannot_store_are_named(tmp_path):
         mpqcore.export(rnn, {"lstm.weight_ih_l0": 4}, format="onnx", path=tmp_path / "m.onnx", example=x)
     pytest.importorskip("torchao")
     with pytest.raises(ConfigError, match=r"per-tensor.*PerAxis and PerGroup"):
-        mpqcore.export(model, {"fc": 4}, format="torchao", path=tmp_path / "m.pt")
+        mpqcore.export(model, {"fc": 4}, format="torchao", path=tmp_path / "m.pt", quantizer="minmax-per-tensor")
     with pytest.raises(ConfigError, match=r"widths above 8 bits.*'fc \(12 bits\)'"):
         mpqcore.export(model, {"fc": 12}, format="torchao", path=tmp_path / "m.pt", quantizer="symmetric-per-channel")
     with pytest.raises(ConfigError, match=r"kinds torchao's weight-only config does not take: \['conv \(conv\)'\]"):

@@ -154,8 +154,9 @@ def test_refine_reduces_the_prediction_error(task, method):
     if method not in INSTALLED.methods:
         pytest.skip(f"{method} is not installed")
     meas = mpqcore.measure(
-        task.model, task.calibration, method=method, bits=BITS, budget=Budget.average_bits(3), plugins=INSTALLED
-    )
+        task.model, task.calibration, method=method, bits=BITS, budget=Budget.average_bits(3), plugins=INSTALLED,
+        quantizer="minmax-per-tensor",  # written for it: with mse-per-channel eagl's error fell 6%, not 20%
+    )  # fmt: skip
     problem = meas.problem
     params = {layer.fqn: layer.params for layer in meas.spec.layers}
     solve = mpqcore.solve

@@ -150,7 +150,7 @@ SEARCH_SCRIPT = textwrap.dedent(
     calibration = [torch.randn(10, 8) for _ in range(2)]
     report = mpqcore.search(model, calibration, method="weight-norm", bits=(2, 4, 8),
                             budget=mpqcore.Budget.average_bits(5.0), solver="greedy-upgrade",
-                            guard=False)  # the plugin solver's own answer (the guard may prefer uniform)
+                            quantizer="minmax-per-tensor", guard=False)  # the plugin solver's own answer
     # The method's definition, computed here independently of the plugin.
     expected = {
         fqn: {b: float(((MinMaxPerTensor().quantize(m.weight, b).dequantize() - m.weight) ** 2).sum()) for b in (2, 4, 8)}
