@@ -48,7 +48,7 @@ def report():
     torch.set_num_threads(1)
     m = _project()
     return mpqcore.search(
-        m.build(), m.batches(), method="hawq", bits=(2, 4, 8), budget=mpqcore.Budget.size_bytes(500),
+        m.build(), m.batches(), method="hawq", bits=(2, 4, 8), budget=mpqcore.Budget.size_bytes(800),
         metric=m.agreement, cost="bops", method_options={"samples": 2},
     )  # fmt: skip
 
@@ -69,15 +69,18 @@ def test_report_json_keeps_raw_number_unit_and_human_string(report):
     size = data["costs_human"]["size"]
     assert size["value"] == data["costs"]["size"] and size["unit"] == "bits" and size["human"].endswith(" B")
     (budget,) = data["budgets"]
-    assert budget["description"] == "size <= 500 B" and budget["limit"]["value"] == 4000.0
+    assert budget["description"] == "size <= 800 B" and budget["limit"]["value"] == 6400.0
     assert "Hessian trace" in data["objective_meaning"]
 
 
 def test_per_layer_rows_have_costs_sensitivity_and_share(report, tmp_path):
     rows = report.to_json()["layers"]
     objective = report.problem.objective
+    layout = mpqcore.get_plugins().quantizers.create(report.quantizer).layout
     for i, row in enumerate(rows):
-        assert row["costs"]["size"] == row["params"] * row["bits"]
+        layer = report.spec.layer(row["fqn"])
+        stored = layout.metadata_bits(layer.weight_shape, layer.axis)  # the scales beside the codes
+        assert row["costs"]["size"] == row["params"] * row["bits"] + stored
         assert row["costs"]["bops"] == row["macs"] * row["bits"] * 8
         assert [float(v) for v in row["sensitivity"].values()] == list(objective.unary[i])
     assert sum(r["predicted_share"] for r in rows) == pytest.approx(1.0)  # no pair terms in hawq
@@ -95,7 +98,7 @@ def test_per_layer_rows_have_costs_sensitivity_and_share(report, tmp_path):
 def test_cli_summary_shows_costs_at_human_scale(report):
     task = load_user_task(f"{FILE}:build", f"{FILE}:batches", f"{FILE}:agreement")
     text = cli._summary(report, task)
-    assert "budget: size <= 500 B" in text and "bit operations" in text and "k BOPs" in text
+    assert "budget: size <= 800 B" in text and "bit operations" in text and "k BOPs" in text
     assert "agreement" in text and "share of predicted loss" in text
 
 

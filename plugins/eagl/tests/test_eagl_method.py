@@ -26,12 +26,13 @@ def test_hand_worked_objective_both_scales():
     # Layer "1": a single weight: one code, H = 0 at every width.
     model = _model([0.0, 1.0, 2.0, 3.0], [0.5])
     calib = [torch.zeros(2, 4)]
+    hand = {"quantizer": "minmax-per-tensor"}  # the quantizer these entropies were worked out for
     per_weight = mpqcore.measure(
-        model, calib, method="eagl", bits=(1, 2, 3), method_options={"scale": "per-weight"}
+        model, calib, method="eagl", bits=(1, 2, 3), method_options={"scale": "per-weight"}, **hand
     ).objective
     np.testing.assert_allclose(per_weight.unary, [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], atol=1e-12)
     assert per_weight.info["entropy"]["0"] == pytest.approx({1: 1.0, 2: 2.0, 3: 2.0})
-    params = mpqcore.measure(model, calib, method="eagl", bits=(1, 2, 3)).objective
+    params = mpqcore.measure(model, calib, method="eagl", bits=(1, 2, 3), **hand).objective
     np.testing.assert_allclose(params.unary, [[4.0, 0.0, 0.0], [0.0, 0.0, 0.0]], atol=1e-12)
     assert params.info["scale"] == "cost" and params.info["scaled_by"] == "size"  # size: the parameter count
 

@@ -38,7 +38,7 @@ def test_scaling_and_mse_match_the_fake_quantized_weights():
         w = ev.weight(fqn)
         for j, bits in enumerate(BITS):
             expected = float(((ev.fake_quantized(fqn, bits) - w).double() ** 2).mean())
-            assert b.objective.unary[i, j] == pytest.approx(expected, rel=1e-9)
+            assert b.objective.unary[i, j] == pytest.approx(expected, rel=1e-6)  # float32 sums in the method
     # Data-free: no forward pass beyond those the core makes itself (uniform measures nothing).
     baseline = mpqcore.measure(task.model, task.calibration, method="uniform", bits=BITS).evaluator.forward_passes
     assert a.evaluator.forward_passes == b.evaluator.forward_passes == baseline
