@@ -365,3 +365,20 @@ def test_measured_latency_times_every_width_caches_and_writes_latency_csv(tmp_pa
     for i, fqn in enumerate(report.problem.layers):
         layer = report.spec.layer(fqn)
         assert table.cost(layer, 8) == report.problem.costs["measured-latency"][i, 1]
+
+
+def test_a_report_with_bias_correction_is_refused_not_exported_without_it(tmp_path):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    batches = [torch.randn(16, 6) for _ in range(2)]
+    report = mpqcore.search(
+        model, batches, method="uniform", bits=(4, 8), budget=mpqcore.Budget.average_bits(4), bias_correction=True,
+        guard=False,
+    )  # fmt: skip
+    assert report.bias_correction is not None
+    with pytest.raises(mpqcore.ConfigError, match="does not yet carry bias correction"):
+        mpqcore.export(model, report, format="packed", path=tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()

@@ -48,6 +48,12 @@ def _source(
 ) -> tuple[Mapping[str, int], Any, Any, Any]:
     """The allocation's widths, quantizer, options and activation widths (a Report brings its own)."""
     if isinstance(allocation, Report):
+        if allocation.bias_correction is not None:
+            # refused rather than exported without the corrected biases (its metric would not reproduce)
+            raise ConfigError(
+                "export does not yet carry bias correction: this report's model has corrected (and possibly "
+                "added) biases that no format stores yet; search with bias_correction=False to export"
+            )
         clash = [
             name
             for name, value, default in (
