@@ -237,7 +237,7 @@ class Scorer:
     def __init__(self, task, calibration, device, extra_metrics: dict):
         import mpqcore
 
-        quantizer = mpqcore.get_plugins().quantizers.create("minmax-per-tensor")
+        quantizer = mpqcore.get_plugins().quantizers.create(mpqcore.DEFAULT_QUANTIZER)  # the one the measurement used
         self.ev = mpqcore.Evaluator(task.model, calibration, None, quantizer, metric=task.metric, device=device)
         self.extra = extra_metrics
         self.cache: dict = {}
