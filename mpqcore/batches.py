@@ -36,6 +36,7 @@ __all__ = [
     "Supervised",
     "batch_size",
     "call_model",
+    "check_not_empty",
     "materialize",
     "model_inputs",
     "supervised",
@@ -175,3 +176,9 @@ def batch_size(batch: Any) -> int:
         if isinstance(v, torch.Tensor) and v.dim():
             return int(v.shape[0])
     return 1
+
+
+def check_not_empty(batch: Any, index: int) -> None:
+    """Refuse a calibration batch of no examples, named by its ``index`` in the user's calibration."""
+    if batch_size(batch) == 0:
+        raise ConfigError(f"calibration batch {index} is empty (batch size 0); every batch needs examples")

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from mpqcore import activations
-from mpqcore.batches import batch_size, call_model, materialize, model_inputs, to_device
+from mpqcore.batches import batch_size, call_model, check_not_empty, materialize, model_inputs, to_device
 from mpqcore.bias_correction import BiasCorrection, check_policy, layer_users, swap_bias
 from mpqcore.divergence import default_loss, primary_output
 from mpqcore.errors import ConfigError
@@ -467,8 +467,7 @@ class Evaluator:
             outs = []
             with torch.no_grad():
                 for i in range(len(self.calibration)):
-                    if batch_size(self.calibration[i]) == 0:
-                        raise ConfigError(f"calibration batch {i} is empty (batch size 0); every batch needs examples")
+                    check_not_empty(self.calibration[i], i)
                     try:
                         out = primary_output(self._run(i)).detach()
                     except ConfigError:

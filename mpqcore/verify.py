@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mpqcore.batches import Supervised, batch_size, materialize
+from mpqcore.batches import Supervised, batch_size, check_not_empty, materialize
 from mpqcore.constraints import within_budget
 from mpqcore.errors import ConfigError, InfeasibleError
 from mpqcore.evaluate import Evaluator
@@ -121,8 +121,7 @@ def split_calibration(calibration: Iterable[Any], fraction: float = HELD_OUT_FRA
     examples; else nothing."""
     batches = materialize(calibration)
     for i, batch in enumerate(batches):  # named by its index in the user's calibration, before splitting
-        if batch_size(batch) == 0:
-            raise ConfigError(f"calibration batch {i} is empty (batch size 0); every batch needs examples")
+        check_not_empty(batch, i)
     n = len(batches)
     if n >= 2:
         k = min(n - 1, max(1, round(n * fraction)))

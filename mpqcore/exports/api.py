@@ -12,6 +12,7 @@ from torch import nn
 
 from mpqcore import activations
 from mpqcore.batches import call_model
+from mpqcore.costs import WeightSize
 from mpqcore.divergence import primary_output
 from mpqcore.errors import ConfigError, PluginError
 from mpqcore.exports.packed import load_packed
@@ -25,7 +26,7 @@ from mpqcore.protocols import Quantizer
 from mpqcore.quantizers import DEFAULT_QUANTIZER
 from mpqcore.report import Report
 from mpqcore.search import _allocated_layers, apply
-from mpqcore.types import Allocation
+from mpqcore.types import Allocation, LayerInfo
 
 __all__ = ["ExportPlan", "ExportResult", "PlannedLayer", "check_export_path", "export", "load_packed", "plan_export"]
 
@@ -148,11 +149,11 @@ def _state_keys(model: nn.Module, found: Mapping[str, Any]) -> dict[str, tuple[s
 
 def _predicted_bytes(plan: ExportPlan) -> int:
     """Quantized weights at their widths with their metadata at the layout's dtypes, plus the float tensors."""
-    bits = 0
+    size = WeightSize().with_layout(plan.layout)  # the size cost's own rule: codes plus stored metadata
+    bits = 0.0
     for layer in plan.layers:
-        bits += layer.params * layer.bits
-        if plan.layout is not None:
-            bits += plan.layout.metadata_bits(layer.weight_shape, layer.axis)
+        info = LayerInfo(layer.fqn, "", layer.params, weight_shape=layer.weight_shape, axis=layer.axis)
+        bits += size.cost(info, layer.bits)
     quantized = {k for layer in plan.layers for k in layer.state_keys}
     seen = set()
     for key, value in plan.fake.state_dict().items():
