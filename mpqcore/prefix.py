@@ -22,9 +22,14 @@ module imports nothing of the evaluator's.
 A module can stand in for its computation only when it is called once per forward and
 returns a tensor or a tuple/list of tensors. A model in which a quantizable layer is not
 called exactly once, or whose call structure changes between batches, turns reuse off
-(:attr:`PrefixReuse.reason` says why) and every evaluation runs in full. Outputs are
-copied when recorded and when replayed, because parents may modify them in place later
-(``ReLU(inplace=True)``).
+(:attr:`PrefixReuse.reason` says why) and every evaluation runs in full.
+
+Outputs are recorded and replayed as they are, without copies, as long as nothing
+modifies them in place: every recorded tensor keeps the version counter it had when its
+module returned, and a run that finds one changed afterwards (a parent's
+``ReLU(inplace=True)``, an ``x += ...``) still has the right value, since a fresh copy
+would have been modified the same way, but passes no recording on (the next run starts
+from scratch) and that module's outputs are copied from then on.
 """
 
 from __future__ import annotations
@@ -38,8 +43,6 @@ import torch
 
 __all__ = ["ForwardTrace", "PrefixReuse", "trace_forward"]
 
-#: Recorded outputs: module name -> one output per calibration batch.
-Recorded = dict[str, list[Any]]
 Assignment = Mapping[str, int]
 
 
@@ -49,10 +52,40 @@ def _is_tensors(value: Any) -> bool:
     return isinstance(value, (tuple, list)) and len(value) > 0 and all(isinstance(v, torch.Tensor) for v in value)
 
 
+def _tensors(value: Any) -> tuple[torch.Tensor, ...]:
+    return (value,) if isinstance(value, torch.Tensor) else tuple(value)
+
+
 def _copy(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.detach().clone()
     return type(value)(v.detach().clone() for v in value)
+
+
+def _same(value: Any) -> Any:
+    """``value`` itself, in a new container when it is one (a parent may append to a list)."""
+    return value if isinstance(value, torch.Tensor) else type(value)(value)
+
+
+@attrs.frozen(eq=False)
+class Output:
+    """One recorded module output and the version counters its tensors had when recorded."""
+
+    value: Any
+    versions: tuple[int, ...]
+
+    @classmethod
+    def of(cls, value: Any) -> Output:
+        return cls(value, tuple(t._version for t in _tensors(value)))
+
+    @property
+    def intact(self) -> bool:
+        """Nothing modified it in place since it was recorded."""
+        return tuple(t._version for t in _tensors(self.value)) == self.versions
+
+
+#: Recorded outputs: module name -> one output per calibration batch.
+Recorded = dict[str, list[Output]]
 
 
 @attrs.frozen
@@ -139,6 +172,8 @@ class PrefixReuse:
         loss: Callable[[Assignment], float],
     ):
         self.reason = ""
+        #: Modules whose outputs were found modified in place: recorded and replayed as copies.
+        self.copied: set[str] = set()
         self.skipped_macs = 0.0
         self.total_macs = 0.0
         self._loss = loss
@@ -231,6 +266,11 @@ class PrefixReuse:
         self.total_macs += self._total_macs
         if stubs and resume is not None:
             self.skipped_macs += self._macs_before[resume]
+        used = {m: source[m] for m in stubs} if source is not None else {}
+        changed = {m for m, outs in (used | recorded).items() if not all(o.intact for o in outs)}
+        if changed:  # the value is right (a copy would have changed alike); the recordings are not
+            self.copied |= changed
+            return value, None
         return value, (recorded if wanted else None)
 
     @contextlib.contextmanager
@@ -240,7 +280,7 @@ class PrefixReuse:
             for name in names:
                 module = self._modules[name]
                 saved[name] = module.__dict__.get("forward")
-                module.forward = self._stub(name, source[name], calls)
+                module.forward = self._stub(name, source[name], calls, name in self.copied)
             yield
         finally:
             for name, previous in saved.items():
@@ -251,11 +291,13 @@ class PrefixReuse:
                     module.forward = previous
 
     @staticmethod
-    def _stub(name: str, outputs: list[Any], calls: dict[str, int]):
+    def _stub(name: str, outputs: list[Output], calls: dict[str, int], copy: bool):
+        give = _copy if copy else _same
+
         def forward(*_args, **_kwargs):
             k = calls.get(name, 0)
             calls[name] = k + 1
-            return _copy(outputs[k % len(outputs)])
+            return give(outputs[k % len(outputs)].value)
 
         return forward
 
@@ -264,10 +306,13 @@ class PrefixReuse:
         handles = []
         try:
             for name in names:
-                store: list[Any] = []
+                store: list[Output] = []
                 into[name] = store
+                keep = _copy if name in self.copied else _same
                 handles.append(
-                    self._modules[name].register_forward_hook(lambda _m, _i, out, store=store: store.append(_copy(out)))
+                    self._modules[name].register_forward_hook(
+                        lambda _m, _i, out, store=store, keep=keep: store.append(Output.of(keep(out)))
+                    )
                 )
             yield
         finally:

@@ -128,6 +128,44 @@ def test_a_structure_that_changes_between_batches_falls_back():
     assert "differs between calibration batches" in fast.prefix_reuse["reason"]
 
 
+class InPlace(nn.Module):
+    """A replayed module's output modified in place by functional code after it: a
+    replay without a copy must notice, since the next replay would see the changed value."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, 6)
+        self.b = nn.Linear(6, 6)
+        self.c = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        g = self.b(h)
+        h.mul_(2.0)  # after b read it: changes what a replay of ``a`` would give
+        return self.c(torch.relu(g) + h)
+
+
+def test_outputs_modified_in_place_are_copied_from_then_on():
+    torch.manual_seed(0)
+    data = [torch.randn(5, 6), torch.randn(4, 6)]
+    model = InPlace()
+    fast = Evaluator(model, data, None, MinMaxPerTensor())
+    plain = Evaluator(model, data, None, MinMaxPerTensor(), reuse_prefix=False)
+    assignments = sweep(fast.spec.fqns, (2, 4, 8))
+    assert fast.losses(assignments) == plain.losses(assignments)
+    assert fast._prefix is not None and fast._prefix.copied == {"a"}
+    assert fast.prefix_reuse["skipped_mac_fraction"] > 0.2
+
+
+def test_outputs_nothing_modifies_are_replayed_without_copies():
+    # The in-place ReLUs of Residual act on tensors no replay hands out.
+    model, data = residual()
+    ev = Evaluator(model, data, None, MinMaxPerTensor())
+    ev.losses(sweep(ev.spec.fqns, (2, 8)))
+    assert ev._prefix is not None and ev._prefix.copied == set()
+    assert ev.prefix_reuse["skipped_mac_fraction"] > 0.3
+
+
 def test_reuse_can_be_switched_off_per_call():
     model, data = residual()
     ev = Evaluator(model, data, None, MinMaxPerTensor())
