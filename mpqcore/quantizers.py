@@ -296,12 +296,12 @@ class MSEPerChannel:
 
     def _per_channel(self, w: torch.Tensor, bits: int) -> QuantizedTensor:
         if bits == 1:
-            return _symmetric(w, 1, torch.zeros(_broadcast_shape(w), dtype=w.dtype))
+            return _symmetric(w, 1, torch.zeros(_broadcast_shape(w), dtype=w.dtype, device=w.device))
         shape = _broadcast_shape(w)
         absmax = _channel_view(w).abs().amax(1)
         best_err = torch.full_like(absmax, float("inf"))
         best_ratio = torch.ones_like(absmax)
-        ratios = torch.linspace(self.min_ratio, 1.0, self.grid, dtype=w.dtype)
+        ratios = torch.linspace(self.min_ratio, 1.0, self.grid, dtype=w.dtype, device=w.device)
         for ratio in ratios:
             q = _symmetric(w, bits, (absmax * ratio).reshape(shape)).dequantize()
             err = _channel_view((q - w) ** 2).mean(1)

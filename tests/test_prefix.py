@@ -223,3 +223,52 @@ def test_prefix_does_not_import_the_evaluator():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not {m for m in imported if m and m.startswith("mpqcore")}, imported
+
+
+class EmbeddingLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.lstm = nn.LSTM(16, 24, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(24, 5)
+
+    def forward(self, x):
+        h, _ = self.lstm(self.emb(x))
+        return self.fc(torch.relu(h[:, -1]))
+
+
+def _real(name):
+    """A small model of a real family and two calibration batches."""
+    torch.manual_seed(0)
+    if name == "bert":
+        pytest.importorskip("transformers")
+        from mpqcore.testing.models import small_bert
+
+        return small_bert()
+    if name == "resnet18":  # BasicBlock's ``out += identity`` and in-place ReLUs on replayed inputs
+        torchvision = pytest.importorskip("torchvision")
+        return torchvision.models.resnet18(num_classes=10).eval(), [
+            torch.randn(3, 3, 32, 32),
+            torch.randn(2, 3, 32, 32),
+        ]
+    if name == "gpt2":
+        transformers = pytest.importorskip("transformers")
+        config = transformers.GPT2Config(
+            vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0
+        )
+        ids = [torch.randint(0, 100, (2, 12)), torch.randint(0, 100, (3, 12))]
+        return transformers.GPT2LMHeadModel(config).eval(), [{"input_ids": i} for i in ids]
+    return EmbeddingLSTM().eval(), [torch.randint(0, 50, (4, 7)), torch.randint(0, 50, (3, 7))]
+
+
+@pytest.mark.parametrize("name", ["bert", "resnet18", "gpt2", "lstm"])
+def test_losses_equal_full_evaluation_on_real_families(name):
+    model, data = _real(name)
+    fast = Evaluator(model, data, None, MinMaxPerTensor())
+    plain = Evaluator(model, data, None, MinMaxPerTensor(), reuse_prefix=False)
+    fqns = fast.spec.fqns
+    assignments = sweep(fqns, (2, 8), pairs=False)
+    assignments += [{f: 2, g: 4} for f, g in itertools.pairwise(fqns)] + [{fqns[0]: 3, fqns[-1]: 3}]
+    assert fast.losses(assignments) == plain.losses(assignments)  # exactly the same floats
+    assert fast.prefix_reuse["enabled"], fast.prefix_reuse["reason"]
+    assert fast.prefix_reuse["skipped_mac_fraction"] > 0  # the LSTM holds most of its MACs: ~5%
