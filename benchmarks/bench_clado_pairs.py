@@ -131,14 +131,15 @@ def write(out: Path, rows: list[dict], meta: dict) -> None:
         f"load average at start {meta['load_average_at_start']} (the 2 cores are shared with other work: wall "
         "times are upper bounds).",
         "",
-        "| workers | evaluations | forward passes | wall s | wall ms / evaluation | MACs skipped | max abs. difference from the first row |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| workers | evaluations | forward passes | wall s | wall ms / evaluation | CPU s of this process | MACs skipped | max abs. difference from the first row |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         per = 1e3 * r["wall_s"] / r["evaluations"] if r["evaluations"] else float("nan")
         skipped = r["skipped_mac_fraction"]
         lines.append(
             f"| {r['workers']} | {r['evaluations']:,} | {r['forward_passes']:,} | {r['wall_s']:.1f} | {per:.1f} | "
+            f"{r['cpu_s_driver']:.1f}{'' if r['workers'] == 1 else ' (the actors not counted)'} | "
             f"{'-' if skipped is None else f'{100 * skipped:.0f}%'} | {r['max_abs_difference_from_first']:.1e} |"
         )
     if meta["compared_with"] is not None:

@@ -2,9 +2,10 @@
 
     python benchmarks/readme_sections.py
 
-Reads ``benchmarks/results/evaluator.md``, ``solvers.md``, ``mckp.md`` and ``pairs.md``
-(written by ``bench_evaluator.py`` and ``bench_solvers.py [--mckp | --pairs]``) and replaces
-the text between the ``<!-- evaluator:start/end -->``, ``<!-- solvers:start/end -->``,
+Reads ``benchmarks/results/evaluator.md``, ``clado_pairs.md``, ``solvers.md``, ``mckp.md`` and
+``pairs.md`` (written by ``bench_evaluator.py``, ``bench_clado_pairs.py`` and ``bench_solvers.py
+[--mckp | --pairs]``) and replaces the text between the ``<!-- evaluator:start/end -->``,
+``<!-- clado-pairs:start/end -->``, ``<!-- solvers:start/end -->``,
 ``<!-- mckp:start/end -->`` and ``<!-- pairs:start/end -->`` markers, so the README never carries numbers typed by hand.
 """
 
@@ -39,6 +40,7 @@ def main() -> int:
     readme = readme_path.read_text()
     for marker, name in (
         ("evaluator", "evaluator.md"),
+        ("clado-pairs", "clado_pairs.md"),
         ("solvers", "solvers.md"),
         ("mckp", "mckp.md"),
         ("pairs", "pairs.md"),
@@ -46,7 +48,7 @@ def main() -> int:
     ):
         source = RESULTS / name
         if not source.exists():
-            print(f"{source} missing: run benchmarks/bench_{marker}.py first", file=sys.stderr)
+            print(f"{source} missing: run benchmarks/bench_{marker.replace('-', '_')}.py first", file=sys.stderr)
             continue
         readme = replace(readme, marker, f"From `benchmarks/results/{name}`:\n\n" + body(source))
     readme_path.write_text(readme)
