@@ -127,6 +127,20 @@ def mac_bound(row: dict) -> float:
     return row["naive"]["seconds"] / (row["no_reuse"]["seconds"] * (1.0 - row["skipped_mac_fraction"]))
 
 
+def _reruns(meta: dict) -> str:
+    reruns = meta.get("reruns") or {}
+    return "".join(f" ({task} rerun alone: best of {n})" for task, n in reruns.items())
+
+
+def merged(rows: list[dict], meta: dict, path: Path) -> tuple[list[dict], dict]:
+    """``rows`` in place of the same tasks' rows of the results at ``path`` (``--merge``)."""
+    old = json.loads(path.read_text())
+    fresh = {r["task"]: r for r in rows}
+    out = [fresh.pop(r["task"], r) for r in old["rows"]] + list(fresh.values())
+    reruns = {**old["meta"].get("reruns", {}), **{r["task"]: meta["repeats"] for r in rows}}
+    return out, {**old["meta"], "reruns": reruns}
+
+
 def results_name(device: torch.device) -> str:
     """``evaluator`` on the CPU, ``evaluator-<device type>`` elsewhere (one file per device type)."""
     return "evaluator" if device.type == "cpu" else f"evaluator-{device.type}"
@@ -141,7 +155,7 @@ def write(rows: list[dict], meta: dict) -> None:
         "# Evaluator benchmark" + ("" if name == "evaluator" else f" on {meta['device_name']}"),
         "",
         f"`python benchmarks/bench_evaluator.py{flag}` on {meta['machine']}, torch {meta['torch']}, "
-        f"{meta['threads']} thread(s), best of {meta['repeats']}; every single-layer term "
+        f"{meta['threads']} thread(s), best of {meta['repeats']}{_reruns(meta)}; every single-layer term "
         f"(layer x bits {list(BITS)}) scored with the default divergence loss on the task's calibration batches.",
         "",
         "| task | layers | terms | naive loop s (ms/term) | evaluator, no prefix reuse s | evaluator s (ms/term) | speedup over naive | MACs skipped | expected from MACs | max rel. difference |",
@@ -178,6 +192,7 @@ def main(argv=None) -> None:
     parser.add_argument("--tasks", default="digits-cnn,digits-resnet18,minilm")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--merge", action="store_true", help="keep the other tasks' rows of the results file")
     parser.add_argument("--device", default="cpu", help="where the model, batches and caches live: cpu, cuda, cuda:1")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -203,6 +218,9 @@ def main(argv=None) -> None:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
     }
+    existing = RESULTS / f"{results_name(device)}.json"
+    if args.merge and existing.exists():
+        rows, meta = merged(rows, meta, existing)
     write(rows, meta)
 
 

@@ -47,3 +47,16 @@ def test_cuda_without_a_gpu_is_refused_before_any_work(bench, tmp_path, capsys):
         bench.main(["--tasks", "digits-cnn", "--device", "cuda"])
     assert "no CUDA device" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_merge_replaces_only_the_rerun_tasks_rows(bench, tmp_path):
+    bench.main(["--tasks", "digits-cnn", "--threads", "1", "--repeats", "1"])
+    saved = json.loads((tmp_path / "evaluator.json").read_text())
+    other = {**saved["rows"][0], "task": "other-task"}
+    saved["rows"] = [other, {**saved["rows"][0], "speedup": -1.0}]
+    (tmp_path / "evaluator.json").write_text(json.dumps(saved))
+    bench.main(["--tasks", "digits-cnn", "--threads", "1", "--repeats", "2", "--merge"])
+    merged = json.loads((tmp_path / "evaluator.json").read_text())
+    assert [r["task"] for r in merged["rows"]] == ["other-task", "digits-cnn"]
+    assert merged["rows"][1]["speedup"] > 0 and merged["meta"]["reruns"] == {"digits-cnn": 2}
+    assert "digits-cnn rerun alone: best of 2" in (tmp_path / "evaluator.md").read_text()
