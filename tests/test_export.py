@@ -199,6 +199,31 @@ def test_onnx_runs_every_kind_but_recurrent_within_tolerance(tmp_path):
     assert "fc.weight" not in dtypes  # no float copy of a quantized weight is left
 
 
+def test_onnx_runs_a_bert_encoder_within_1e_4(tmp_path):
+    """onnxruntime fuses DequantizeLinear + MatMul into MatMulNBits, whose default accuracy level quantizes the
+    activations to int8: the export must run the fused kernel at float32 (on minilm the default moved the
+    embeddings by 0.005; here by 2e-3)."""
+    pytest.importorskip("onnxruntime")
+    transformers = pytest.importorskip("transformers")
+    from mpqcore.exports.onnx import SESSION_CONFIG
+    from mpqcore.tasks.minilm import SentenceEncoder
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=50, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=128, max_position_embeddings=32, initializer_range=0.2)  # fmt: skip
+    model = SentenceEncoder(transformers.BertModel(config, add_pooling_layer=False)).eval()
+    ids = torch.randint(0, 50, (4, 9))
+    mask = torch.ones_like(ids)
+    mask[2:, 6:] = 0  # padded texts: the attention mask is traced too
+    example = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    alloc = {layer.fqn: 4 for layer in mpqcore.introspect(model, example).layers}
+    assert any("embeddings" in f for f in alloc) and any("intermediate" in f for f in alloc)
+    res = mpqcore.export(model, alloc, format="onnx", path=tmp_path / "bert.onnx", example=example,
+                         quantizer="symmetric-per-channel")  # fmt: skip
+    assert res.max_abs_diff is not None and res.max_abs_diff < 1e-4, res.max_abs_diff
+    assert res.manifest["session_config"] == SESSION_CONFIG
+
+
 def test_torchao_holds_mpqs_integers_exactly(tmp_path):
     pytest.importorskip("torchao")
     torch.manual_seed(0)
