@@ -236,6 +236,43 @@ def test_torchao_holds_mpqs_integers_exactly(tmp_path):
     assert type(res.model[0].weight).__name__ == "IntxUnpackedToInt8Tensor"
 
 
+class TorchaoKinds(nn.Module):
+    """Every kind torchao's weight-only config takes: an embedding, a Conv2d with one input channel, a linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 12)
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)  # torchao's own parameter choice fails on one input channel
+        self.proj = nn.Linear(12, 12)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, tokens):
+        h = self.emb(tokens)  # [N, T, 12]
+        h = self.conv(h.unsqueeze(1)).mean(1) + h
+        return self.fc(self.proj(h).relu().mean(1))
+
+
+@pytest.mark.parametrize("quantizer", ["symmetric-per-channel", "mse-per-channel", "grouped"])
+def test_torchao_holds_mpqs_integers_for_linear_embedding_and_conv2d(tmp_path, quantizer):
+    pytest.importorskip("torchao")
+    torch.manual_seed(0)
+    model, x = TorchaoKinds().eval(), torch.randint(0, 20, (4, 7))
+    alloc = {"emb": 3, "conv": 4, "proj": 8, "fc": 2}
+    if quantizer == "grouped":
+        quantizer, alloc = GroupedMinMax(group=4), {"emb": 3, "proj": 8, "fc": 2}
+    res = mpqcore.export(model, alloc, format="torchao", path=tmp_path / "m.pt", quantizer=quantizer, example=x,
+                         act_bits=8)  # fmt: skip
+    assert res.exact, res.max_abs_diff
+    fake = mpqcore.apply(model, alloc, quantizer, act_bits=8)
+    modules = dict(res.model.named_modules())
+    for fqn in alloc:
+        w = modules[fqn].weight
+        assert type(w).__name__ == "IntxUnpackedToInt8Tensor", fqn
+        assert torch.equal(w.dequantize(), dict(fake.named_modules())[fqn].weight), fqn
+    if "conv" in alloc:
+        assert res.manifest["scales_per_tap"] == ("conv",)
+
+
 # -- bad inputs ---------------------------------------------------------------------------
 
 
@@ -279,8 +316,14 @@ def test_widths_and_layouts_a_format_cannot_store_are_named(tmp_path):
         mpqcore.export(model, {"fc": 4}, format="torchao", path=tmp_path / "m.pt", quantizer="minmax-per-tensor")
     with pytest.raises(ConfigError, match=r"widths above 8 bits.*'fc \(12 bits\)'"):
         mpqcore.export(model, {"fc": 12}, format="torchao", path=tmp_path / "m.pt", quantizer="symmetric-per-channel")
-    with pytest.raises(ConfigError, match=r"kinds torchao's weight-only config does not take: \['conv \(conv\)'\]"):
+    with pytest.raises(ConfigError, match=r"does not take: \['conv \(conv, Conv1d.weight\)'\].*nn.Conv2d layers"):
         mpqcore.export(model, {"conv": 4}, format="torchao", path=tmp_path / "m.pt", quantizer="symmetric-per-channel")
+    with pytest.raises(ConfigError, match=r"\['attn.out_proj \(the out_proj of nn.MultiheadAttention"):
+        mpqcore.export(model, {"attn.out_proj": 4}, format="torchao", path=tmp_path / "m.pt",
+                       quantizer="symmetric-per-channel")  # fmt: skip
+    convs = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(ConfigError, match=r"\['0 \(conv with grouped scales: torchao groups input channels"):
+        mpqcore.export(convs, {"0": 4}, format="torchao", path=tmp_path / "m.pt", quantizer=GroupedMinMax())
     assert not list(tmp_path.iterdir())  # nothing written
 
 
