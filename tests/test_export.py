@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import attrs
@@ -367,7 +368,7 @@ def test_report_export_reproduces_the_reported_metric_with_act_bits(tmp_path):
     res = mpqcore.export(task.model, report, format="packed", path=tmp_path / "r.safetensors",
                          example=task.calibration[0], metric=task.metric)  # fmt: skip
     assert res.exact and res.metric == report.results["metric"]
-    with pytest.raises(ConfigError, match="takes the quantizer, its options and act_bits from the report"):
+    with pytest.raises(ConfigError, match="its options, act_bits and bias_correction from the report"):
         mpqcore.export(task.model, report, format="packed", path=tmp_path / "x.safetensors", act_bits=8)
 
 
@@ -435,18 +436,55 @@ def test_measured_latency_times_every_width_caches_and_writes_latency_csv(tmp_pa
         assert table.cost(layer, 8) == report.problem.costs["measured-latency"][i, 1]
 
 
-def test_a_report_with_bias_correction_is_refused_not_exported_without_it(tmp_path):
-    import torch
-    from torch import nn
-
+def test_bias_corrected_reports_export_their_biases_in_every_format(tmp_path):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
-    batches = [torch.randn(16, 6) for _ in range(2)]
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)).eval()
+    batches = [torch.randn(16, 2, 6, 6) + 0.5 for _ in range(2)]  # a non-zero mean input: a shift to correct
     report = mpqcore.search(
-        model, batches, method="uniform", bits=(4, 8), budget=mpqcore.Budget.average_bits(4), bias_correction=True,
-        guard=False,
+        model, batches, method="uniform", bits=(2, 8), budget=mpqcore.Budget.average_bits(2), bias_correction=True,
+        guard=False, quantizer="symmetric-per-channel",
     )  # fmt: skip
-    assert report.bias_correction is not None
-    with pytest.raises(mpqcore.ConfigError, match="does not yet carry bias correction"):
-        mpqcore.export(model, report, format="packed", path=tmp_path / "m.safetensors")
-    assert not (tmp_path / "m.safetensors").exists()
+    assert report.bias_correction is not None and set(report.bias_correction.means) == {"0", "3"}
+    fake = mpqcore.apply(model, report.allocation, "symmetric-per-channel", bias_correction=report.bias_correction)
+    assert not torch.equal(fake[3].bias, model[3].bias) and fake[0].bias is not None  # corrected, and one added
+    res = mpqcore.export(model, report, format="packed", path=tmp_path / "m.safetensors", example=batches[0])
+    assert res.exact
+    assert res.manifest["bias_correction"] == {
+        "policy": "add",
+        "layers": {"0": {"module": "0", "added": True}, "3": {"module": "3", "added": False}},
+    }
+    loaded = mpqcore.load_packed(model, res.path)
+    assert model[0].bias is None  # the user's model is unchanged
+    assert loaded.state_dict().keys() == fake.state_dict().keys()
+    for key, value in fake.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    with torch.no_grad():
+        assert torch.equal(loaded(batches[1]), fake(batches[1]))
+    assert res.predicted_bytes >= (64 * 3 + 4 * 18) * 2 / 8 + (4 + 3) * 4  # the corrected biases are counted
+    with pytest.raises(ConfigError, match="takes the quantizer, its options, act_bits and bias_correction"):
+        mpqcore.export(model, report, format="packed", path=tmp_path / "x.safetensors",
+                       bias_correction=report.bias_correction)  # fmt: skip
+    alloc = mpqcore.export(model, report.allocation, format="packed", path=tmp_path / "a.safetensors",
+                           quantizer="symmetric-per-channel", bias_correction=report.bias_correction,
+                           example=batches[0])  # fmt: skip
+    assert alloc.exact and alloc.manifest["bias_correction"]["policy"] == "add"
+    if importlib.util.find_spec("onnxruntime"):
+        onnx_res = mpqcore.export(model, report, format="onnx", path=tmp_path / "m.onnx", example=batches[1])
+        assert onnx_res.max_abs_diff is not None and onnx_res.max_abs_diff < 1e-4
+        assert onnx_res.manifest["bias_correction"]["layers"]["0"]["added"] is True
+    if importlib.util.find_spec("torchao"):
+        tao = mpqcore.export(model, report, format="torchao", path=tmp_path / "m.pt", example=batches[1])
+        assert tao.exact
+
+
+def test_mpq_export_refuses_a_report_json_searched_with_bias_correction(tmp_path):
+    import json
+
+    from mpqcore.exports.command import read_report
+
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"allocation": {"fc": 4}, "bias_correction": {"policy": "add", "corrected": ["fc"]}}))
+    with pytest.raises(ConfigError, match=r"searched with bias correction.*leave out --report"):
+        read_report(path)
+    path.write_text(json.dumps({"allocation": {"fc": 4}, "bias_correction": None}))
+    assert read_report(path)["allocation"] == {"fc": 4}

@@ -193,6 +193,7 @@ class OnnxFormat:
             "activations": "traced as ops (dynamic per-tensor min-max)" if plan.act_bits else "float",
             "inputs": names,
             "session_config": dict(SESSION_CONFIG),
+            "bias_correction": plan.bias_manifest(),  # corrected biases: the graph's float biases
         }
         model.metadata_props.append(onnx.StringStringEntryProto(key="mpq", value=json.dumps(manifest)))
         onnx.checker.check_model(model)

@@ -186,6 +186,7 @@ class TorchaoFormat:
             "act_bits": dict(plan.act_bits),
             "storage": "IntxUnpackedToInt8Tensor: one int8 per weight",
             "scales_per_tap": sorted(p.fqn for p in plan.layers if p.layer_kind == "conv"),
+            "bias_correction": plan.bias_manifest(),  # corrected biases: the modules' float biases
         }
         torch.save({"manifest": manifest, "state_dict": model.state_dict()}, str(path))
         return manifest
