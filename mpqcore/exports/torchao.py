@@ -53,6 +53,7 @@ from typing import Any
 import attrs
 import torch
 from torch import nn
+from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from mpqcore.errors import ConfigError
 from mpqcore.exports.plan import ExportPlan, PlannedLayer
@@ -63,12 +64,13 @@ __all__ = ["MAPPED", "TorchaoFormat", "torchao_plan", "torchao_weight"]
 MAPPED = "nn.Linear and nn.Embedding layers (per channel or per group) and nn.Conv2d layers (per channel)"
 
 
-def _why_not(p: PlannedLayer) -> str:
-    """Why torchao cannot hold layer ``p`` with mpq's integers (empty when it can)."""
-    if p.module_class == "NonDynamicallyQuantizableLinear":
+def _why_not(p: PlannedLayer, module: nn.Module) -> str:
+    """Why torchao cannot hold layer ``p`` (its ``module``) with mpq's integers (empty when it can)."""
+    if isinstance(module, NonDynamicallyQuantizableLinear):
         return "the out_proj of nn.MultiheadAttention, which transposes it with aten.t (torchao lacks it)"
-    classes = {"linear": ("Linear",), "embedding": ("Embedding",), "conv": ("Conv2d",)}
-    if p.module_class not in classes.get(p.layer_kind, ()) or p.axis != 0 or p.param != "weight":
+    classes = {"linear": nn.Linear, "embedding": nn.Embedding, "conv": nn.Conv2d}
+    kind = classes.get(p.layer_kind)
+    if kind is None or not isinstance(module, kind) or p.axis != 0 or p.param != "weight":
         return f"{p.layer_kind}, {p.module_class}.{p.param}"
     if p.group_size is not None:
         if p.layer_kind == "conv":
@@ -151,7 +153,8 @@ class TorchaoFormat:
                 f"quantizer {plan.quantizer!r} has a per-tensor (or undeclared) layout; torchao's "
                 "IntxWeightOnlyConfig has PerAxis and PerGroup granularity only"
             )
-        kinds = [f"{p.fqn} ({why})" for p in plan.layers if (why := _why_not(p))]
+        modules = dict(plan.model.named_modules())
+        kinds = [f"{p.fqn} ({why})" for p in plan.layers if (why := _why_not(p, modules[p.module_name]))]
         if kinds:
             problems.append(f"layers torchao's weight-only config does not take: {kinds[:5]}")
         wide = [f"{p.fqn} ({p.bits} bits)" for p in plan.layers if p.bits > 8]
