@@ -56,7 +56,11 @@ def test_comparison_counts_images(bench):
         {"model": "a", "budget": 3.0, "mct": 0.9800, "mpq": 0.9750, "mpq_bc": 0.9800},
         {"model": "b", "budget": 3.0, "mct": 0.9500, "mpq": 0.9600, "mpq_bc": 0.9400},
     ]
+    uniforms = [(0.9850, 0.9700, 0.9800), (0.9500, 0.9650, 0.9300)]  # MCT, mpq, mpq + bc
+    for row, (mct, mpq, mpq_bc) in zip(rows, uniforms, strict=True):
+        row.update(mct_uniform=mct, mpq_uniform=mpq, mpq_bc_uniform=mpq_bc)
     text = "\n".join(bench.comparison(rows))
     # a: +2 and 0 images; b: -4 and +4 images
-    assert "vs mpq default, 3 bits: mean -1.00 images (-0.25 accuracy points) over 2 models; MCT better in 1, " in text
+    assert "vs mpq default, 3 bits: mean -1.00 images (-0.25 accuracy points) over 2 cells; MCT better in 1, " in text
     assert "vs mpq + bias correction, 3 bits: mean +2.00 images" in text and "tied in 1; from +0 to +4." in text
+    assert "MCT in 1 of 2 cells; mpq default in 1 of 2 cells; mpq + bias correction in 0 of 2 cells." in text
