@@ -102,6 +102,54 @@ def uniform_width(budget: float) -> int:
 # -- the mpq half (the project environment) ---------------------------------------------------
 
 
+class MCTGridMSE:
+    """A diagnostic, not one of mpq's quantizers: MCT's symmetric grid inside mpq.
+
+    Full signed range (codes -2^(b-1) .. 2^(b-1)-1 times ``threshold / 2^(b-1)``: 4 levels
+    at 2 bits where mpq's narrow range has 3) and the threshold per output channel with
+    the least squared error among ``absmax * r``, r in 0.3..2.0 (69 steps; the top of the
+    range only reaches ``threshold * (1 - 2^(1-b))``). On digits-cnn its weight error
+    equals MCT's to four digits, so it tells whether MCT's grid is what mpq lacks.
+    """
+
+    name = "mct-grid-mse"
+
+    @property
+    def layout(self):
+        from mpqcore.layout import Layout
+
+        return Layout("channel", symmetric=True)
+
+    def quantize(self, weight, bits: int):
+        import torch
+
+        from mpqcore.quantizers import QuantizedTensor
+
+        w = weight.detach()
+        rows = w.reshape(w.shape[0], -1)
+        shape = (w.shape[0],) + (1,) * (w.dim() - 1)
+        n = 2 ** (bits - 1)
+
+        def grid(threshold):
+            scale = torch.where(threshold > 0, threshold / n, torch.ones_like(threshold)).reshape(shape)
+            codes = torch.clamp(torch.round(w / scale), -n, n - 1) + n
+            return QuantizedTensor(codes.to(torch.int32), scale, torch.full_like(scale, float(n)), bits, 0)
+
+        absmax = rows.abs().amax(1)
+        best_err = torch.full_like(absmax, float("inf"))
+        best = absmax.clone()
+        for r in torch.linspace(0.3, 2.0, 69, dtype=w.dtype):
+            err = ((grid(absmax * r).dequantize() - w) ** 2).reshape(w.shape[0], -1).mean(1)
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best = torch.where(better, absmax * r, best)
+        return grid(best)
+
+
+#: The mpq configurations: row key, bias correction, quantizer (None: mpq's default).
+MPQ_CONFIGS = (("mpq", False, None), ("mpq_bc", True, None), ("grid", False, "mct-grid"), ("grid_bc", True, "mct-grid"))
+
+
 def mpq_half(names: list[str], budgets: list[float]) -> list[dict[str, Any]]:
     import mpqcore
 
@@ -110,11 +158,12 @@ def mpq_half(names: list[str], budgets: list[float]) -> list[dict[str, Any]]:
         row_of = {
             b: {"model": name, "budget": b, "float": accuracy(model), "params": weight_params(model)} for b in budgets
         }
-        for bc, key in ((False, "mpq"), (True, "mpq_bc")):
+        for key, bc, grid in MPQ_CONFIGS:
             t0 = time.perf_counter()
             meas, points = mpqcore.sweep(
                 model, calibration, bits=BITS, budgets=[mpqcore.Budget.average_bits(b) for b in budgets],
                 metric=accuracy, bias_correction=bc,
+                quantizer=MCTGridMSE() if grid else mpqcore.DEFAULT_QUANTIZER,
             )  # fmt: skip
             seconds = time.perf_counter() - t0
             ev = meas.evaluator
@@ -134,7 +183,7 @@ def mpq_half(names: list[str], budgets: list[float]) -> list[dict[str, Any]]:
                 row[f"{key}_guard"] = "kept" if g["kept"] else f"replaced by {g['chosen']}"
                 row[f"{key}_allocation"] = dict(by_name[g["chosen"]]["bits"])
                 row[f"{key}_sweep_s"] = seconds
-            log(f"mpq {name} bias_correction={bc}: {seconds:.1f} s")
+            log(f"mpq {name} {key}: {seconds:.1f} s")
         rows.extend(row_of[b] for b in budgets)
     return rows
 
@@ -366,6 +415,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     )
     if all(r.get("mct") is not None for r in rows):
         lines += ["", *comparison(rows), "", *weight_error_table(rows)]
+    if any(r.get("grid") is not None for r in rows):
+        lines += ["", *grid_table(rows)]
     lines += ["", 'What these figures say: benchmarks/README.md, section "mpq against Sony\'s MCT".']
     return "\n".join(lines) + "\n"
 
@@ -407,6 +458,28 @@ def weight_error_table(rows: list[dict[str, Any]]) -> list[str]:
             f"| {model} | {bits} | {fmt(r.get('mct_uniform_no_bc'))} / {fmt(r['mct_uniform'])} | "
             f"{fmt(r['mpq_uniform'])} / {fmt(r['mpq_bc_uniform'])} | {errors} |"
         )
+    return out
+
+
+def grid_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Means per budget of mpq with MCT's grid (the diagnostic quantizer) beside mpq's default and MCT."""
+    cols = (
+        ("mpq_uniform", "mpq uniform"), ("grid_uniform", "MCT grid uniform"), ("mpq", "mpq"), ("grid", "MCT grid"),
+        ("mpq_bc_uniform", "mpq uniform + bc"), ("grid_bc_uniform", "MCT grid uniform + bc"),
+        ("mpq_bc", "mpq + bc"), ("grid_bc", "MCT grid + bc"), ("mct", "MCT"),
+    )  # fmt: skip
+    out = [
+        "Diagnostic: mpq's search with MCT's grid (`MCTGridMSE` in the script: full signed range, MSE threshold per "
+        "channel; not an mpq quantizer) instead of its default quantizer, same models, budgets and guard. Means over "
+        "the models:",
+        "",
+        "| budget | " + " | ".join(label for _, label in cols) + " |",
+        "|" + "---|" * (len(cols) + 1),
+    ]
+    for b in [*sorted({r["budget"] for r in rows}), None]:
+        sub = [r for r in rows if b in (None, r["budget"])]
+        where = "all" if b is None else f"{b:g}"
+        out.append(f"| {where} | " + " | ".join(fmt(mean([r.get(k) for r in sub])) for k, _ in cols) + " |")
     return out
 
 

@@ -43,7 +43,7 @@ def test_mpq_half_alone_on_one_model(bench, tmp_path):
     assert [(r["model"], r["budget"]) for r in rows] == [("plain3", 3.0)]
     (row,) = rows
     assert row["uniform_bits"] == 3 and row["params"] == 8 * 9 + 16 * 8 * 9 + 256 * 10
-    for key in ("float", "mpq_uniform", "mpq_bc_uniform", "mpq", "mpq_bc"):
+    for key in ("float", "mpq_uniform", "mpq_bc_uniform", "mpq", "mpq_bc", "grid", "grid_bc", "grid_uniform"):
         assert 0.0 <= row[key] <= 1.0, key
     assert row["mpq_bits"] <= 3.0 + 1e-9 and row["mpq_bc_bits"] <= 3.0 + 1e-9
     assert "mct" not in row
