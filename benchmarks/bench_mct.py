@@ -20,7 +20,11 @@ weight from {2,3,4,5,6,8}; activations stay float on both sides.
   The target platform is MCT's IMX500 v1.0 TPC regenerated with kernel candidates
   {2,3,4,5,6,8} and ``enable_activation_quantization=False`` in every op config, so
   no activation is quantized (the exported model has no activation quantizers). The
-  average bits reported are counted from the exported model's weight quantizers.
+  average bits reported are counted from the exported model's weight quantizers; each
+  budget also gets MCT at the uniform width (with and without its bias correction).
+- Diagnostics: whether MCT chose mpq's very allocation; each side's levels per channel and
+  weight error at the uniform widths; and mpq's search with :class:`MCTGridMSE` (MCT's
+  grid inside mpq, not an mpq quantizer) to tell whether MCT's grid is what mpq lacks.
 
 MCT is not a project dependency and would downgrade the project environment's
 matplotlib, so its half runs in its own interpreter (``--mct-python``, default
