@@ -720,7 +720,8 @@ def pair_problem_files(folder: Path) -> list[tuple[str, Path, float | None]]:
 
 
 def bench_pair_solvers(limit: float) -> dict:
-    """``pairs-bnb`` and ``highs`` (onehot) on the same problem files, loaded once, time limit ``limit``."""
+    """``pairs-bnb`` with and without ``sdp=True``, and ``highs`` (onehot, one thread), on the same
+    problem files, loaded once, time limit ``limit``."""
     import attrs
 
     from mpqcore.problem import load_problem
@@ -741,7 +742,12 @@ def bench_pair_solvers(limit: float) -> dict:
             "pair_terms": len(problem.objective.pairs),
             "budget": dict(problem.budgets),
         }
-        for name, solver in (("pairs-bnb", PairsBnBSolver(time_limit=limit)), ("highs", HighsSolver(time_limit=limit))):
+        solvers = (
+            ("pairs-bnb sdp", PairsBnBSolver(time_limit=limit, sdp=True)),
+            ("pairs-bnb", PairsBnBSolver(time_limit=limit)),
+            ("highs", HighsSolver(time_limit=limit, threads=1)),
+        )
+        for name, solver in solvers:
             row[name] = r = _timed(solver, problem)
             print(
                 f"  {label:40s} {name:9s} {r['seconds']:6.1f} s {r['status']:10s} objective {r['objective']:.6g} "
@@ -758,22 +764,29 @@ def write_pairs_markdown(result: dict, path: Path) -> None:
         "# Pair solvers: `pairs-bnb` against `highs` on dense pair objectives",
         "",
         f"`python benchmarks/bench_solvers.py --pairs` on {result['machine']}, highspy {result['highspy']}; wall "
-        f"seconds (build, LP and search), time limit {r['time_limit']:g} s, one run each, both solvers on the same "
+        f"seconds (build, LP, certificate and search), time limit {r['time_limit']:g} s, one run each, one thread "
+        "(HiGHS `threads=1`; numpy and SCS single-threaded), every solver on the same "
         "loaded problem files. The machine was shared with other jobs (load average "
-        f"{result['load_average']}): times are upper bounds of what the code needs.",
+        f"{result['load_average']} at the start, {result.get('load_average_end', '-')} at the end): times are upper "
+        "bounds of what the code needs.",
         "",
-        "| problem | pair terms | solver | seconds | status | objective | bound | gap | nodes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| problem | pair terms | solver | seconds | status | objective | bound | gap | nodes | LP bound | certificate bound |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def num(value) -> str:
+        return f"{value:.6g}" if isinstance(value, (int, float)) else "-"
+
     for row in r["rows"]:
-        for name in ("pairs-bnb", "highs"):
+        for name in [k for k in ("pairs-bnb sdp", "pairs-bnb", "highs") if k in row]:
             s = row[name]
             bound = "-" if s["bound"] is None else f"{s['bound']:.6g}"
             nodes = s["info"].get("nodes", "-")
             nodes = f"{nodes:,}" if isinstance(nodes, int) else nodes
             lines.append(
                 f"| {row['problem']} | {row['pair_terms']:,} | {name} | {s['seconds']:.1f} | {s['status']} | "
-                f"{s['objective']:.6g} | {bound} | {s['gap']:.3g} | {nodes} |"
+                f"{s['objective']:.6g} | {bound} | {s['gap']:.3g} | {nodes} | {num(s['info'].get('lp_bound'))} | "
+                f"{num(s['info'].get('sdp_bound'))} |"
             )
     lines += [
         "",
@@ -853,6 +866,7 @@ def main() -> None:
             "load_average": ", ".join(f"{v:.1f}" for v in os.getloadavg()),
             "pair_solvers": bench_pair_solvers(60.0),
         }
+        result["load_average_end"] = ", ".join(f"{v:.1f}" for v in os.getloadavg())
         result["total_seconds"] = round(time.perf_counter() - started, 1)
         (RESULTS / "pairs.json").write_text(json.dumps(result, indent=1))
         write_pairs_markdown(result, RESULTS / "pairs.md")

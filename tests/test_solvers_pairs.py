@@ -180,7 +180,7 @@ def test_sdp_agrees_with_brute_force_on_dense_pairs_at_several_budgets(problem, 
         problem,
         {
             "brute-force": outcome(BruteForceSolver(), problem),
-            "pairs-bnb": outcome(PairsBnBSolver(batch=batch, sdp=True), problem),
+            "pairs-bnb": outcome(PairsBnBSolver(batch=batch, sdp=True, lp_share=0.0), problem),
         },
     )
 
@@ -193,7 +193,7 @@ def test_sdp_agrees_with_brute_force_on_sparse_pairs_pins_ties_and_two_budgets(p
         problem,
         {
             "brute-force": outcome(BruteForceSolver(), problem),
-            "pairs-bnb": outcome(PairsBnBSolver(batch=batch, sdp=True), problem),
+            "pairs-bnb": outcome(PairsBnBSolver(batch=batch, sdp=True, lp_share=0.0), problem),
         },
     )
 

@@ -23,7 +23,13 @@ is a quadratic semi-assignment problem with knapsack rows. This solver:
    searched first (a first allocation is found in one dive); every improved allocation
    is polished by 1-swaps.
 
-``time_limit`` covers everything (LP, search): the incumbent comes back with status
+With ``sdp=True`` a search bounded this way runs for ``lp_share`` of the time; if it
+does not finish, the semidefinite relaxation's certificate ``q`` (:mod:`.sdp_bound`)
+splits the objective into ``q >= 0`` and a pair objective ``f - q`` that the same LP
+bounds far more tightly, and a second search from the root (the incumbent kept) takes
+the larger of two bounds per partial allocation (:class:`Bounding`).
+
+``time_limit`` covers everything (LP, certificate, search): the incumbent comes back with status
 ``time_limit`` and the least bound of the partial allocations still open, a proven lower
 bound. Memory: the pair tensor is dense, ``(groups * bits)**2`` floats (1.9 MB at 52
 layers x 3 widths); ``max_entries`` refuses larger ones with a :class:`ConfigError`
@@ -72,7 +78,8 @@ def is_dense(problem: Problem) -> bool:
 
 @attrs.frozen
 class PairsBnBSolver:
-    """Exact solver for pair objectives: LP reparametrization, then batched branch-and-bound.
+    """Exact solver for pair objectives: LP reparametrization, then batched branch-and-bound;
+    with ``sdp`` the semidefinite certificate too (``lp_share``, ``sdp_share`` of the time).
 
     Any number of budgets, pins and ties. ``time_limit`` seconds for everything (an
     unproven incumbent comes back with status ``time_limit``, its proven bound and gap);
@@ -90,8 +97,19 @@ class PairsBnBSolver:
     sdp: bool = option(
         bool, default=False, help="bound with the semidefinite relaxation's certificate too (needs scs: the sdp extra)"
     )
+    lp_share: float = option(
+        float,
+        default=0.1,
+        minimum=0.0,
+        less_than=1.0,
+        help="with sdp: fraction of the time the LP-bounded search gets first (problems it proves skip SCS)",
+    )
     sdp_share: float = option(
-        float, default=0.5, greater_than=0.0, less_than=1.0, help="fraction of time_limit SCS may take"
+        float,
+        default=0.5,
+        greater_than=0.0,
+        less_than=1.0,
+        help="with sdp: fraction of the time left after that for the certificate (SCS, then polishing)",
     )
 
     def solve(self, problem: Problem) -> Allocation:
@@ -136,11 +154,24 @@ class PairsBnBSolver:
             "lp_status": rep["status"],
         }
         if self.sdp:
-            boundings = self._certificate_boundings(
-                boundings[0], unary, P, reduced.allowed, weights, caps, deadline, info
-            )
-        search = _Search(reduced, unary, P, boundings, weights, caps, self.batch, deadline)
-        search.run()
+            # The LP bound alone first (easy problems end here), then the certificate and a
+            # second search from the root that keeps the first one's incumbent.
+            now = time.perf_counter()
+            first_deadline = now + self.lp_share * (deadline - now)
+            search = _Search(reduced, unary, P, boundings, weights, caps, self.batch, first_deadline)
+            search.run()
+            info["lp_search_nodes"] = search.nodes
+            if not search.done:
+                incumbent = (search.best, search.best_choice)
+                boundings = self._certificate_boundings(
+                    boundings[0], rep["basis"], unary, P, reduced.allowed, weights, caps, deadline, info
+                )
+                search = _Search(reduced, unary, P, boundings, weights, caps, self.batch, deadline)
+                search.best, search.best_choice = incumbent
+                search.run()
+        else:
+            search = _Search(reduced, unary, P, boundings, weights, caps, self.batch, deadline)
+            search.run()
         if search.best_choice is None:
             if search.done:
                 raise_jointly_infeasible(reduced, self.name)
@@ -165,13 +196,17 @@ class PairsBnBSolver:
             info=info,
         )
 
-    def _certificate_boundings(self, plain, unary, P, allowed, weights, caps, deadline, info) -> list[Bounding]:
+    def _certificate_boundings(
+        self, plain, plain_basis, unary, P, allowed, weights, caps, deadline, info
+    ) -> list[Bounding]:
         """``[exact, lower]`` from the semidefinite certificate (:mod:`.sdp_bound`), or ``[plain]``
         (the LP's) when SCS gives none; ``info`` gains ``sdp_bound``, ``sdp_seconds``, ``sdp_status``."""
         from mpqcore.solvers.sdp_bound import psd_certificate, split_objective
 
         t0 = time.perf_counter()
-        cert = psd_certificate(unary, P, allowed, weights, caps, time_limit=max(1e-3, self.sdp_share * (deadline - t0)))
+        share = max(1e-3, self.sdp_share * (deadline - t0))
+        # A third for SCS, two thirds polishing its multipliers (what the bound gains most from).
+        cert = psd_certificate(unary, P, allowed, weights, caps, time_limit=share / 3, polish=2 * share / 3)
         info.update(sdp_status=cert["status"], sdp_iterations=cert["iterations"])
         S = cert["S"]
         if S is None:
@@ -179,9 +214,17 @@ class PairsBnBSolver:
             return [plain]
         const, unary_r, P_r = split_objective(unary, P, S)
         rep = rlt_reparametrization(
-            unary_r, P_r, allowed, weights, caps, time_limit=max(1e-3, 0.3 * (deadline - time.perf_counter()))
+            unary_r,
+            P_r,
+            allowed,
+            weights,
+            caps,
+            time_limit=max(1e-3, 0.5 * (deadline - time.perf_counter())),
+            basis=plain_basis,
         )
         info.update(sdp_bound=const + rep["bound"], sdp_seconds=round(time.perf_counter() - t0, 3))
+        if not math.isfinite(rep["bound"]):  # the LP of f - q did not finish: its split is no help
+            return [plain]
         G, B = unary.shape
         s2 = 2 * S[0, 1:].reshape(G, B)
         diag = np.diag(S)[1:].reshape(G, B)
@@ -214,14 +257,17 @@ def rlt_reparametrization(
     caps: np.ndarray,
     *,
     time_limit: float,
+    basis: Any = None,
 ) -> dict[str, Any]:
     """The one-hot RLT LP relaxation on HiGHS, turned into an equivalent objective.
 
-    Returns ``{unary, P, lam, bound, status, infeasible}``: ``unary + sum P`` equals the
+    Returns ``{unary, P, lam, bound, status, infeasible, basis}``: ``unary + sum P`` equals the
     given objective on every allocation (the LP's row duals moved from the pair blocks
     into the unary terms), ``lam >= 0`` one multiplier per budget, and ``bound`` the LP
     bound (``-inf`` when the LP did not finish: the reparametrization is then weaker, but
     still exact). Groups with no free choice couple nothing (their pairs are folded in).
+    ``basis``: HiGHS's optimal basis, or None; passing one back starts an LP of the same
+    shape (other costs, the same allowed choices and budgets) from it.
     """
     import highspy
 
@@ -276,10 +322,13 @@ def rlt_reparametrization(
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit))
     h.passModel(lp)
+    if basis is not None:  # the same rows and columns solved before for other costs: start there
+        h.setBasis(basis)
     h.run()
     status = h.getModelStatus()
     out: dict[str, Any] = {"unary": unary, "P": P, "lam": np.zeros(nb), "bound": -math.inf, "infeasible": False}
     out["status"] = h.modelStatusToString(status)
+    out["basis"] = h.getBasis() if status == highspy.HighsModelStatus.kOptimal else None
     if status == highspy.HighsModelStatus.kInfeasible:
         out["infeasible"] = True
         return out
