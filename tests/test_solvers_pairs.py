@@ -242,3 +242,29 @@ def test_sdp_without_scs_is_refused_with_the_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "scs", None)
     with pytest.raises(ConfigError, match=r"mpq\[sdp\]"):
         PairsBnBSolver(sdp=True).solve(problem)
+
+
+@needs_scs
+def test_sdp_bounds_with_the_certificate_when_the_lp_search_gets_no_time():
+    """lp_share=0: the certificate path itself (not the LP-bounded search) proves the optimum."""
+    rng = np.random.default_rng(3)
+    L, bits = 6, (2, 4, 8)
+    layers = [f"l{i}" for i in range(L)]
+    pairs = [
+        (layers[i], x, layers[k], y, float(rng.normal()))
+        for i in range(L)
+        for k in range(i + 1, L)
+        for x in bits
+        for y in bits
+    ]
+    size = np.tile(np.array(bits, float), (L, 1))
+    problem = Problem(
+        objective=Objective(layers=layers, bits=bits, unary=rng.uniform(0, 2, (L, 3)), pairs=pairs),
+        costs={"size": size},
+        budgets={"size": 4.0 * L},
+    )
+    got = PairsBnBSolver(sdp=True, lp_share=0.0).solve(problem)
+    ref = BruteForceSolver().solve(problem)
+    assert got.status == "optimal" and math.isclose(got.objective, ref.objective, rel_tol=1e-9)
+    assert got.info["lp_search_nodes"] == 0 and "sdp_iterations" in got.info
+    assert got.info["sdp_bound"] <= ref.objective + 1e-9
