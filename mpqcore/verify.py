@@ -45,6 +45,7 @@ from mpqcore.types import Allocation, Objective, Problem
 from mpqcore.verify_on import VERIFY_ON  # here for mpq --help, which must not import torch
 
 __all__ = [
+    "ALPHA",
     "HELD_OUT_FRACTION",
     "VERIFY_ON",
     "CalibrationSplit",
@@ -52,6 +53,8 @@ __all__ = [
     "check_held_out",
     "guard",
     "held_out_evaluator",
+    "holm",
+    "paired_p_value",
     "refine",
     "split_calibration",
     "uniform_candidates",
@@ -277,9 +280,9 @@ def _average_bits(problem: Problem, params: Mapping[str, int], bits: Mapping[str
     return sum(params[f] * bits[f] for f in problem.layers) / max(total, 1)
 
 
-#: A rival replaces the uniform reference only when its held-out loss is lower by more than
-#: this many standard errors of the paired (chunk by chunk) difference: one-sided 95%.
-CONFIDENCE_Z = 1.645
+#: The family-wise error rate of the guard's comparisons: the chance that noise in the
+#: held-out data alone makes any rival replace the uniform reference (or the method's answer).
+ALPHA = 0.05
 
 Score = Callable[[Mapping[str, int]], "np.ndarray"]
 
@@ -290,6 +293,33 @@ def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     if d.size < 2:
         return float(d.mean()), 0.0
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
+
+
+def paired_p_value(a: np.ndarray, b: np.ndarray) -> float:
+    """One-sided p-value that ``a`` is lower than ``b``: the paired t-test over the chunks
+    (``n - 1`` degrees of freedom; the chunks are a small sample, so not the normal
+    approximation). A difference without spread (one chunk, or the same on every chunk)
+    is taken as it is: 0 when ``a`` is lower, 1 otherwise."""
+    from scipy import stats  # scikit-learn's dependency; imported here, off the start-up path
+
+    diff, err = _paired(a, b)
+    if err == 0.0 or not math.isfinite(err):
+        return 0.0 if diff < 0 else 1.0
+    n = np.asarray(a).size
+    return float(stats.t.cdf(diff / err, df=n - 1))
+
+
+def holm(p_values: Mapping[int, float], alpha: float = ALPHA) -> set[int]:
+    """The hypotheses Holm's step-down procedure rejects at family-wise level ``alpha``:
+    the smallest p-value against ``alpha / m``, the next against ``alpha / (m - 1)``, and
+    so on until one fails. Uniformly more powerful than Bonferroni, and as safe."""
+    order = sorted(p_values, key=lambda i: (p_values[i], i))
+    rejected: set[int] = set()
+    for rank, i in enumerate(order):
+        if p_values[i] > alpha / (len(order) - rank):
+            break
+        rejected.add(i)
+    return rejected
 
 
 def guard(
@@ -307,11 +337,13 @@ def guard(
 
     ``score(bits)`` gives lower-is-better values per chunk of the held-out data (their mean
     is the candidate's measured loss). The rule: the uniform reference (the dearest uniform
-    allocation within the budgets) stands unless a rival's measured loss is lower by more
-    than :data:`CONFIDENCE_Z` standard errors of the paired difference; among those that
-    are, the method's own answer is kept unless another is lower by that margin again,
-    else the lowest is taken. So the result is never measured worse than uniform, and a
-    difference within the noise of the held-out data never replaces it.
+    allocation within the budgets) stands unless a rival's loss is lower by a paired
+    t-test over the chunks, Holm-corrected over all the rivals at family-wise level
+    :data:`ALPHA` (several rivals tested at 5% each would replace uniform by noise far
+    more often than 5%); among those that are, the method's own answer is kept unless
+    another is lower than it by the same test, else the lowest is taken. So the result is
+    never measured worse than uniform, and a difference within the noise of the held-out
+    data never replaces it.
     """
     t0 = time.perf_counter()
     objective = problem.objective
@@ -335,6 +367,7 @@ def guard(
     rows: list[dict[str, Any]] = []
     for i, (name, bits, _) in enumerate(named):
         diff, err = _paired(values[keys[i]], values[keys[ref]]) if ref is not None else (0.0, 0.0)
+        p = paired_p_value(values[keys[i]], values[keys[ref]]) if ref is not None and keys[i] != keys[ref] else None
         rows.append(
             {
                 "name": name,
@@ -344,6 +377,7 @@ def guard(
                 "measured": measured[i],
                 "vs_uniform": diff,
                 "vs_uniform_stderr": err,
+                "p_lower_than_uniform": p,
                 "same_as": next((named[j][0] for j in range(i) if keys[j] == keys[i]), None),
                 "chosen": i == best,
                 "bits": dict(bits),
@@ -367,7 +401,8 @@ def guard(
         "method_measured": measured[0],
         "chosen_measured": measured[best],
         "uniform_reference": uniform[0][0] if uniform else None,
-        "confidence_z": CONFIDENCE_Z,
+        "alpha": ALPHA,
+        "test": "one-sided paired t-test over the chunks, Holm-corrected over the rivals",
         "chunks": int(values[keys[0]].size),
         "candidates": rows,
         "distinct_candidates": len(values),
@@ -388,17 +423,19 @@ def _choose(
         best = min(range(len(named)), key=lambda i: (measured[i], i))
         return best, "no uniform allocation meets the budgets; the lowest measured loss"
 
-    def beats(i: int, j: int) -> bool:
-        diff, err = _paired(values[keys[i]], values[keys[j]])
-        return diff < -CONFIDENCE_Z * err and diff < 0
+    def lower_than(j: int, rivals: Iterable[int]) -> set[int]:
+        """The rivals whose loss is lower than ``j``'s beyond the noise, Holm over those rivals."""
+        distinct = {keys[i]: i for i in sorted(rivals, reverse=True) if keys[i] != keys[j]}  # one test per allocation
+        found = holm({i: paired_p_value(values[keys[i]], values[keys[j]]) for i in distinct.values()})
+        return {i for i in range(len(named)) if any(keys[i] == keys[f] for f in found)}
 
-    better = [i for i in range(len(named)) if keys[i] != keys[ref] and beats(i, ref)]
+    better = lower_than(ref, range(len(named)))
     if keys[0] == keys[ref] and not better:
         return 0, "the method's answer is the uniform reference"
     if not better:
-        return ref, f"no candidate measured lower than {named[ref][0]} by more than {CONFIDENCE_Z} standard errors"
+        return ref, f"no candidate measured lower than {named[ref][0]} beyond the noise (paired t, Holm, {ALPHA:g})"
     lowest = min(better, key=lambda i: (measured[i], i))
-    if 0 in better and not beats(lowest, 0):
+    if 0 in better and not lower_than(0, better):
         return 0, f"the method's answer measured lower than {named[ref][0]} beyond the noise"
     return lowest, f"{named[lowest][0]} measured lowest, beyond the noise, of those lower than {named[ref][0]}"
 

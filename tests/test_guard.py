@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import numpy as np
 import pytest
@@ -237,3 +239,64 @@ def test_a_tie_with_a_pinned_layer_leaves_no_uniform_reference(task):
     assert not any(c["name"].startswith("uniform") for c in guard["candidates"])
     assert "no uniform allocation" in guard["why"]
     assert report.allocation.bits["fc2"] == 8 and report.average_bits <= 4 + 1e-9
+
+
+# -- the rule's statistics: several rivals, a family-wise error rate ---------------
+
+
+def _simulated_choice(rng, rivals: int, shift: float, chunks: int = 16) -> int:
+    """The index ``_choose`` returns for ``rivals`` rivals (the method first) and the uniform
+    reference (last), whose per-chunk losses share the chunks' difficulty plus noise of their
+    own; the method's are lower by ``shift``."""
+    from mpqcore.verify import _choose
+
+    base = rng.gamma(2.0, 0.01, size=chunks)  # chunk difficulty, shared by every candidate
+    values, named, keys = {}, [], []
+    for i in range(rivals + 1):
+        key = (("layer", i),)
+        noise = rng.normal(0.0, 0.004, size=chunks)
+        values[key] = base + noise - (shift if i == 0 else 0.0)
+        named.append(("method" if i == 0 else f"neighbour-{i}" if i < rivals else "uniform-3", None, None))
+        keys.append(key)
+    measured = [float(values[k].mean()) for k in keys]
+    best, _ = _choose(named, keys, values, measured, rivals)
+    return best
+
+
+def test_noise_alone_replaces_uniform_at_most_alpha_of_the_time():
+    # Five rivals, none better than uniform in truth: the guard may replace uniform only by
+    # noise, and does so in at most ALPHA of the draws (plus sampling error: 2000 draws, 3
+    # standard errors). The rule before (each rival alone against 1.645 normal standard
+    # errors) replaced it in about a fifth of them.
+    from mpqcore.verify import ALPHA
+
+    rng = np.random.default_rng(0)
+    draws = 2000
+    replaced = sum(_simulated_choice(rng, rivals=5, shift=0.0) != 5 for _ in range(draws))
+    assert replaced / draws <= ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / draws), replaced
+
+
+def test_a_rival_better_beyond_the_noise_is_taken():
+    # The method lower by 2 noise standard deviations per chunk (t about 5.7 over 16 chunks):
+    # the correction must not cost that power.
+    rng = np.random.default_rng(1)
+    draws = 300
+    kept = sum(_simulated_choice(rng, rivals=5, shift=0.008) == 0 for _ in range(draws))
+    assert kept / draws >= 0.95, kept
+
+
+def test_holm_rejects_between_bonferroni_and_uncorrected():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from mpqcore.verify import holm
+
+    @given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=8))
+    def check(ps):
+        p = dict(enumerate(ps))
+        rejected = holm(p, 0.05)
+        assert {i for i, v in p.items() if v <= 0.05 / len(p)} <= rejected <= {i for i, v in p.items() if v <= 0.05}
+        # step-down: what it rejects are the smallest p-values
+        assert all(p[i] <= p[j] for i in rejected for j in set(p) - rejected)
+
+    check()
