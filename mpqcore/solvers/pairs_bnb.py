@@ -106,7 +106,7 @@ class PairsBnBSolver:
     )
     sdp_share: float = option(
         float,
-        default=0.5,
+        default=0.3,
         greater_than=0.0,
         less_than=1.0,
         help="with sdp: fraction of the time left after that for the certificate (SCS, then polishing)",
