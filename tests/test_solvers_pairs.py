@@ -165,6 +165,9 @@ def test_auto_sends_dense_pair_objectives_here_and_sparse_ones_to_highs():
         out = AutoSolver(time_limit=9).solve(problem)
         assert out.solver == picked and out.status == "optimal"
         assert math.isclose(out.objective, BruteForceSolver().solve(problem).objective)
+        if picked == "pairs-bnb":  # its semidefinite bound where scs is installed, else the LP bound alone
+            chosen = AutoSolver(time_limit=9).choose(problem)
+            assert chosen.sdp == (importlib.util.find_spec("scs") is not None)
 
 
 # --- the semidefinite certificate (sdp=True) -------------------------------------------------
