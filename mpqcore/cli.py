@@ -266,6 +266,7 @@ def _search_options(args, task) -> dict:
         "cache": False if args.no_cache else (args.cache or True),
         "workers": args.workers,
         "ray_address": args.ray_address,
+        "weight_cache_bytes": args.weight_cache_bytes,
         **guard_options(args),
     }
 
@@ -546,6 +547,13 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
     )
     p.add_argument(
         "--ray-address", default=None, help="join this Ray cluster (host:port, ray://host:port, auto); default: local"
+    )
+    p.add_argument(
+        "--weight-cache-bytes",
+        type=_positive_int,
+        default=None,
+        metavar="BYTES",
+        help="bound the memory of the quantized weights kept for reuse (default: keep all)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's own choice)")

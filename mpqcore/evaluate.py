@@ -45,6 +45,7 @@ from mpqcore.metrics import as_score, higher_is_better
 from mpqcore.naming import suggest
 from mpqcore.plugins import PluginSet
 from mpqcore.prefix import PrefixReuse
+from mpqcore.preflight import check_weight_cache_bytes
 from mpqcore.quantizers import QuantizedTensor
 from mpqcore.types import ModelSpec
 from mpqcore.workers import WorkerPool
@@ -201,7 +202,7 @@ class Evaluator:
         self._float = {fqn: w.data for fqn, w in self._params.items()}
         self._quantized: dict[tuple[str, int], QuantizedTensor] = {}
         self._fake: collections.OrderedDict[tuple[str, int], torch.Tensor] = collections.OrderedDict()
-        self.weight_cache_bytes = weight_cache_bytes
+        self.weight_cache_bytes = check_weight_cache_bytes(weight_cache_bytes)
         self._float_outputs: list[torch.Tensor] | None = None
         self._active_act: set[str] = set()
         self._evaluations = 0

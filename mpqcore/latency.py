@@ -146,8 +146,9 @@ class MeasuredLatency:
     def _time(self, c: int, k: int, n: int, container: str) -> float:
         import onnxruntime
 
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self.threads
+        from mpqcore.exports.onnx import session_options
+
+        options = session_options(self.threads)  # the kernels the onnx export runs
         session = onnxruntime.InferenceSession(_kernel(c, k, container), options, providers=["CPUExecutionProvider"])
         x = np.random.default_rng(1).standard_normal((n, k)).astype(np.float32)
         for _ in range(self.warmup):

@@ -64,6 +64,15 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
+def check_weight_cache_bytes(value: Any) -> int | None:
+    """``None`` (keep every quantized weight) or a number of bytes, ``>= 0``."""
+    if value is not None and (not _is_integer(value) or int(value) < 0):
+        raise ConfigError(
+            f"weight_cache_bytes must be None (keep every quantized weight) or a number of bytes >= 0, got {value!r}"
+        )
+    return None if value is None else int(value)
+
+
 def check_act_bits(act_bits: Any) -> int | dict[str, int] | None:
     """``None`` (weights only), an integer activation width in 2..16, or ``{layer or pattern: bits}``."""
     return activations.check_act_bits(act_bits)

@@ -33,7 +33,15 @@ from mpqcore.layer_kinds import bake, quantize_along
 from mpqcore.measurement_cache import MeasurementCache, open_cache, settings_digest
 from mpqcore.naming import suggest
 from mpqcore.plugins import PluginSet, get_plugins
-from mpqcore.preflight import check_act_bits, check_callable, check_device, check_model, check_seed, checked_metric
+from mpqcore.preflight import (
+    check_act_bits,
+    check_callable,
+    check_device,
+    check_model,
+    check_seed,
+    check_weight_cache_bytes,
+    checked_metric,
+)
 from mpqcore.problem import allocation_costs, check_budgets_reachable, reduce_problem, run_solver
 from mpqcore.protocols import CostModel, Quantizer, SensitivityMethod, Solver
 from mpqcore.quantizers import DEFAULT_QUANTIZER
@@ -304,6 +312,7 @@ def measure(
     inplace: bool = False,
     workers: int | None = None,
     ray_address: str | None = None,
+    weight_cache_bytes: int | None = None,
 ) -> Measurement:
     """Introspect ``model`` and measure its sensitivity with ``method``; solve nothing.
 
@@ -319,6 +328,8 @@ def measure(
     evaluator's ``close()`` the modules' training flags). ``workers=N`` scores batches
     of evaluations on N Ray actors (``ray_address``: a running cluster; default a local
     one), with the single-process values (:mod:`mpqcore.workers`).
+    ``weight_cache_bytes`` bounds the memory of the quantized weights kept for reuse
+    (least recently used dropped first; ``None``: all kept); values do not change.
     ``bias_correction`` (``True``, or a policy of :mod:`mpqcore.bias_correction`)
     measures with corrected biases.
     """
@@ -354,6 +365,7 @@ def measure(
         inplace=inplace,
         workers=workers,
         ray_address=ray_address,
+        weight_cache_bytes=weight_cache_bytes,
         budgets_together=True,
     )
 
@@ -388,6 +400,7 @@ def _measure(
     inplace: bool = False,
     workers: int | None = None,
     ray_address: str | None = None,
+    weight_cache_bytes: int | None = None,
 ) -> Measurement:
     """:func:`measure`'s work; ``budgets_together=False`` (a sweep) checks each budget alone before measuring."""
     plugins = plugins or get_plugins()
@@ -413,13 +426,14 @@ def _measure(
     models = bind_quantizer(models, quantizer_impl)  # sizes count the quantizer's scales and zero points
     timings: dict[str, float] = {}
     check_workers(workers, ray_address)
+    check_weight_cache_bytes(weight_cache_bytes)
     store = open_cache(cache, model)  # a directory that cannot be used is said before any work
 
     t0 = time.perf_counter()
     evaluator = Evaluator(
         model, calibration, None, quantizer_impl, loss=loss, metric=metric, act_bits=act_bits, device=device,
         exclude=exclude, plugins=plugins, cache=store, inplace=inplace, workers=workers, ray_address=ray_address,
-        bias_correction=bias_correction,
+        bias_correction=bias_correction, weight_cache_bytes=weight_cache_bytes,
     )  # fmt: skip
     spec = evaluator.spec
     fixed = _resolve_pins(pins, spec, bits)
@@ -723,6 +737,7 @@ def _held_out_of(meas: Measurement, split: Any, plugins: PluginSet) -> Any:
     return held_out_evaluator(
         ev.model, split, ev.quantizer, spec=meas.spec, loss=ev.user_loss, act_bits=ev.act_bits, device=ev.device,
         plugins=plugins, bias_correction=ev.bias_correction,  # the biases apply writes: one value for all
+        weight_cache_bytes=ev.weight_cache_bytes,
     )  # fmt: skip
 
 
@@ -783,6 +798,7 @@ def search(
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
     workers: int | None = None,
     ray_address: str | None = None,
+    weight_cache_bytes: int | None = None,
     guard: bool = True,
     guard_candidates: int = 3,
     verify_on: str = "held-out",
@@ -859,7 +875,7 @@ def search(
             ties=ties, seed=seed, metric=metric, loss=loss, act_bits=act_bits, method_options=method_options,
             quantizer_options=quantizer_options, cost_options=cost_options, cost_models=cost_models, device=device,
             progress=progress, plugins=plugins, exclude=exclude, cache=cache, inplace=inplace, workers=workers,
-            ray_address=ray_address,
+            ray_address=ray_address, weight_cache_bytes=weight_cache_bytes,
             bias_correction=bias_correction,
         )  # fmt: skip
         timings = dict(meas.timings)

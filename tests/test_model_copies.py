@@ -121,3 +121,21 @@ def test_a_bounded_weight_cache_changes_speed_not_values(task):
     assert bounded.losses(assignments) == free.losses(assignments)
     assert bounded._fake_bytes <= biggest
     assert len(free._fake) == 3 * len(layers)
+
+
+def test_the_weight_cache_bound_is_a_search_option(task, monkeypatch):
+    # search/measure/sweep and the CLI pass it to the evaluator; a bad value is refused first.
+    seen = []
+    init = mpqcore.Evaluator.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        seen.append(self.weight_cache_bytes)
+
+    monkeypatch.setattr(mpqcore.Evaluator, "__init__", spy)
+    mpqcore.search(task.model, task.calibration, method="uniform", weight_cache_bytes=4096, plugins=BUILTINS)
+    assert seen and all(v == 4096 for v in seen[1:])  # the measuring and the guard's evaluators (the first
+    # only runs the user's model on the held-out batches before any work)
+    for bad in (-1, 2.5, "1MB", True):
+        with pytest.raises(mpqcore.ConfigError, match="weight_cache_bytes must be None"):
+            mpqcore.measure(task.model, task.calibration, method="uniform", weight_cache_bytes=bad, plugins=BUILTINS)

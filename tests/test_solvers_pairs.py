@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -164,3 +165,109 @@ def test_auto_sends_dense_pair_objectives_here_and_sparse_ones_to_highs():
         out = AutoSolver(time_limit=9).solve(problem)
         assert out.solver == picked and out.status == "optimal"
         assert math.isclose(out.objective, BruteForceSolver().solve(problem).objective)
+        if picked == "pairs-bnb":  # its semidefinite bound where scs is installed, else the LP bound alone
+            chosen = AutoSolver(time_limit=9).choose(problem)
+            assert chosen.sdp == (importlib.util.find_spec("scs") is not None)
+
+
+# --- the semidefinite certificate (sdp=True) -------------------------------------------------
+
+needs_scs = pytest.mark.skipif(importlib.util.find_spec("scs") is None, reason="scs (the sdp extra) not installed")
+
+
+@needs_scs
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dense_problems(), BATCHES)
+def test_sdp_agrees_with_brute_force_on_dense_pairs_at_several_budgets(problem, batch):
+    check_agree(
+        problem,
+        {
+            "brute-force": outcome(BruteForceSolver(), problem),
+            "pairs-bnb": outcome(PairsBnBSolver(batch=batch, sdp=True, lp_share=0.0), problem),
+        },
+    )
+
+
+@needs_scs
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems(max_layers=6, max_pair_bits=3, pairs=True), BATCHES)
+def test_sdp_agrees_with_brute_force_on_sparse_pairs_pins_ties_and_two_budgets(problem, batch):
+    check_agree(
+        problem,
+        {
+            "brute-force": outcome(BruteForceSolver(), problem),
+            "pairs-bnb": outcome(PairsBnBSolver(batch=batch, sdp=True, lp_share=0.0), problem),
+        },
+    )
+
+
+@needs_scs
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dense_problems(), st.data(), st.sampled_from([1e-6, 1e-1]))
+def test_certificate_is_semidefinite_splits_every_allocation_and_bounds_the_optimum(problem, data, eps):
+    """q(x) >= 0 for every x (S semidefinite), f = q + split part on every allocation, and
+    the LP bound of the split part is at most brute force's optimum, even from a loose SCS run."""
+    from mpqcore.solvers.sdp_bound import psd_certificate, split_objective
+
+    try:
+        reduced = reduce_problem(problem)
+    except InfeasibleError:
+        return
+    unary, pairs = effective_terms(reduced)
+    G, B = reduced.n_groups, reduced.n_bits
+    if G < 2:
+        return
+    P = dense_pairs(pairs, G, B)
+    weights = reduced.costs["size"][None]
+    caps = np.array([problem.budgets["size"] + 1e-9])
+    cert = psd_certificate(unary, P, reduced.allowed, weights, caps, time_limit=10.0, eps=eps)
+    S = cert["S"]
+    assert S is not None
+    assert np.linalg.eigvalsh(S)[0] >= -1e-12 * max(1.0, np.abs(S).max())
+    const, unary_r, P_r = split_objective(unary, P, S)
+    options = [np.nonzero(row)[0] for row in reduced.allowed]
+    choice = np.array([data.draw(st.sampled_from(list(o))) for o in options])
+    rows = np.arange(G)
+    x = np.zeros(G * B)
+    x[rows * B + choice] = 1.0
+    z = np.concatenate([[1.0], x])
+    before = unary[rows, choice].sum() + P[rows, choice][:, rows, choice].sum() / 2
+    after = z @ S @ z + const + unary_r[rows, choice].sum() + P_r[rows, choice][:, rows, choice].sum() / 2
+    assert math.isclose(before, after, rel_tol=1e-9, abs_tol=1e-9)
+    rep = rlt_reparametrization(unary_r, P_r, reduced.allowed, weights, caps, time_limit=10.0)
+    ref = outcome(BruteForceSolver(), problem)
+    if not isinstance(ref, InfeasibleError) and not rep["infeasible"]:
+        assert const + rep["bound"] <= ref.objective + 1e-7 * max(1.0, abs(ref.objective))
+
+
+def test_sdp_without_scs_is_refused_with_the_extra_to_install(monkeypatch):
+    problem = load_problem(ROOT / "benchmarks" / "results" / "clado52.json")
+    monkeypatch.setitem(sys.modules, "scs", None)
+    with pytest.raises(ConfigError, match=r"mpq\[sdp\]"):
+        PairsBnBSolver(sdp=True).solve(problem)
+
+
+@needs_scs
+def test_sdp_bounds_with_the_certificate_when_the_lp_search_gets_no_time():
+    """lp_share=0: the certificate path itself (not the LP-bounded search) proves the optimum."""
+    rng = np.random.default_rng(3)
+    L, bits = 6, (2, 4, 8)
+    layers = [f"l{i}" for i in range(L)]
+    pairs = [
+        (layers[i], x, layers[k], y, float(rng.normal()))
+        for i in range(L)
+        for k in range(i + 1, L)
+        for x in bits
+        for y in bits
+    ]
+    size = np.tile(np.array(bits, float), (L, 1))
+    problem = Problem(
+        objective=Objective(layers=layers, bits=bits, unary=rng.uniform(0, 2, (L, 3)), pairs=pairs),
+        costs={"size": size},
+        budgets={"size": 4.0 * L},
+    )
+    got = PairsBnBSolver(sdp=True, lp_share=0.0).solve(problem)
+    ref = BruteForceSolver().solve(problem)
+    assert got.status == "optimal" and math.isclose(got.objective, ref.objective, rel_tol=1e-9)
+    assert got.info["lp_search_nodes"] == 0 and "sdp_iterations" in got.info
+    assert got.info["sdp_bound"] <= ref.objective + 1e-9

@@ -12,6 +12,7 @@ from torch import nn
 
 from mpqcore import activations
 from mpqcore.batches import call_model
+from mpqcore.bias_correction import BiasCorrection
 from mpqcore.costs import WeightSize
 from mpqcore.divergence import primary_output
 from mpqcore.errors import ConfigError, PluginError
@@ -45,43 +46,56 @@ def check_export_path(path: str | Path) -> Path:
 
 
 def _source(
-    allocation: Any, quantizer: Any, quantizer_options: Any, act_bits: Any
-) -> tuple[Mapping[str, int], Any, Any, Any]:
-    """The allocation's widths, quantizer, options and activation widths (a Report brings its own)."""
+    allocation: Any, quantizer: Any, quantizer_options: Any, act_bits: Any, bias_correction: Any
+) -> tuple[Mapping[str, int], Any, Any, Any, Any]:
+    """The allocation's widths, quantizer, options, activation widths and bias correction (a Report brings its own)."""
     if isinstance(allocation, Report):
-        if allocation.bias_correction is not None:
-            # refused rather than exported without the corrected biases (its metric would not reproduce)
-            raise ConfigError(
-                "export does not yet carry bias correction: this report's model has corrected (and possibly "
-                "added) biases that no format stores yet; search with bias_correction=False to export"
-            )
         clash = [
             name
             for name, value, default in (
                 ("quantizer", quantizer, DEFAULT_QUANTIZER),
                 ("quantizer_options", quantizer_options, None),
                 ("act_bits", act_bits, None),
+                ("bias_correction", bias_correction, None),
             )
             if value is not default and value != default
         ]
         if clash:
             raise ConfigError(
-                f"export(model, report) takes the quantizer, its options and act_bits from the report; leave out "
-                f"{', '.join(clash)}, or pass report.allocation to choose them yourself"
+                f"export(model, report) takes the quantizer, its options, act_bits and bias_correction from the "
+                f"report; leave out {', '.join(clash)}, or pass report.allocation to choose them yourself"
             )
         return (
             allocation.allocation.bits,
             allocation.quantizer,
             dict(allocation.quantizer_options),
             dict(allocation.act_bits),
+            allocation.bias_correction,
         )
     if isinstance(allocation, Allocation):
-        return allocation.bits, quantizer, quantizer_options, act_bits
+        return allocation.bits, quantizer, quantizer_options, act_bits, bias_correction
     if isinstance(allocation, Mapping):
-        return Allocation(allocation, 0.0).bits, quantizer, quantizer_options, act_bits
+        return Allocation(allocation, 0.0).bits, quantizer, quantizer_options, act_bits, bias_correction
     raise ConfigError(
         f"export takes an allocation (mpqcore.Allocation, {{layer: bits}} or a Report), got {type(allocation).__name__}"
     )
+
+
+def _corrected_biases(
+    fake: nn.Module, found: Mapping[str, Any], chosen: Mapping[str, int], bias_correction: Any
+) -> dict:
+    """``{layer: {"module", "added"}}`` of the layers whose bias the correction wrote (``added``: the float model
+    had none, so the fake-quantized model's ``<module>.bias`` is a new tensor)."""
+    if bias_correction is None:
+        return {}
+    fake_modules = dict(fake.named_modules())
+    out = {}
+    for fqn in chosen:
+        f = found[fqn]
+        if fqn not in bias_correction.means or getattr(fake_modules.get(f.module_name), "bias", None) is None:
+            continue  # not corrected (skipped, or no bias under policy "existing")
+        out[fqn] = {"module": f.module_name, "added": getattr(f.module, "bias", None) is None}
+    return out
 
 
 def plan_export(
@@ -94,18 +108,22 @@ def plan_export(
     example: Any = None,
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
+    bias_correction: BiasCorrection | None = None,
     **apply_options: Any,
 ) -> ExportPlan:
     """The :class:`ExportPlan` :func:`export` hands its format (``model`` is not changed)."""
     plugins = plugins or get_plugins()
-    bits_of, quantizer, quantizer_options, act_bits = _source(allocation, quantizer, quantizer_options, act_bits)
+    bits_of, quantizer, quantizer_options, act_bits, bias_correction = _source(
+        allocation, quantizer, quantizer_options, act_bits, bias_correction
+    )
     name, impl = plugins.quantizers.resolve(quantizer, quantizer_options)
     found = find_layers(model, plugins)[0]
     chosen = _allocated_layers(found, bits_of, exclude)
     act_of = activations.act_bits_per_layer(act_bits, chosen)
     fake = apply(
-        model, bits_of, impl, exclude=exclude, plugins=plugins, act_bits=act_of, **apply_options
-    )  # the float tensors of every export
+        model, bits_of, impl, exclude=exclude, plugins=plugins, act_bits=act_of, bias_correction=bias_correction,
+        **apply_options,
+    )  # fmt: skip  # the float tensors of every export, corrected biases included
     keys = _state_keys(model, found)
     layers = []
     with torch.no_grad():
@@ -135,6 +153,8 @@ def plan_export(
         layout=layout_of(impl),
         act_bits=act_of,
         example=example,
+        biases=_corrected_biases(fake, found, chosen, bias_correction),
+        bias_policy=None if bias_correction is None else bias_correction.policy,
     )
 
 
@@ -191,12 +211,17 @@ def export(
     format_options: Mapping[str, Any] | None = None,
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
+    bias_correction: BiasCorrection | None = None,
     **apply_options: Any,
 ) -> ExportResult:
     """Write ``model`` quantized at ``allocation`` in export ``format`` to ``path``, and check it on reload.
 
     ``allocation`` is an :class:`~mpqcore.Allocation`, ``{layer: bits}`` or a
-    :class:`~mpqcore.Report` (then its quantizer, options and activation widths are used).
+    :class:`~mpqcore.Report` (then its quantizer, options, activation widths and bias
+    correction are used; with an allocation, ``bias_correction=`` takes a
+    :class:`~mpqcore.BiasCorrection` as :func:`mpqcore.apply` does). Corrected biases are
+    the exported model's float biases (``packed`` also adds the ones the correction
+    created, as its manifest's ``bias_correction`` says).
     ``example`` is one input batch: the reloaded model's outputs on it are compared with
     the fake-quantized model's (``max_abs_diff``; a format that needs to trace the model,
     ``onnx``, requires it); ``metric(model)`` is evaluated on both when given. Extra
@@ -211,7 +236,7 @@ def export(
     target = check_export_path(path)
     plan = plan_export(
         model, allocation, quantizer=quantizer, quantizer_options=quantizer_options, act_bits=act_bits,
-        example=example, exclude=exclude, plugins=plugins, **apply_options,
+        example=example, exclude=exclude, plugins=plugins, bias_correction=bias_correction, **apply_options,
     )  # fmt: skip
     fmt.check(plan)
     target.parent.mkdir(parents=True, exist_ok=True)

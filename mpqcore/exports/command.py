@@ -37,6 +37,13 @@ def read_report(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--report {str(path)!r} does not exist; write one with `mpq search --out DIR`") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"--report {str(path)!r} is not an mpq report.json: {type(exc).__name__}: {exc}") from None
+    if data.get("bias_correction"):
+        # the JSON names the corrected layers but not the mean inputs the corrected biases are computed from
+        raise ConfigError(
+            f"--report {str(path)!r} was searched with bias correction, which report.json records by name only "
+            "(not the measured mean inputs the biases need); leave out --report to search and export in one run, "
+            "or call mpqcore.export(model, report) on the Report in Python"
+        )
     return {
         "allocation": allocation,
         "quantizer": data.get("quantizer") or "minmax-per-tensor",

@@ -14,7 +14,10 @@ The file holds, per quantized layer ``L`` (its name in the manifest):
 every other tensor of the fake-quantized model's state dict at its own dtype (a tensor
 reached under two names is stored once), and in the safetensors metadata under ``mpq``
 the manifest: format version, mpq version, quantizer and options, layout, activation
-widths, and per layer its width, shapes, axis, group size and the dtypes stored.
+widths, per layer its width, shapes, axis, group size and the dtypes stored, and the
+bias correction (``bias_correction``: its policy and, per corrected layer, its module
+and whether the correction ``added`` the bias: the float model has none there). The
+corrected biases are stored as the float tensors they are.
 :func:`load_packed` rebuilds from it a model whose outputs equal the fake-quantized
 model's exactly.
 """
@@ -174,6 +177,7 @@ class PackedFormat:
             "act_bits": dict(plan.act_bits),
             "layers": layers,
             "tied": tied,
+            "bias_correction": plan.bias_manifest(),
         }
         save_file(tensors, str(path), metadata={_KEY: json.dumps(manifest, separators=(",", ":"))})
         return manifest
@@ -243,12 +247,35 @@ def _layer_weight(fqn: str, entry: Mapping[str, Any], tensors: Mapping[str, torc
     return dequantized(codes, scale, zp, shape, int(entry["axis"]), entry.get("group_size"))
 
 
+def _add_corrected_biases(
+    target: nn.Module, manifest: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], path: Path
+) -> None:
+    """Give each module the bias correction added a bias to (the float model has none) a Parameter to read it into."""
+    corrected = (manifest.get("bias_correction") or {}).get("layers", {})
+    for fqn, entry in corrected.items():
+        if not entry.get("added"):
+            continue
+        name = entry["module"]
+        value = tensors.get(f"{name}.bias")
+        if value is None:
+            raise ConfigError(
+                f"packed file {str(path)!r}: layer {fqn!r}'s corrected bias {name + '.bias'!r} is missing (corrupted?)"
+            )
+        module = target.get_submodule(name)
+        if getattr(module, "bias", None) is None:
+            weight = module.weight
+            assert isinstance(weight, torch.Tensor)  # a Linear's or a convolution's (bias correction's kinds)
+            param = nn.Parameter(torch.zeros_like(value, dtype=weight.dtype), requires_grad=weight.requires_grad)
+            module.register_parameter("bias", param)
+
+
 def load_packed(model: nn.Module, path: str | Path, *, plugins: PluginSet | None = None) -> nn.Module:
     """A copy of ``model`` with every tensor read from the packed file at ``path``.
 
     Quantized weights are rebuilt from their codes, scales and zero points exactly as the
     quantizer dequantizes them, the other tensors are read as stored, and the activation
-    quantization the manifest records is installed (:mod:`mpqcore.activations`): the
+    quantization the manifest records is installed (:mod:`mpqcore.activations`), and so
+    are the corrected biases (a bias Parameter is added where the correction added one): the
     outputs equal those of the fake-quantized model the file was written from. ``model``
     is the float model of the same architecture (it is not changed). A file written
     from another model is a :class:`ConfigError` naming the layers and tensors that do
@@ -272,6 +299,7 @@ def load_packed(model: nn.Module, path: str | Path, *, plugins: PluginSet | None
     if not problems:
         for fqn in layers:
             bake(found[fqn].module, found[fqn].ref.name)  # a parametrized weight becomes the Parameter it is stored as
+        _add_corrected_biases(target, manifest, tensors, path)
     state = target.state_dict()
     quantized_keys = {k for e in layers.values() for k in e["state_keys"]}
     stored = {k for k in tensors if "::" not in k} | set(manifest.get("tied", {}))

@@ -98,9 +98,21 @@ class ExportPlan:
     act_bits: Mapping[str, int] = attrs.field(converter=freeze)
     #: one input batch (as the calibration batches are), or ``None``.
     example: Any = None
+    #: ``{layer: {"module": name, "added": bool}}`` of the layers whose bias the bias correction wrote into
+    #: ``fake`` (``added``: the float model has no bias there); empty without bias correction.
+    biases: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze)
+    #: the bias correction's policy (``"add"``/``"existing"``), or ``None`` without one.
+    bias_policy: str | None = None
 
     def layer(self, fqn: str) -> PlannedLayer:
         return next(p for p in self.layers if p.fqn == fqn)
+
+    def bias_manifest(self) -> dict[str, Any] | None:
+        """What every format's manifest says of the bias correction: its policy and the corrected layers
+        (``{layer: {"module", "added"}}``), stored as the float biases of the exported model; ``None`` without."""
+        if self.bias_policy is None:
+            return None
+        return {"policy": self.bias_policy, "layers": {f: dict(e) for f, e in self.biases.items()}}
 
 
 @attrs.frozen(eq=False)

@@ -23,7 +23,13 @@ is a quadratic semi-assignment problem with knapsack rows. This solver:
    searched first (a first allocation is found in one dive); every improved allocation
    is polished by 1-swaps.
 
-``time_limit`` covers everything (LP, search): the incumbent comes back with status
+With ``sdp=True`` a search bounded this way runs for ``lp_share`` of the time; if it
+does not finish, the semidefinite relaxation's certificate ``q`` (:mod:`.sdp_bound`)
+splits the objective into ``q >= 0`` and a pair objective ``f - q`` that the same LP
+bounds far more tightly, and a second search from the root (the incumbent kept) takes
+the larger of two bounds per partial allocation (:class:`Bounding`).
+
+``time_limit`` covers everything (LP, certificate, search): the incumbent comes back with status
 ``time_limit`` and the least bound of the partial allocations still open, a proven lower
 bound. Memory: the pair tensor is dense, ``(groups * bits)**2`` floats (1.9 MB at 52
 layers x 3 widths); ``max_entries`` refuses larger ones with a :class:`ConfigError`
@@ -72,7 +78,8 @@ def is_dense(problem: Problem) -> bool:
 
 @attrs.frozen
 class PairsBnBSolver:
-    """Exact solver for pair objectives: LP reparametrization, then batched branch-and-bound.
+    """Exact solver for pair objectives: LP reparametrization, then batched branch-and-bound;
+    with ``sdp`` the semidefinite certificate too (``lp_share``, ``sdp_share`` of the time).
 
     Any number of budgets, pins and ties. ``time_limit`` seconds for everything (an
     unproven incumbent comes back with status ``time_limit``, its proven bound and gap);
@@ -87,8 +94,32 @@ class PairsBnBSolver:
     max_entries: int = option(
         int, default=MAX_ENTRIES, minimum=1, help="largest dense pair tensor, (groups * bits)**2 floats"
     )
+    sdp: bool = option(
+        bool, default=False, help="bound with the semidefinite relaxation's certificate too (needs scs: the sdp extra)"
+    )
+    lp_share: float = option(
+        float,
+        default=0.1,
+        minimum=0.0,
+        less_than=1.0,
+        help="with sdp: fraction of the time the LP-bounded search gets first (problems it proves skip SCS)",
+    )
+    sdp_share: float = option(
+        float,
+        default=0.3,
+        greater_than=0.0,
+        less_than=1.0,
+        help="with sdp: fraction of the time left after that for the certificate (SCS, then polishing)",
+    )
 
     def solve(self, problem: Problem) -> Allocation:
+        if self.sdp:
+            try:
+                import scs  # noqa: F401
+            except ImportError:
+                raise ConfigError(
+                    "solver 'pairs-bnb' with sdp=True needs the scs package: pip install 'mpq[sdp]', or use sdp=False"
+                ) from None
         started = time.perf_counter()
         deadline = started + self.time_limit
         reduced = prepare(problem)
@@ -116,8 +147,31 @@ class PairsBnBSolver:
         if rep["infeasible"]:
             raise_jointly_infeasible(reduced, self.name)
         lp_seconds = time.perf_counter() - t_lp
-        search = _Search(reduced, unary, P, rep, weights, caps, self.batch, deadline)
-        search.run()
+        boundings = [lp_bounding(rep)]
+        info: dict[str, Any] = {
+            "lp_bound": rep["bound"],
+            "lp_seconds": round(lp_seconds, 3),
+            "lp_status": rep["status"],
+        }
+        if self.sdp:
+            # The LP bound alone first (easy problems end here), then the certificate and a
+            # second search from the root that keeps the first one's incumbent.
+            now = time.perf_counter()
+            first_deadline = now + self.lp_share * (deadline - now)
+            search = _Search(reduced, unary, P, boundings, weights, caps, self.batch, first_deadline)
+            search.run()
+            info["lp_search_nodes"] = search.nodes
+            if not search.done:
+                incumbent = (search.best, search.best_choice)
+                boundings = self._certificate_boundings(
+                    boundings[0], rep["basis"], unary, P, reduced.allowed, weights, caps, deadline, info
+                )
+                search = _Search(reduced, unary, P, boundings, weights, caps, self.batch, deadline)
+                search.best, search.best_choice = incumbent
+                search.run()
+        else:
+            search = _Search(reduced, unary, P, boundings, weights, caps, self.batch, deadline)
+            search.run()
         if search.best_choice is None:
             if search.done:
                 raise_jointly_infeasible(reduced, self.name)
@@ -127,12 +181,7 @@ class PairsBnBSolver:
             )
         choice = search.best_choice
         objective = reduced.objective_of(choice)
-        info: dict[str, Any] = {
-            "nodes": search.nodes,
-            "lp_bound": rep["bound"],
-            "lp_seconds": round(lp_seconds, 3),
-            "lp_status": rep["status"],
-        }
+        info["nodes"] = search.nodes
         if search.done:
             return make_allocation(reduced, choice, solver=self.name, started=started, info=info)
         bound = min(search.open_bound, objective)
@@ -146,6 +195,47 @@ class PairsBnBSolver:
             bound=bound,
             info=info,
         )
+
+    def _certificate_boundings(
+        self, plain, plain_basis, unary, P, allowed, weights, caps, deadline, info
+    ) -> list[Bounding]:
+        """``[exact, lower]`` from the semidefinite certificate (:mod:`.sdp_bound`), or ``[plain]``
+        (the LP's) when SCS gives none; ``info`` gains ``sdp_bound``, ``sdp_seconds``, ``sdp_status``."""
+        from mpqcore.solvers.sdp_bound import psd_certificate, split_objective
+
+        t0 = time.perf_counter()
+        share = max(1e-3, self.sdp_share * (deadline - t0))
+        # A third for SCS, two thirds polishing its multipliers (what the bound gains most from).
+        cert = psd_certificate(unary, P, allowed, weights, caps, time_limit=share / 3, polish=2 * share / 3)
+        info.update(sdp_status=cert["status"], sdp_iterations=cert["iterations"])
+        S = cert["S"]
+        if S is None:
+            info["sdp_seconds"] = round(time.perf_counter() - t0, 3)
+            return [plain]
+        const, unary_r, P_r = split_objective(unary, P, S)
+        rep = rlt_reparametrization(
+            unary_r,
+            P_r,
+            allowed,
+            weights,
+            caps,
+            time_limit=max(1e-3, 0.5 * (deadline - time.perf_counter())),
+            basis=plain_basis,
+        )
+        info.update(sdp_bound=const + rep["bound"], sdp_seconds=round(time.perf_counter() - t0, 3))
+        if not math.isfinite(rep["bound"]):  # the LP of f - q did not finish: its split is no help
+            return [plain]
+        G, B = unary.shape
+        s2 = 2 * S[0, 1:].reshape(G, B)
+        diag = np.diag(S)[1:].reshape(G, B)
+        S4 = 2 * S[1:, 1:].reshape(G, B, G, B)
+        S4[np.arange(G), :, np.arange(G), :] = 0.0
+        ut, Pt, lam = rep["unary"], rep["P"], rep["lam"]
+        # exact: q(f + v) >= q(f) + 2 (s + S f).v (the free block's v^T S v >= 0 dropped);
+        # lower: q >= 0 dropped whole (the relaxation's bound at the root).
+        exact = Bounding(0.0, ut + s2 + diag, ut + s2, Pt + S4, Pt, lam, True)
+        lower = Bounding(const, ut, ut, Pt, Pt, lam, False)
+        return [exact, lower]
 
 
 def dense_pairs(pairs: dict[tuple[int, int, int, int], float], G: int, B: int) -> np.ndarray:
@@ -167,14 +257,17 @@ def rlt_reparametrization(
     caps: np.ndarray,
     *,
     time_limit: float,
+    basis: Any = None,
 ) -> dict[str, Any]:
     """The one-hot RLT LP relaxation on HiGHS, turned into an equivalent objective.
 
-    Returns ``{unary, P, lam, bound, status, infeasible}``: ``unary + sum P`` equals the
+    Returns ``{unary, P, lam, bound, status, infeasible, basis}``: ``unary + sum P`` equals the
     given objective on every allocation (the LP's row duals moved from the pair blocks
     into the unary terms), ``lam >= 0`` one multiplier per budget, and ``bound`` the LP
     bound (``-inf`` when the LP did not finish: the reparametrization is then weaker, but
     still exact). Groups with no free choice couple nothing (their pairs are folded in).
+    ``basis``: HiGHS's optimal basis, or None; passing one back starts an LP of the same
+    shape (other costs, the same allowed choices and budgets) from it.
     """
     import highspy
 
@@ -229,10 +322,13 @@ def rlt_reparametrization(
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit))
     h.passModel(lp)
+    if basis is not None:  # the same rows and columns solved before for other costs: start there
+        h.setBasis(basis)
     h.run()
     status = h.getModelStatus()
     out: dict[str, Any] = {"unary": unary, "P": P, "lam": np.zeros(nb), "bound": -math.inf, "infeasible": False}
     out["status"] = h.modelStatusToString(status)
+    out["basis"] = h.getBasis() if status == highspy.HighsModelStatus.kOptimal else None
     if status == highspy.HighsModelStatus.kInfeasible:
         out["infeasible"] = True
         return out
@@ -257,17 +353,38 @@ def rlt_reparametrization(
     return out
 
 
-class _Search:
-    """The batched depth-first branch-and-bound over one reparametrized problem."""
+@attrs.frozen
+class Bounding:
+    """One lower-bounding objective of the search: on a partial allocation with fixed
+    choices ``f`` and free ones ``v``, ``const + u_fix.f + pairs(Pc, f, f) + pairs(Pc, f, v)
+    + u_free.v + pairs(Pr, v, v)`` is at most the objective of every completion (``lam``
+    its budget multipliers). ``exact`` when it equals the objective on complete allocations."""
 
-    def __init__(self, reduced: ReducedProblem, unary, P, rep, weights, caps, batch: int, deadline: float):
+    const: float
+    u_fix: np.ndarray
+    u_free: np.ndarray
+    Pc: np.ndarray
+    Pr: np.ndarray
+    lam: np.ndarray
+    exact: bool
+
+
+def lp_bounding(rep: dict[str, Any]) -> Bounding:
+    """The RLT reparametrization as a :class:`Bounding` (exact)."""
+    return Bounding(0.0, rep["unary"], rep["unary"], rep["P"], rep["P"], rep["lam"], True)
+
+
+class _Search:
+    """The batched depth-first branch-and-bound over one or more lower-bounding objectives
+    (the first exact); every partial allocation gets the largest of their bounds."""
+
+    def __init__(self, reduced: ReducedProblem, unary, P, boundings, weights, caps, batch: int, deadline: float):
         G, B = unary.shape
         self.reduced, self.batch, self.deadline = reduced, batch, deadline
         allowed = reduced.allowed
         self.plain_unary = np.where(allowed, unary, np.inf)
         self.plain_P = P
-        ut = np.where(allowed, rep["unary"], np.inf)
-        Pt = rep["P"]
+        assert boundings[0].exact
         # Fixed groups first, then the strongest interactions (and largest unary spread).
         free = allowed.sum(axis=1) > 1
         spread = np.where(allowed, unary, np.nan)
@@ -275,22 +392,28 @@ class _Search:
         strength = np.abs(P).sum(axis=(1, 2, 3)) + spread
         self.order = np.lexsort((-strength, free))
         o = self.order
-        self.u = ut[o]
-        self.P = Pt[o][:, :, o, :]
+        al = allowed[o]
+        self.const = np.array([bd.const for bd in boundings])  # (K,)
+        self.u = np.stack([np.where(allowed, bd.u_free, np.inf)[o] for bd in boundings])  # (K, G, B)
+        self.du = np.stack(
+            [(np.where(allowed, bd.u_fix, 0.0) - np.where(allowed, bd.u_free, 0.0))[o] for bd in boundings]
+        )
+        self.P = np.stack([bd.Pc[o][:, :, o, :] for bd in boundings])  # (K, G, B, G, B)
+        later = np.triu(np.ones((G, G), dtype=bool), 1)
+        R = []
+        for bd in boundings:
+            masked = np.where(al[None, None, :, :], bd.Pr[o][:, :, o, :], np.inf).min(axis=3)  # (G, B, G)
+            R.append(np.where(later[:, None, :], masked, 0.0).sum(axis=2))  # (G, B)
+        self.R = np.stack(R)  # (K, G, B)
         self.W = weights[:, o, :]  # (nb, G, B)
         self.caps = caps + 1e-12 * np.maximum(1.0, np.abs(caps))  # only sure overshoots prune
-        al = allowed[o]
-        masked = np.where(al[None, None, :, :], self.P, np.inf).min(axis=3)  # (G, B, G)
-        later = np.triu(np.ones((G, G), dtype=bool), 1)
-        self.R = np.where(later[:, None, :], masked, 0.0).sum(axis=2)  # (G, B)
         Wmin = np.where(al[None], self.W, np.inf).min(axis=2)  # (nb, G)
         self.suffix_min = np.concatenate(
             [np.cumsum(Wmin[:, ::-1], axis=1)[:, ::-1], np.zeros((len(caps), 1))], axis=1
         )  # (nb, G + 1)
-        lam = rep["lam"]
-        lams = [f * lam for f in _LAMBDA_FACTORS] if lam.any() else [lam]
-        self.lams = np.array(lams)  # (L, nb)
-        self.penalty = np.einsum("lb,bgk->lgk", self.lams, self.W)  # (L, G, B)
+        #: Per bounding, the multipliers tried (L, nb) and their budget terms (L, G, B).
+        self.lams = [np.array([f * bd.lam for f in _LAMBDA_FACTORS] if bd.lam.any() else [bd.lam]) for bd in boundings]
+        self.penalty = [np.einsum("lb,bgj->lgj", lam, self.W) for lam in self.lams]
         scale = float(np.nansum(np.abs(np.where(allowed, unary, 0.0)).max(axis=1))) + float(np.abs(P).sum()) / 2
         self.tol = _BOUND_RTOL * max(scale, 1e-300)
         self.G, self.B = G, B
@@ -318,9 +441,16 @@ class _Search:
         return float(self.plain_unary[rows, choice].sum() + self.plain_P[rows, choice][:, rows, choice].sum() / 2)
 
     def run(self) -> None:
-        G, nb = self.G, len(self.caps)
+        G, nb, K = self.G, len(self.caps), len(self.const)
         stack: list[tuple[Any, ...]] = [
-            (0, np.zeros(1), np.zeros((1, nb)), self.u[None].copy(), np.zeros((1, 0), dtype=int), np.full(1, -np.inf))
+            (
+                0,
+                self.const[:, None].copy(),
+                np.zeros((1, nb)),
+                self.u[:, None].copy(),
+                np.zeros((1, 0), dtype=int),
+                np.full(1, -np.inf),
+            )
         ]
         while stack:
             if time.perf_counter() > self.deadline:
@@ -328,22 +458,26 @@ class _Search:
                 self.open_bound = min(live) if live else math.inf
                 return
             d, fixed, used, coup, prefix, _lb = stack.pop()
-            self.nodes += len(fixed)
-            value = fixed[:, None] + coup[:, 0, :]  # (N, B): group d at each choice
+            N = fixed.shape[1]
+            self.nodes += N
+            # (K, N, B): each bounding's value with group d at each choice.
+            value = fixed[:, :, None] + coup[:, :, 0, :] + self.du[:, d][:, None, :]
             spent = used[:, None, :] + self.W[:, d, :].T[None]  # (N, B, nb)
             fits = np.all(spent + self.suffix_min[:, d + 1] <= self.caps, axis=2)
             if d + 1 == G:
-                self._leaves(np.where(fits, value, np.inf), prefix)
+                self._leaves(np.where(fits, value[0], np.inf), prefix)
                 continue
             # What group d's choice k adds to the later groups: P[d, k, d+1:, :]. The sums for
             # every child are only reduced here; the children kept are built below.
-            later = self.P[d][:, d + 1 :, :]  # (B, G-d-1, B)
-            ahead = coup[:, 1:, :] + self.R[d + 1 :][None]  # (N, G-d-1, B)
-            lb = np.full(value.shape, -np.inf)
-            for lam, pen in zip(self.lams, self.penalty, strict=True):
-                shifted = ahead + pen[d + 1 :][None]
-                term = np.stack([(shifted + later[k]).min(axis=2).sum(axis=1) for k in range(self.B)], axis=1)
-                lb = np.maximum(lb, value + (spent - self.caps) @ lam + term)
+            later = self.P[:, d][:, :, d + 1 :, :]  # (K, B, G-d-1, B)
+            over = spent - self.caps  # (N, B, nb)
+            lb = np.full((N, self.B), -np.inf)
+            for v in range(K):
+                ahead = coup[v, :, 1:, :] + self.R[v, d + 1 :][None]  # (N, G-d-1, B)
+                for lam, pen in zip(self.lams[v], self.penalty[v], strict=True):
+                    shifted = ahead + pen[d + 1 :][None]
+                    term = np.stack([(shifted + later[v, k]).min(axis=2).sum(axis=1) for k in range(self.B)], axis=1)
+                    lb = np.maximum(lb, value[v] + over @ lam + term)
             keep = fits & (lb < self.best - self.tol)
             n, k = np.nonzero(keep)
             if not len(n):
@@ -351,14 +485,23 @@ class _Search:
             worst_first = np.argsort(-lb[n, k], kind="stable")
             n, k = n[worst_first], k[worst_first]
             child = (
-                value[n, k],
+                value[:, n, k],
                 spent[n, k],
-                coup[n, 1:, :] + later[k],
+                coup[:, n, 1:, :] + later[:, k],
                 np.concatenate([prefix[n], k[:, None]], axis=1),
                 lb[n, k],
             )
             for a in range(0, len(n), self.batch):
-                stack.append((d + 1, *(part[a : a + self.batch] for part in child)))
+                stack.append(
+                    (
+                        d + 1,
+                        child[0][:, a : a + self.batch],
+                        child[1][a : a + self.batch],
+                        child[2][:, a : a + self.batch],
+                        child[3][a : a + self.batch],
+                        child[4][a : a + self.batch],
+                    )
+                )
         self.done = True
         self.open_bound = self.best
 

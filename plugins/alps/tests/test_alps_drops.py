@@ -122,3 +122,26 @@ def test_use_metric_without_a_metric_is_an_error():
 def test_bad_options_name_the_option_and_valid_values(options, text):
     with pytest.raises(mpqcore.ConfigError, match=rf"method 'alps' \(plugin .*\): {text}"):
         mpqcore.get_plugins().methods.create("alps", **options)
+
+
+def test_the_drop_table_is_one_batch_of_the_evaluator_with_the_same_values():
+    # Without fine-tuning, the whole table goes to Evaluator.losses in one call, so prefix
+    # reuse (and Ray workers) apply: it skips MACs, and the drops equal those of one
+    # evaluation at a time.
+    from mpqcore.context import MeasureContext
+    from mpqcore.evaluate import Evaluator
+    from mpqcore.testing.conformance import digits_task
+    from mpqcore_alps.drops import Scorer, drop_table
+
+    task = digits_task()
+    spec = mpqcore.introspect(task.model, task.calibration[0])
+    ev = Evaluator(task.model, task.calibration, spec, mpqcore.PluginSet().quantizers.create("minmax-per-tensor"))
+    ctx = MeasureContext(evaluator=ev, spec=spec, layers=tuple(spec.fqns), bits=(2, 4, 8))
+    drops, reference = drop_table(ctx, 8, Scorer(ctx, use_metric=False))
+    assert ev.prefix_reuse["skipped_mac_fraction"] > 0.0
+    base = ctx.with_fixed(dict.fromkeys(ctx.layers, 8))
+    assert reference == -ev.loss(base)
+    for i, fqn in enumerate(ctx.layers):
+        for j, b in enumerate(ctx.bits):
+            one = 0.0 if b == 8 else reference + ev.loss({**base, fqn: b})
+            assert drops[i, j] == pytest.approx(one, rel=1e-6, abs=1e-9)

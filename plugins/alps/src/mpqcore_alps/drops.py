@@ -9,16 +9,20 @@ where ``score`` is the user's metric as a score (higher is better: minus a
 lower-is-better metric such as perplexity) or minus the calibration loss,
 each optionally taken after ``steps`` of straight-through fine-tuning of the quantized
 layers (``Evaluator.finetuned_score``; only clones are trained). ``drop[l, base] = 0``.
+
+Without fine-tuning the whole table is one batch of the evaluator's
+(``Evaluator.losses`` / ``Evaluator.metrics``): prefix reuse and Ray workers apply.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 import numpy as np
 
 from mpqcore.context import MeasureContext
+from mpqcore.metrics import as_score
 
 __all__ = ["Scorer", "drop_table"]
 
@@ -40,16 +44,28 @@ class Scorer:
             )
         return ev.metric_score(assignment) if self.use_metric else -ev.loss(assignment)
 
+    def many(self, assignments: Sequence[Mapping[str, int]]) -> list[float]:
+        """``[self(a) for a in assignments]``, as one batch of the evaluator's when nothing is fine-tuned."""
+        ev = self.ctx.evaluator
+        if self.steps > 0:
+            return [self(a) for a in assignments]
+        if self.use_metric:
+            return [as_score(m, ev.metric_higher_is_better) for m in ev.metrics(assignments)]
+        return [-v for v in ev.losses(assignments)]
 
-def drop_table(
-    ctx: MeasureContext, base_bits: int, score: Callable[[Mapping[str, int]], float], *, desc: str = "alps"
-) -> tuple[np.ndarray, float]:
+
+def drop_table(ctx: MeasureContext, base_bits: int, score: Scorer, *, desc: str = "alps") -> tuple[np.ndarray, float]:
     """``(drop[l, j], score(base))`` for every decision layer and candidate bits."""
     base = ctx.with_fixed(dict.fromkeys(ctx.layers, base_bits))
-    reference = score(base)
+    cells = [(i, j) for i in range(len(ctx.layers)) for j, b in enumerate(ctx.bits) if b != base_bits]
+    assignments = [base] + [{**base, ctx.layers[i]: ctx.bits[j]} for i, j in cells]
+    step = len(assignments) if score.steps == 0 else 1  # fine-tuning runs one at a time anyway
+    values: list[float] = []
+    chunks = range(0, len(assignments), step)
+    for start in ctx.progress(chunks, desc=desc, total=len(chunks)):
+        values.extend(score.many(assignments[start : start + step]))
+    reference = values[0]
     out = np.zeros((len(ctx.layers), len(ctx.bits)))
-    for i, fqn in enumerate(ctx.progress(ctx.layers, desc=desc, total=len(ctx.layers))):
-        for j, b in enumerate(ctx.bits):
-            if b != base_bits:
-                out[i, j] = reference - score({**base, fqn: b})
+    for (i, j), value in zip(cells, values[1:], strict=True):
+        out[i, j] = reference - value
     return out, reference

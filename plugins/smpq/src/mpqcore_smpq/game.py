@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from mpqcore.metrics import as_score
 from mpqcore_smpq.shapley import CachedGame, EvaluationStore
 
 __all__ = [
     "assignment_key",
     "bitwidth_score",
+    "bitwidth_scores",
     "layer_assignment",
     "layer_game",
     "upgrade_assignment",
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 Score = Callable[[Mapping[str, int]], float]
+Scores = Callable[[list[Mapping[str, int]]], list[float]]
 
 
 def upgrade_players(layers: Sequence[str], bits: Sequence[int]) -> tuple[tuple[str, int], ...]:
@@ -68,20 +71,34 @@ def bitwidth_score(ctx, use_metric: bool) -> Score:
     return lambda assignment: -evaluator.loss(ctx.with_fixed(dict(assignment)))
 
 
-def upgrade_game(score: Score, layers: Sequence[str], bits: Sequence[int], store: EvaluationStore) -> CachedGame:
-    """The upgrade-player game, cached by the assignment it produces."""
+def bitwidth_scores(ctx, use_metric: bool) -> Scores:
+    """:func:`bitwidth_score` of several assignments, as one batch of the evaluator's (same values)."""
+    evaluator = ctx.evaluator
+    if use_metric:
+        higher = evaluator.metric_higher_is_better
+        return lambda assignments: [
+            as_score(m, higher) for m in evaluator.metrics([ctx.with_fixed(dict(a)) for a in assignments])
+        ]
+    return lambda assignments: [-v for v in evaluator.losses([ctx.with_fixed(dict(a)) for a in assignments])]
+
+
+def _game(
+    score: Score, scores: Scores | None, assign: Callable[[frozenset], dict[str, int]], store: EvaluationStore
+) -> CachedGame:
+    batch = None if scores is None else (lambda cs: scores([assign(c) for c in cs]))
+    return CachedGame(lambda c: score(assign(c)), key=lambda c: assignment_key(assign(c)), store=store, batch=batch)
+
+
+def upgrade_game(
+    score: Score, layers: Sequence[str], bits: Sequence[int], store: EvaluationStore, scores: Scores | None = None
+) -> CachedGame:
+    """The upgrade-player game, cached by the assignment it produces (``scores``: the batch form of ``score``)."""
     b0 = min(bits)
-
-    def assign(coalition: frozenset) -> dict[str, int]:
-        return upgrade_assignment(coalition, layers, b0)
-
-    return CachedGame(lambda c: score(assign(c)), key=lambda c: assignment_key(assign(c)), store=store)
+    return _game(score, scores, lambda c: upgrade_assignment(c, layers, b0), store)
 
 
-def layer_game(score: Score, layers: Sequence[str], b0: int, b: int, store: EvaluationStore) -> CachedGame:
+def layer_game(
+    score: Score, layers: Sequence[str], b0: int, b: int, store: EvaluationStore, scores: Scores | None = None
+) -> CachedGame:
     """Game ``b`` of the layer-player mode, sharing ``store`` with the other games."""
-
-    def assign(coalition: frozenset) -> dict[str, int]:
-        return layer_assignment(coalition, layers, b0, b)
-
-    return CachedGame(lambda c: score(assign(c)), key=lambda c: assignment_key(assign(c)), store=store)
+    return _game(score, scores, lambda c: layer_assignment(c, layers, b0, b), store)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -16,7 +17,7 @@ import numpy as np
 
 from mpqcore import ConfigError, MeasureContext, Objective
 from mpqcore.options import option
-from mpqcore_smpq.game import bitwidth_score, layer_game, upgrade_game, upgrade_players
+from mpqcore_smpq.game import bitwidth_score, bitwidth_scores, layer_game, upgrade_game, upgrade_players
 from mpqcore_smpq.objective import CONVERSIONS, layer_objective, neighbour_upgrade_pairs, upgrade_objective
 from mpqcore_smpq.shapley import (
     EXACT_MAX_PLAYERS,
@@ -118,7 +119,9 @@ class ShapleyBitWidth:
             raise ConfigError("smpq: use_metric=true needs a metric; pass metric=... or use the default (loss)")
         started, passes = time.perf_counter(), ev.forward_passes
         store = EvaluationStore(limit=self.max_evaluations)
-        score = _counted(ctx, bitwidth_score(ctx, self.use_metric), self.max_evaluations)
+        score = _counted(
+            ctx, bitwidth_score(ctx, self.use_metric), bitwidth_scores(ctx, self.use_metric), self.max_evaluations
+        )
         layers, bits = tuple(ctx.layers), tuple(ctx.bits)
         if len(bits) == 1:  # one candidate: nothing to decide, no players
             objective = Objective(
@@ -182,7 +185,7 @@ class ShapleyBitWidth:
 
     def _upgrade(self, ctx, score, store, exact) -> tuple[dict, dict]:
         players = upgrade_players(ctx.layers, ctx.bits)
-        game = upgrade_game(score, ctx.layers, ctx.bits, store)
+        game = upgrade_game(score.one, ctx.layers, ctx.bits, store, scores=score.many)
         pairs = neighbour_upgrade_pairs(ctx.layers, ctx.bits) if self.interactions else []
         if exact:
             est = exact_shapley(players, game)
@@ -203,7 +206,7 @@ class ShapleyBitWidth:
         inter: dict[int, InteractionEstimate] = {}
         pairs = list(itertools.pairwise(ctx.layers))
         for k, b in enumerate(ups):
-            game = layer_game(score, ctx.layers, b0, b, store)
+            game = layer_game(score.one, ctx.layers, b0, b, store, scores=score.many)
             if exact:
                 shapley[b] = exact_shapley(ctx.layers, game)
                 if self.interactions and pairs:
@@ -269,14 +272,27 @@ class ShapleyBitWidth:
         return info
 
 
-def _counted(ctx: MeasureContext, score: Any, limit: int | None) -> Any:
-    """``score`` that advances the progress bar (``ctx.progress``) by one model evaluation per call."""
+@attrs.frozen
+class _CountedScore:
+    """The score of one assignment and of a batch, each advancing the progress bar by one tick per evaluation."""
+
+    one: Callable[[Any], float]
+    many: Callable[[list[Any]], list[float]]
+
+
+def _counted(ctx: MeasureContext, score: Any, scores: Any, limit: int | None) -> _CountedScore:
+    """``score`` and its batch form ``scores``, advancing ``ctx.progress`` by one tick per model evaluation."""
     ticks = iter(
         ctx.progress(itertools.count() if limit is None else range(limit), desc="smpq: evaluations", total=limit)
     )
 
-    def counted(assignment: Any) -> Any:
+    def one(assignment: Any) -> float:
         next(ticks, None)
         return score(assignment)
 
-    return counted
+    def many(assignments: list[Any]) -> list[float]:
+        for _ in assignments:
+            next(ticks, None)
+        return scores(assignments)
+
+    return _CountedScore(one, many)

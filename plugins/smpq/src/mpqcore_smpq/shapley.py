@@ -15,14 +15,19 @@ estimators directly.
 
 Every value function is wrapped in a :class:`CachedGame`: a coalition (or whatever
 ``key`` maps it to) is evaluated once; ``evaluations`` counts the cache misses, which
-is what a budget limits.
+is what a budget limits. A game given a ``batch`` value function evaluates the
+coalitions known in advance in one call (every coalition of an exact enumeration; the
+prefixes of an antithetic pair of permutations when nothing truncates the walks), so a
+model evaluator can reuse prefixes and spread them over workers; only coalitions the
+sequential walk would evaluate anyway, and only when the budget has room for all of
+them, so the values and the counts are those of one evaluation at a time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -47,6 +52,7 @@ EXACT_MAX_PLAYERS = 12
 
 Player = Hashable
 ValueFunction = Callable[[frozenset], float]
+BatchValueFunction = Callable[[list[frozenset]], list[float]]
 
 
 class BudgetExhausted(Exception):
@@ -93,6 +99,18 @@ class EvaluationStore:
         self.cache[key] = value
         return value
 
+    def put_many(self, keys: Sequence[Hashable], compute: Callable[[], list[float]]) -> bool:
+        """Compute ``keys`` (distinct, none cached) in one call when the budget has room for all; else nothing."""
+        if not keys or self.remaining < len(keys):
+            return False
+        values = compute()
+        if len(values) != len(keys):
+            raise ValueError(f"a batch value function returned {len(values)} values for {len(keys)} coalitions")
+        for key, value in zip(keys, values, strict=True):
+            self.cache[key] = float(value)
+        self.evaluations += len(keys)
+        return True
+
 
 class CachedGame:
     """``value`` with a cache: ``game(coalition)`` evaluates each key once.
@@ -108,8 +126,10 @@ class CachedGame:
         *,
         key: Callable[[frozenset], Hashable] | None = None,
         store: EvaluationStore | None = None,
+        batch: BatchValueFunction | None = None,
     ):
         self.value = value
+        self.batch = batch
         self.key = key
         self.store = store if store is not None else EvaluationStore()
         self.calls = 0
@@ -126,6 +146,20 @@ class CachedGame:
         self.calls += 1
         key = coalition if self.key is None else self.key(coalition)
         return self.store.get(key, lambda: self.value(coalition))
+
+    def prefetch(self, coalitions: Iterable[frozenset]) -> None:
+        """Evaluate the uncached ``coalitions`` in one ``batch`` call, when the game has one and
+        the budget has room for all of them (else they are left to one-at-a-time calls)."""
+        if self.batch is None:
+            return
+        missing: dict[Hashable, frozenset] = {}
+        for c in coalitions:
+            c = frozenset(c)
+            key = c if self.key is None else self.key(c)
+            if key not in self.store.cache and key not in missing:
+                missing[key] = c
+        batch = self.batch
+        self.store.put_many(list(missing), lambda: [float(v) for v in batch(list(missing.values()))])
 
 
 def _cached(value: ValueFunction | CachedGame) -> CachedGame:
@@ -258,9 +292,11 @@ def _value_table(players: tuple, game: CachedGame) -> np.ndarray:
         raise ValueError(
             f"exact Shapley values enumerate 2**n coalitions; {n} players is above the limit of {EXACT_MAX_PLAYERS}"
         )
+    coalitions = [frozenset(p for i, p in enumerate(players) if mask >> i & 1) for mask in range(2**n)]
+    game.prefetch(coalitions)
     table = np.empty(2**n)
-    for mask in range(2**n):
-        table[mask] = game(frozenset(p for i, p in enumerate(players) if mask >> i & 1))
+    for mask, coalition in enumerate(coalitions):
+        table[mask] = game(coalition)
     return table
 
 
@@ -310,6 +346,8 @@ def monte_carlo_shapley(
         max_pairs = max(min_pairs, max_permutations // 2)
         while len(samples) < max_pairs:
             order = rng.permutation(n)
+            if trunc == 0.0:  # both walks visit every prefix: evaluate them together
+                game.prefetch(_prefixes(order, players) + _prefixes(order[::-1], players))
             try:
                 first, cut1 = _walk(order, players, game, v_empty, v_full, trunc)
                 second, cut2 = _walk(order[::-1], players, game, v_empty, v_full, trunc)
@@ -333,6 +371,11 @@ def monte_carlo_shapley(
         evaluations=game.evaluations - start, stopped=stopped, truncated_permutations=truncated,
         pair_means=pairs, evaluation_trace=np.array(trace, dtype=int),
     )  # fmt: skip
+
+
+def _prefixes(order, players) -> list[frozenset]:
+    """The coalitions a walk along ``order`` evaluates (every prefix but the empty and the full one)."""
+    return [frozenset(players[i] for i in order[: k + 1]) for k in range(len(order) - 1)]
 
 
 def _walk(order, players, game, v_empty, v_full, truncation) -> tuple[np.ndarray, int]:
