@@ -109,7 +109,7 @@ def run_one(name, model, calibration, metric, method, quick):
     t0 = time.perf_counter()
     meas, points = mpqcore.sweep(
         model, calibration, method=method, bits=BITS, budgets=[mpqcore.Budget.average_bits(b) for b in BUDGETS],
-        metric=metric, method_options=options,
+        metric=metric, method_options=options, cache=False,  # costs measured, never read from a cache
     )  # fmt: skip
     sweep_s = time.perf_counter() - t0
     ev = meas.evaluator
