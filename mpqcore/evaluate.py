@@ -688,6 +688,10 @@ class Evaluator:
         """The metric as a score, higher is better: the metric, or minus a lower-is-better one."""
         return as_score(self.metric(assignment), self._metric_higher)
 
+    def metric_scores(self, assignments: Sequence[Assignment]) -> list[float]:
+        """:meth:`metric_score` for several assignments, as one batch (:meth:`metrics`)."""
+        return [as_score(m, self._metric_higher) for m in self.metrics(assignments)]
+
     def score(self, assignment: Assignment = {}) -> float:  # noqa: B006
         """Higher is better: :meth:`metric_score` when a metric was given, else minus the loss."""
         return self.metric_score(assignment) if self.has_metric else -self.loss(assignment)

@@ -289,7 +289,10 @@ Score = Callable[[Mapping[str, int]], "np.ndarray"]
 
 def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Mean and standard error of ``a - b`` over the chunks (0 error for a single chunk)."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    return _mean_and_stderr(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))
+
+
+def _mean_and_stderr(d: np.ndarray) -> tuple[float, float]:
     if d.size < 2:
         return float(d.mean()), 0.0
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
@@ -314,7 +317,7 @@ def paired_p_value(a: np.ndarray, b: np.ndarray) -> float:
     if d.size < 2:
         return 0.0 if float(d.mean()) < 0 else 1.0
     ranks = float(stats.wilcoxon(d, alternative="less", zero_method="wilcox").pvalue)
-    diff, err = _paired(a, b)
+    diff, err = _mean_and_stderr(d)
     t = (0.0 if diff < 0 else 1.0) if err == 0.0 else float(stats.t.cdf(diff / err, df=d.size - 1))
     return min(1.0, 2.0 * min(ranks, t))
 
@@ -443,7 +446,7 @@ def _choose(
     if keys[0] == keys[ref] and not better:
         return 0, "the method's answer is the uniform reference"
     if not better:
-        return ref, f"no candidate measured lower than {named[ref][0]} beyond the noise (signed ranks, Holm, {ALPHA:g})"
+        return ref, f"no candidate measured lower than {named[ref][0]} beyond the noise (paired test, Holm, {ALPHA:g})"
     lowest = min(better, key=lambda i: (measured[i], i))
     if 0 in better and not lower_than(0, better):
         return 0, f"the method's answer measured lower than {named[ref][0]} beyond the noise"

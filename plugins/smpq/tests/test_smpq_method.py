@@ -44,13 +44,11 @@ class TableEvaluator:
     def metric_score(self, assignment={}):  # noqa: B006  # higher-is-better metric: the score is the metric
         return self.metric(assignment)
 
-    metric_higher_is_better = True
-
     def losses(self, assignments):  # the batch forms the real evaluator has
         return [self.loss(a) for a in assignments]
 
-    def metrics(self, assignments):
-        return [self.metric(a) for a in assignments]
+    def metric_scores(self, assignments):
+        return [self.metric_score(a) for a in assignments]
 
 
 def fake_context(layers=("conv", "mid", "head"), bits=(2, 4, 8), fixed=None, seed=0, metric=False):

@@ -22,7 +22,6 @@ import attrs
 import numpy as np
 
 from mpqcore.context import MeasureContext
-from mpqcore.metrics import as_score
 
 __all__ = ["Scorer", "drop_table"]
 
@@ -49,9 +48,7 @@ class Scorer:
         ev = self.ctx.evaluator
         if self.steps > 0:
             return [self(a) for a in assignments]
-        if self.use_metric:
-            return [as_score(m, ev.metric_higher_is_better) for m in ev.metrics(assignments)]
-        return [-v for v in ev.losses(assignments)]
+        return ev.metric_scores(assignments) if self.use_metric else [-v for v in ev.losses(assignments)]
 
 
 def drop_table(ctx: MeasureContext, base_bits: int, score: Scorer, *, desc: str = "alps") -> tuple[np.ndarray, float]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from mpqcore.metrics import as_score
 from mpqcore_smpq.shapley import CachedGame, EvaluationStore
 
 __all__ = [
@@ -75,10 +74,7 @@ def bitwidth_scores(ctx, use_metric: bool) -> Scores:
     """:func:`bitwidth_score` of several assignments, as one batch of the evaluator's (same values)."""
     evaluator = ctx.evaluator
     if use_metric:
-        higher = evaluator.metric_higher_is_better
-        return lambda assignments: [
-            as_score(m, higher) for m in evaluator.metrics([ctx.with_fixed(dict(a)) for a in assignments])
-        ]
+        return lambda assignments: evaluator.metric_scores([ctx.with_fixed(dict(a)) for a in assignments])
     return lambda assignments: [-v for v in evaluator.losses([ctx.with_fixed(dict(a)) for a in assignments])]
 
 
