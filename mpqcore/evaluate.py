@@ -59,6 +59,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: The evaluators created inside a :func:`closed_on_failure` call (``None`` outside one).
+#: Assignments per Ray worker in one round when each value is stored as it comes (with a
+#: measurement cache): an interruption loses at most one round's work.
+POOL_ROUND = 64
+
 _CREATED: contextvars.ContextVar[list[Evaluator] | None] = contextvars.ContextVar("mpq_evaluators", default=None)
 
 
@@ -575,26 +579,87 @@ class Evaluator:
         reuse = self._reuse_prefix if reuse_prefix is None else bool(reuse_prefix)
         if self.cache is None:
             return self._losses_now(assignments, reuse)
-        keys = [self.cache_key("loss", a) for a in assignments]
-        values: list[float | None] = [self.cache.get(k) for k in keys]
+        return self._through_cache("loss", assignments, lambda todo, store: self._losses_now(todo, reuse, store))
+
+    def _through_cache(
+        self,
+        kind: str,
+        assignments: list[Assignment],
+        compute: Callable[[list[Assignment], Callable[[int, float], None]], list[float]],
+    ) -> list[float]:
+        """Values read back from the cache where stored; the rest computed by ``compute(todo,
+        store)``, which calls ``store(k, value)`` as soon as ``todo[k]`` is known, so that an
+        interrupted batch (Ctrl-C, a crash) keeps every value it finished."""
+        assert self.cache is not None
+        cache = self.cache
+        keys = [self.cache_key(kind, a) for a in assignments]
+        values: list[float | None] = [cache.get(k) for k in keys]
         missing = [i for i, v in enumerate(values) if v is None]
-        for i, v in zip(missing, self._losses_now([assignments[i] for i in missing], reuse), strict=True):
-            self.cache.put(keys[i], v)
-            values[i] = v
+
+        def store(k: int, value: float) -> None:
+            i = missing[k]
+            if values[i] is None:
+                cache.put(keys[i], value)
+                values[i] = value
+
+        for k, value in enumerate(compute([assignments[i] for i in missing], store)):
+            store(k, value)
         return [float(v) for v in values if v is not None]
 
-    def _losses_now(self, assignments: list[Assignment], reuse: bool) -> list[float]:
+    def _losses_now(
+        self, assignments: list[Assignment], reuse: bool, on_value: Callable[[int, float], None] | None = None
+    ) -> list[float]:
         if self._pool is not None and len(assignments) > 1:
-            for a in assignments:
-                for fqn in a:
-                    self._check_layer(fqn)
-            values, passes = self._pool.losses(assignments, reuse)
-            self._evaluations += len(assignments)
-            self._forward_passes += passes
-            return values
+            costs = None
+            if reuse:  # the driver plans the order; the workers split it by expected work
+                prefix = self._prefix_reuse()
+                order = prefix.order(assignments)
+                costs = prefix.costs([assignments[i] for i in order])
+            else:
+                order = list(range(len(assignments)))
+            return self._on_pool("losses", assignments, order, costs, reuse, on_value)
         if not reuse or len(assignments) < 2:
-            return [self._loss_now(a) for a in assignments]
-        return self._prefix_reuse().losses(assignments)
+            values = []
+            for k, a in enumerate(assignments):
+                values.append(self._loss_now(a))
+                if on_value is not None:
+                    on_value(k, values[-1])
+            return values
+        return self._prefix_reuse().losses(assignments, on_value)
+
+    def _on_pool(
+        self,
+        kind: str,
+        assignments: list[Assignment],
+        order: list[int],
+        costs: list[float] | None,
+        reuse: bool,
+        on_value: Callable[[int, float], None] | None,
+    ) -> list[float]:
+        """``assignments`` scored on the workers in ``order``, in rounds when values are stored as
+        they come (:data:`POOL_ROUND` assignments per worker each), each round split between the
+        workers by ``costs`` (expected work per assignment; ``None``: equal)."""
+        assert self._pool is not None
+        for a in assignments:
+            for fqn in a:
+                self._check_layer(fqn)
+        values: list[float] = [0.0] * len(assignments)
+        size = len(order) if on_value is None else POOL_ROUND * self._pool.workers
+        for start in range(0, len(order), size):
+            part = order[start : start + size]
+            todo = [assignments[i] for i in part]
+            work = None if costs is None else costs[start : start + size]
+            if kind == "losses":
+                got, passes = self._pool.losses(todo, reuse, costs=work)
+            else:
+                got, passes = self._pool.metrics(todo)
+            self._evaluations += len(todo)
+            self._forward_passes += passes
+            for i, value in zip(part, got, strict=True):
+                values[i] = value
+                if on_value is not None:
+                    on_value(i, value)
+        return values
 
     def _prefix_reuse(self) -> PrefixReuse:
         if self._prefix is None:
@@ -657,23 +722,21 @@ class Evaluator:
         if self.user_metric is None:
             raise ConfigError("no metric was given; pass metric=callable(model) -> float, or use losses()")
         assignments = list(assignments)
-        keys = [self.cache_key("metric", a) if self.cache is not None else "" for a in assignments]
-        values: list[float | None] = [self.cache.get(k) if self.cache is not None else None for k in keys]
-        missing = [i for i, v in enumerate(values) if v is None]
-        if self._pool is not None and len(missing) > 1:
-            for i in missing:
-                for fqn in assignments[i]:
-                    self._check_layer(fqn)
-            computed, passes = self._pool.metrics([assignments[i] for i in missing])
-            self._evaluations += len(missing)
-            self._forward_passes += passes
-        else:
-            computed = [self._metric_now(assignments[i]) for i in missing]
-        for i, v in zip(missing, computed, strict=True):
-            if self.cache is not None:
-                self.cache.put(keys[i], v)
-            values[i] = v
-        return [float(v) for v in values if v is not None]
+        if self.cache is None:
+            return self._metrics_now(assignments)
+        return self._through_cache("metric", assignments, self._metrics_now)
+
+    def _metrics_now(
+        self, assignments: list[Assignment], on_value: Callable[[int, float], None] | None = None
+    ) -> list[float]:
+        if self._pool is not None and len(assignments) > 1:
+            return self._on_pool("metrics", assignments, list(range(len(assignments))), None, False, on_value)
+        values = []
+        for k, a in enumerate(assignments):
+            values.append(self._metric_now(a))
+            if on_value is not None:
+                on_value(k, values[-1])
+        return values
 
     def _metric_now(self, assignment: Assignment) -> float:
         assert self.user_metric is not None
