@@ -20,7 +20,6 @@ increments.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import contextvars
 import copy
@@ -48,6 +47,7 @@ from mpqcore.prefix import PrefixReuse
 from mpqcore.preflight import check_weight_cache_bytes
 from mpqcore.quantizers import QuantizedTensor
 from mpqcore.types import ModelSpec
+from mpqcore.weight_cache import WeightCache, compact_codes
 from mpqcore.workers import WorkerPool
 
 __all__ = ["Evaluator", "default_loss", "primary_output"]
@@ -123,8 +123,11 @@ class Evaluator:
         evaluation puts the float weights back, and :meth:`close` the modules' training
         flags. Refused for a model whose weights are computed (a parametrization, a
         weight_norm hook) or that is not on ``device``, since that would change it.
-    weight_cache_bytes: a bound on the quantized weights kept for reuse (least recently
-        used dropped first; ``None``: all kept). Values do not change, only speed.
+    weight_cache_bytes: a bound on the quantized weights kept for reuse, codes (one byte
+        each) and dequantized tensors together; the least recently used dequantized ones
+        are dropped first, codes only when they alone exceed it (:mod:`mpqcore.weight_cache`;
+        ``None``: all kept). Values do not change, only speed; :attr:`weight_cache` says
+        what is held.
     workers, ray_address: score batches of assignments (:meth:`losses`, :meth:`metrics`)
         on this many Ray actors, each with one copy of the model
         (:class:`mpqcore.workers.WorkerPool`); the values are the single-process ones.
@@ -204,9 +207,8 @@ class Evaluator:
         self._params = {fqn: _weight_of(fqn, f) for fqn, f in self._found.items()}
         self._axis = {fqn: f.ref.axis for fqn, f in self._found.items()}
         self._float = {fqn: w.data for fqn, w in self._params.items()}
-        self._quantized: dict[tuple[str, int], QuantizedTensor] = {}
-        self._fake: collections.OrderedDict[tuple[str, int], torch.Tensor] = collections.OrderedDict()
         self.weight_cache_bytes = check_weight_cache_bytes(weight_cache_bytes)
+        self._weights = WeightCache(self.weight_cache_bytes)
         self._float_outputs: list[torch.Tensor] | None = None
         self._active_act: set[str] = set()
         self._evaluations = 0
@@ -331,15 +333,13 @@ class Evaluator:
         :func:`mpqcore.layer_kinds.quantize_along`); ``axis`` of the result is that axis
         in the weight (``None`` per tensor).
         """
-        key = (fqn, int(bits))
-        if key in self._quantized:
-            return self._quantized[key]
         self._check_layer(fqn)
-        with torch.no_grad():
-            q = quantize_along(self.quantizer, self._float[fqn], int(bits), self._axis[fqn])
-        if self.weight_cache_bytes is None:  # bounded: only the dequantized copies are kept
-            self._quantized[key] = q
-        return q
+
+        def compute() -> QuantizedTensor:
+            with torch.no_grad():
+                return compact_codes(quantize_along(self.quantizer, self._float[fqn], int(bits), self._axis[fqn]))
+
+        return self._weights.get(("codes", fqn, int(bits)), compute)
 
     def _fake_of(self, fqn: str, weight: torch.Tensor, bits: int) -> torch.Tensor:
         """``weight`` (a latent copy of ``fqn``'s) fake-quantized at ``bits``, along the layer's channel axis."""
@@ -348,24 +348,18 @@ class Evaluator:
 
     def fake_quantized(self, fqn: str, bits: int) -> torch.Tensor:
         """The dequantized weight of ``fqn`` at ``bits`` (cached; do not modify it)."""
-        key = (fqn, int(bits))
-        if key in self._fake:
-            self._fake.move_to_end(key)
-            return self._fake[key]
-        q = self.quantized(fqn, bits).dequantize().to(self._float[fqn].dtype).reshape(self._float[fqn].shape)
-        self._fake[key] = q
-        bound = self.weight_cache_bytes
-        if bound is not None:
-            held = self._fake_bytes
-            while held > bound and len(self._fake) > 1:
-                _, old = self._fake.popitem(last=False)
-                held -= old.numel() * old.element_size()
-        return q
+        self._check_layer(fqn)
+        w = self._float[fqn]
+        return self._weights.get(
+            ("dequantized", fqn, int(bits)),
+            lambda: self.quantized(fqn, bits).dequantize().to(w.dtype).reshape(w.shape),
+        )
 
     @property
-    def _fake_bytes(self) -> int:
-        """Bytes of the dequantized weights kept for reuse."""
-        return sum(t.numel() * t.element_size() for t in self._fake.values())
+    def weight_cache(self) -> dict[str, int | None]:
+        """The quantized weights kept for reuse: ``bound``, bytes ``held`` now and at ``peak``
+        (codes in one byte each, and dequantized tensors; see :mod:`mpqcore.weight_cache`)."""
+        return {"bound": self._weights.bound, "held": self._weights.held, "peak": self._weights.peak}
 
     def _check_layer(self, fqn: str) -> None:
         if fqn not in self._float:
@@ -864,8 +858,7 @@ class Evaluator:
         The evaluator is not used afterwards."""
         self.close()
         self._restore_modes()
-        self._fake.clear()
-        self._quantized.clear()
+        self._weights.clear()
         return self.model
 
 
