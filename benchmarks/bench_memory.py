@@ -46,14 +46,13 @@ param_bytes = sum(p.numel() * p.element_size() for p in task.model.parameters())
 made = []
 init = Evaluator.__init__
 def spy(self, *a, **k):
-    if mode == "bounded":  # every evaluator of this process keeps at most one model's worth of quantized weights
-        k.setdefault("weight_cache_bytes", param_bytes)
     init(self, *a, **k)
     made.append(self)
 Evaluator.__init__ = spy
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 report = mpqcore.search(task.model, task.calibration, method="hawq", method_options={"samples": 2}, bits=(2, 4, 8),
-                        budget=mpqcore.Budget.average_bits(4), inplace=(mode == "in place"), loss=task.loss)
+                        budget=mpqcore.Budget.average_bits(4), inplace=(mode == "in place"), loss=task.loss,
+                        weight_cache_bytes=param_bytes if mode == "bounded" else None)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 cache_peak = max(ev.weight_cache["peak"] for ev in made)
 print(json.dumps({"param_bytes": param_bytes, "growth_kb": peak - base, "avg_bits": report.average_bits,

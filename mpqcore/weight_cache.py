@@ -7,7 +7,9 @@ in. The codes are the expensive part to recompute (an MSE quantizer searches its
 range), the dequantized tensor is one multiply-add away from them; so, over a bound, the
 least recently used dequantized tensors go first and codes only when the codes alone
 exceed it. ``None``: no bound, everything is kept. The values never change, only the time
-and memory spent.
+and memory spent. The bound holds between calls; while an entry is added the store holds
+it and the older ones for a moment (:attr:`WeightCache.peak` counts that moment), and the
+newest entry is always kept, so a bound below the largest layer keeps just that layer.
 """
 
 from __future__ import annotations
