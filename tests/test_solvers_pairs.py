@@ -18,7 +18,7 @@ from mpqcore.plugins import get_plugins
 from mpqcore.problem import allocation_violations, load_problem, reduce_problem
 from mpqcore.solvers import BruteForceSolver, PairsBnBSolver
 from mpqcore.solvers._common import effective_terms
-from mpqcore.solvers.pairs_bnb import dense_pairs, rlt_reparametrization
+from mpqcore.solvers.pairs_bnb import CERTIFICATES, dense_pairs, rlt_reparametrization
 from mpqcore.types import Objective, Problem
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -165,40 +165,95 @@ def test_auto_sends_dense_pair_objectives_here_and_sparse_ones_to_highs():
         out = AutoSolver(time_limit=9).solve(problem)
         assert out.solver == picked and out.status == "optimal"
         assert math.isclose(out.objective, BruteForceSolver().solve(problem).objective)
-        if picked == "pairs-bnb":  # its semidefinite bound where scs is installed, else the LP bound alone
+        if picked == "pairs-bnb":  # with its semidefinite bound, which needs no extra package
             chosen = AutoSolver(time_limit=9).choose(problem)
-            assert chosen.sdp == (importlib.util.find_spec("scs") is not None)
+            assert chosen.sdp and chosen.certificate == "admm"
 
 
 # --- the semidefinite certificate (sdp=True) -------------------------------------------------
 
-needs_scs = pytest.mark.skipif(importlib.util.find_spec("scs") is None, reason="scs (the sdp extra) not installed")
+HAVE_SCS = importlib.util.find_spec("scs") is not None
+needs_scs = pytest.mark.skipif(not HAVE_SCS, reason="scs (the sdp extra) not installed")
 
 
-@needs_scs
+@pytest.mark.parametrize("certificate", CERTIFICATES)
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(dense_problems(), BATCHES)
-def test_sdp_agrees_with_brute_force_on_dense_pairs_at_several_budgets(problem, batch):
+@given(problem=dense_problems(), batch=BATCHES)
+def test_sdp_agrees_with_brute_force_on_dense_pairs_at_several_budgets(problem, batch, certificate):
+    if certificate == "scs" and not HAVE_SCS:
+        pytest.skip("scs (the sdp extra) not installed")
     check_agree(
         problem,
         {
             "brute-force": outcome(BruteForceSolver(), problem),
-            "pairs-bnb": outcome(PairsBnBSolver(batch=batch, sdp=True, lp_share=0.0), problem),
+            "pairs-bnb": outcome(PairsBnBSolver(batch=batch, sdp=True, lp_share=0.0, certificate=certificate), problem),
         },
     )
 
 
-@needs_scs
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(problems(max_layers=6, max_pair_bits=3, pairs=True), BATCHES)
-def test_sdp_agrees_with_brute_force_on_sparse_pairs_pins_ties_and_two_budgets(problem, batch):
+@pytest.mark.parametrize("certificate", CERTIFICATES)
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problem=problems(max_layers=6, max_pair_bits=3, pairs=True), batch=BATCHES)
+def test_sdp_agrees_with_brute_force_on_sparse_pairs_pins_ties_and_two_budgets(problem, batch, certificate):
+    if certificate == "scs" and not HAVE_SCS:
+        pytest.skip("scs (the sdp extra) not installed")
     check_agree(
         problem,
         {
             "brute-force": outcome(BruteForceSolver(), problem),
-            "pairs-bnb": outcome(PairsBnBSolver(batch=batch, sdp=True, lp_share=0.0), problem),
+            "pairs-bnb": outcome(PairsBnBSolver(batch=batch, sdp=True, lp_share=0.0, certificate=certificate), problem),
         },
     )
+
+
+def _allocation_vector(reduced, data):
+    """A drawn allocation (allowed choices) as group choices and its lifted vector ``[1; x]``."""
+    G, B = reduced.n_groups, reduced.n_bits
+    options = [np.nonzero(row)[0] for row in reduced.allowed]
+    choice = np.array([data.draw(st.sampled_from(list(o))) for o in options])
+    x = np.zeros(G * B)
+    x[np.arange(G) * B + choice] = 1.0
+    return choice, np.concatenate([[1.0], x])
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(dense_problems(), problems(max_layers=6, max_pair_bits=3, pairs=True)),
+    st.data(),
+    st.sampled_from([0, 3, 100_000]),
+)
+def test_face_certificate_is_semidefinite_splits_every_allocation_and_bounds_the_optimum(problem, data, steps):
+    """ADMM's certificate after 0, 3 or as many steps as it takes (any multiplier is one):
+    q(x) >= 0 for every x (S semidefinite), f = q + its pair objective on every allocation, and
+    its bound is at most brute force's optimum (pins, ties, one and two budgets)."""
+    from mpqcore.solvers.sdp_bound import face_certificate
+
+    try:
+        reduced = reduce_problem(problem)
+    except InfeasibleError:
+        return
+    unary, pairs = effective_terms(reduced)
+    G, B = reduced.n_groups, reduced.n_bits
+    if G < 2:
+        return
+    P = dense_pairs(pairs, G, B)
+    names = list(reduced.problem.budgets)
+    weights = np.array([reduced.costs[n] for n in names]).reshape(len(names), G, B)
+    caps = np.array([reduced.problem.budgets[n] + 1e-9 for n in names])
+    cert = face_certificate(unary, P, reduced.allowed, weights, caps, time_limit=10.0, max_iterations=steps)
+    S = cert["S"]
+    assert np.linalg.eigvalsh(S)[0] >= -1e-12 * max(1.0, np.abs(S).max())
+    assert np.all(cert["lam"] >= 0)
+    choice, z = _allocation_vector(reduced, data)
+    rows = np.arange(G)
+    before = unary[rows, choice].sum() + P[rows, choice][:, rows, choice].sum() / 2
+    ur, Pr = cert["unary"], cert["P"]
+    after = z @ S @ z + cert["const"] + ur[rows, choice].sum() + Pr[rows, choice][:, rows, choice].sum() / 2
+    assert math.isclose(before, after, rel_tol=1e-9, abs_tol=1e-9)
+    assert z @ S @ z >= -1e-9 * max(1.0, np.abs(S).max())
+    ref = outcome(BruteForceSolver(), problem)
+    if not isinstance(ref, InfeasibleError):
+        assert cert["bound"] <= ref.objective + 1e-7 * max(1.0, abs(ref.objective))
 
 
 @needs_scs
@@ -240,14 +295,14 @@ def test_certificate_is_semidefinite_splits_every_allocation_and_bounds_the_opti
         assert const + rep["bound"] <= ref.objective + 1e-7 * max(1.0, abs(ref.objective))
 
 
-def test_sdp_without_scs_is_refused_with_the_extra_to_install(monkeypatch):
+def test_scs_certificate_without_scs_is_refused_with_the_extra_to_install_and_admm_needs_none(monkeypatch):
     problem = load_problem(ROOT / "benchmarks" / "results" / "clado52.json")
     monkeypatch.setitem(sys.modules, "scs", None)
     with pytest.raises(ConfigError, match=r"mpq\[sdp\]"):
-        PairsBnBSolver(sdp=True).solve(problem)
+        PairsBnBSolver(sdp=True, certificate="scs").solve(problem)
+    assert PairsBnBSolver(sdp=True, time_limit=30).solve(problem).status == "optimal"
 
 
-@needs_scs
 def test_sdp_bounds_with_the_certificate_when_the_lp_search_gets_no_time():
     """lp_share=0: the certificate path itself (not the LP-bounded search) proves the optimum."""
     rng = np.random.default_rng(3)

@@ -6,15 +6,15 @@ knapsack that :class:`~mpqcore.solvers.mckp.MCKPSolver` proves in well under a s
 tens of thousands of layers, where HiGHS needs minutes (``docs/solvers.md``); pair
 objectives that couple at least half of the layer pairs (CLADO's ``pairs="all"``) and
 whose dense pair tensor fits :class:`~mpqcore.solvers.pairs_bnb.PairsBnBSolver`'s default
-``max_entries`` go to it, with its semidefinite bound when scs is installed
-(``benchmarks/results/pairs.md``: it proves dense problems HiGHS does not); sparse pair objectives and several budgets go to
+``max_entries`` go to it, with its semidefinite bound (``sdp=True``; it costs nothing where the
+LP-bounded search proves the problem within its first share of the time,
+``benchmarks/results/pairs.md``: it proves dense problems HiGHS does not); sparse pair objectives and several budgets go to
 :class:`~mpqcore.solvers.highs.HighsSolver`. The Allocation's ``solver`` field names the
 one that ran.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Mapping
 
 import attrs
@@ -26,13 +26,6 @@ from mpqcore.solvers.pairs_bnb import PairsBnBSolver, is_dense
 from mpqcore.types import Allocation, Problem
 
 __all__ = ["AutoSolver", "pick_solver"]
-
-
-def sdp_available() -> bool:
-    """Whether ``pairs-bnb``'s semidefinite bound can run (scs, the extra ``mpqcore[sdp]``, installed).
-    It costs nothing where the plain search proves the problem within its first share of the time
-    (``docs/solvers.md``), and proves the measured 52-layer CLADO problems that the LP bound does not."""
-    return importlib.util.find_spec("scs") is not None
 
 
 def pick_solver(problem: Problem) -> str:
@@ -64,8 +57,8 @@ class AutoSolver(HighsSolver):
         picked = pick_solver(problem)
         if picked == "mckp":
             return MCKPSolver(time_limit=self.time_limit, max_states=self.max_states)
-        if picked == "pairs-bnb":  # with the semidefinite bound where scs (mpqcore[sdp]) is installed
-            return PairsBnBSolver(time_limit=self.time_limit, sdp=sdp_available())
+        if picked == "pairs-bnb":  # with its semidefinite bound (ADMM, numpy only)
+            return PairsBnBSolver(time_limit=self.time_limit, sdp=True)
         return HighsSolver(**{f.name: getattr(self, f.name) for f in attrs.fields(HighsSolver)})
 
     def solve(self, problem: Problem) -> Allocation:

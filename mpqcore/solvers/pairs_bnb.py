@@ -62,6 +62,10 @@ _BOUND_RTOL = 1e-10
 _LAMBDA_FACTORS = (1.0, 0.0)
 
 
+#: How ``sdp=True`` solves the semidefinite relaxation (:mod:`.sdp_bound`): ADMM on its face
+#: (:func:`~.sdp_bound.face_certificate`), or SCS and a polish (:func:`~.sdp_bound.psd_certificate`).
+CERTIFICATES = ("admm", "scs")
+
 #: The largest dense pair tensor, ``(groups * bits)**2`` floats, the solver builds by default (200 MB).
 MAX_ENTRIES = 25_000_000
 
@@ -94,8 +98,12 @@ class PairsBnBSolver:
     max_entries: int = option(
         int, default=MAX_ENTRIES, minimum=1, help="largest dense pair tensor, (groups * bits)**2 floats"
     )
-    sdp: bool = option(
-        bool, default=False, help="bound with the semidefinite relaxation's certificate too (needs scs: the sdp extra)"
+    sdp: bool = option(bool, default=False, help="bound with the semidefinite relaxation's certificate too")
+    certificate: str = option(
+        str,
+        default="admm",
+        choices=CERTIFICATES,
+        help="with sdp: how the relaxation is solved: 'admm' on its face (numpy), or 'scs' (the sdp extra)",
     )
     lp_share: float = option(
         float,
@@ -113,12 +121,13 @@ class PairsBnBSolver:
     )
 
     def solve(self, problem: Problem) -> Allocation:
-        if self.sdp:
+        if self.sdp and self.certificate == "scs":
             try:
                 import scs  # noqa: F401
             except ImportError:
                 raise ConfigError(
-                    "solver 'pairs-bnb' with sdp=True needs the scs package: pip install 'mpq[sdp]', or use sdp=False"
+                    "solver 'pairs-bnb' with certificate='scs' needs the scs package: pip install 'mpq[sdp]', "
+                    "or use certificate='admm' (numpy only)"
                 ) from None
         started = time.perf_counter()
         deadline = started + self.time_limit
@@ -201,10 +210,31 @@ class PairsBnBSolver:
     ) -> list[Bounding]:
         """``[exact, lower]`` from the semidefinite certificate (:mod:`.sdp_bound`), or ``[plain]``
         (the LP's) when SCS gives none; ``info`` gains ``sdp_bound``, ``sdp_seconds``, ``sdp_status``."""
-        from mpqcore.solvers.sdp_bound import psd_certificate, split_objective
+        from mpqcore.solvers.sdp_bound import face_certificate, psd_certificate, split_objective
 
         t0 = time.perf_counter()
         share = max(1e-3, self.sdp_share * (deadline - t0))
+        if self.certificate == "admm":
+            face = face_certificate(unary, P, allowed, weights, caps, time_limit=share)
+            S = face["S"]
+            G, B = unary.shape
+            ur, Pr = face["unary"], face["P"]
+            lam = face["lam"]
+            root = face["bound"]
+            info.update(
+                sdp_status=f"admm, residual {face['residual']:.1e}",
+                sdp_iterations=face["iterations"],
+                sdp_bound=root,
+                sdp_seconds=round(time.perf_counter() - t0, 3),
+            )
+            s2 = 2 * S[0, 1:].reshape(G, B)
+            diag = np.diag(S)[1:].reshape(G, B)
+            S4 = 2 * S[1:, 1:].reshape(G, B, G, B)
+            S4[np.arange(G), :, np.arange(G), :] = 0.0
+            # f = q + (const + ur.x + pairs(Pr)) on every allocation: exact keeps the linearized q,
+            # lower drops q >= 0 (the relaxation's bound).
+            exact = Bounding(face["const"] + S[0, 0], ur + s2 + diag, ur + s2, Pr + S4, Pr, lam, True)
+            return [exact, Bounding(face["const"], ur, ur, Pr, Pr, lam, False)]
         # A third for SCS, two thirds polishing its multipliers (what the bound gains most from).
         cert = psd_certificate(unary, P, allowed, weights, caps, time_limit=share / 3, polish=2 * share / 3)
         info.update(sdp_status=cert["status"], sdp_iterations=cert["iterations"])

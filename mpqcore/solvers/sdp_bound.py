@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["psd_certificate", "split_objective"]
+__all__ = ["budget_multipliers", "face_certificate", "per_group_bound", "psd_certificate", "split_objective"]
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -255,3 +255,211 @@ def _polish(A, b, c, y, zero_rows, idx, coef, trace, seconds, out):
         )
     out["polished"] = best["v"]
     return best["y"]
+
+
+def face_certificate(
+    unary: np.ndarray,
+    P: np.ndarray,
+    allowed: np.ndarray,
+    weights: np.ndarray,
+    caps: np.ndarray,
+    *,
+    time_limit: float,
+    beta: float = 0.03,
+    max_iterations: int = 100_000,
+    check_every: int = 200,
+    stall_checks: int = 5,
+    stop_gap: float = 1e-4,
+) -> dict[str, Any]:
+    """The same relaxation solved on its face by ADMM, without a conic solver.
+
+    Every lifted allocation satisfies ``K [1; x] = 0`` (``K``: the one-hot rows ``sum_j x[g, j]
+    = 1`` and ``x = 0`` on disallowed choices), so ``Y = V R V^T`` with ``V`` an orthonormal
+    basis of ``K``'s null space (``1 + groups * (bits - 1)`` columns) and ``R >= 0``: the RLT
+    rows hold on that face by construction. What is left is the box ``0 <= Y <= 1``,
+    ``Y[0, 0] = 1``, ``diag X = x``, zero within groups and the budget rows (a set with an
+    easy projection): ADMM alternates a projection onto the semidefinite cone (one
+    eigendecomposition of the ``V^T (.) V`` matrix) and one onto that set, with multiplier
+    ``Z`` for ``Y = V R V^T`` (Oliveira, Wolkowicz and Xu's scheme for the QAP).
+
+    Any ``Z`` is a certificate: with ``W = -V^T Z V`` and ``mu`` its least eigenvalue,
+    ``q(x) = [1; x]^T V (W - mu I) V^T [1; x] >= 0`` for every ``x`` (semidefinite), and on
+    every lifted allocation (``||V^T [1; x]||^2 = 1 + groups``) ``f(x) - q(x) = <L + Z, Y> +
+    mu (1 + groups)``, a pair objective whose coefficients are those of ``L + Z`` (the
+    objective's matrix plus the multiplier), which the search bounds per group
+    (:func:`per_group_bound`). Every ``check_every`` steps that bound is computed and the best
+    ``Z`` kept; ADMM stops when the last ``stall_checks`` checks raised it by less than
+    ``stop_gap`` of its size, after ``time_limit`` seconds, or after ``max_iterations`` steps.
+
+    Returns ``{S, const, unary, P, lam, bound, seconds, iterations, residual}``: ``S`` the
+    certificate (``(n + 1) x (n + 1)``, semidefinite), ``const + unary.x + sum_{g<h} P[g, x_g,
+    h, x_h]`` that pair objective (``f = q + it`` on every allocation), ``lam`` its budget
+    multipliers and ``bound`` its per-group bound (a proven lower bound of ``f``). ``beta``:
+    the penalty on the scaled objective (largest entry 1)."""
+    started = time.perf_counter()
+    G, B = unary.shape
+    n = G * B
+    N = n + 1
+    trace = 1.0 + G
+    K = np.zeros((G, N))
+    K[:, 0] = -1.0
+    K[np.repeat(np.arange(G), B), 1 + np.arange(n)] = 1.0
+    off = np.nonzero(~allowed.ravel())[0]
+    if len(off):
+        E = np.zeros((len(off), N))
+        E[np.arange(len(off)), 1 + off] = 1.0
+        K = np.vstack([K, E])
+    _, sing, Vt = np.linalg.svd(K)  # the null space: the right singular vectors past K's rank
+    rank = int((sing > 1e-10 * sing[0]).sum())
+    V = Vt[rank:].T  # (N, N - rank), orthonormal columns
+    u = np.where(allowed, unary, 0.0).ravel()
+    scale = max(float(np.abs(u).max()), float(np.abs(P).max()), 1e-300)
+    L = np.zeros((N, N))
+    L[0, 1:] = L[1:, 0] = u / (2 * scale)
+    L[1:, 1:] = P.reshape(n, n) / (2 * scale)
+    group = np.arange(n) // B
+    fixed_zero = np.zeros((N, N), dtype=bool)
+    fixed_zero[1:, 1:] = (group[:, None] == group[None, :]) & ~np.eye(n, dtype=bool)
+    fixed_zero[1 + off, :] = fixed_zero[:, 1 + off] = True
+    d = np.arange(1, N)
+    wscale = np.array([max(float(np.abs(w).max()), 1e-300) for w in weights])
+    ws = weights.reshape(len(caps), n) / wscale[:, None]
+    cs = caps / wscale
+
+    def project(M: np.ndarray) -> np.ndarray:
+        Y = np.clip(M, 0.0, 1.0)
+        Y[fixed_zero] = 0.0
+        a = _box_budget_projection((M[0, 1:] + M[1:, 0] + M[d, d]) / 3, ws, cs)
+        a[off] = 0.0
+        Y[0, 1:] = Y[1:, 0] = Y[d, d] = a
+        Y[0, 0] = 1.0
+        return Y
+
+    def certificate(Z: np.ndarray, residual: float) -> dict[str, Any]:
+        Z = (Z + Z.T) / 2
+        W = -V.T @ Z @ V
+        W = (W + W.T) / 2
+        mu = float(np.linalg.eigvalsh(W)[0])
+        # A margin on the shift so that rounding in S = V W' V^T cannot make q negative.
+        mu -= 1e-12 * max(1.0, float(np.abs(W).max())) * W.shape[0]
+        C = (L + Z) * scale
+        unary_r = np.where(allowed, (2 * C[0, 1:] + C[d, d]).reshape(G, B), np.inf)
+        P_r = 2 * C[1:, 1:].reshape(G, B, G, B)
+        P_r[np.arange(G), :, np.arange(G), :] = 0.0  # x[g, j] x[g, k] = 0 for j != k
+        const = float(C[0, 0] + mu * trace * scale)
+        lam = budget_multipliers(unary_r, P_r, allowed, weights, caps)
+        return {
+            "W": W,
+            "mu": mu,
+            "const": const,
+            "unary": unary_r,
+            "P": P_r,
+            "lam": lam,
+            "bound": const + per_group_bound(unary_r, P_r, allowed, weights, caps, lam),
+            "residual": residual,
+        }
+
+    Y = project(np.eye(N) / B)
+    Z = np.zeros((N, N))
+    gamma = 1.6  # the dual step, in (1, golden ratio): faster than 1 and still convergent
+    best: dict[str, Any] = certificate(Z, math.inf)
+    history: list[float] = []
+    iterations = 0
+    while iterations < max_iterations and time.perf_counter() - started < time_limit:
+        ev, Q = np.linalg.eigh(V.T @ (Y + Z / beta) @ V)
+        keep = ev > 0
+        VRV = V @ ((Q[:, keep] * ev[keep]) @ Q[:, keep].T) @ V.T
+        Y = project(VRV - (L + Z) / beta)
+        diff = Y - VRV
+        Z += gamma * beta * diff
+        iterations += 1
+        if iterations % check_every == 0:
+            now = certificate(Z, float(np.linalg.norm(diff)))
+            if now["bound"] > best["bound"]:
+                best = now
+            history.append(best["bound"])
+            # Stalled: the last ``stall_checks`` checks gained less than stop_gap of the bound.
+            if len(history) > stall_checks and history[-1] - history[-1 - stall_checks] <= stop_gap * abs(history[-1]):
+                break
+    W, mu = best["W"], best["mu"]
+    S = V @ (W - mu * np.eye(W.shape[0])) @ V.T
+    S = (S + S.T) / 2 * scale
+    out = {k: best[k] for k in ("const", "unary", "P", "lam", "bound", "residual")}
+    out.update(S=S, seconds=time.perf_counter() - started, iterations=iterations)
+    return out
+
+
+def _box_budget_projection(m: np.ndarray, ws: np.ndarray, cs: np.ndarray, rounds: int = 30) -> np.ndarray:
+    """The nearest point to ``m`` in ``[0, 1]^n`` with ``ws[t].a <= cs[t]`` for every budget row
+    ``t``: exact for one row (bisection on its multiplier), Dykstra's alternation over the rows for
+    several (``rounds`` of it; an approximate projection only slows ADMM, the certificate stays valid)."""
+
+    def one(v: np.ndarray, w: np.ndarray, c: float) -> np.ndarray:
+        a = np.clip(v, 0.0, 1.0)
+        if w @ a <= c or not np.any(w > 0):
+            return a
+        lo, hi = 0.0, 1.0
+        while w @ np.clip(v - hi * w, 0.0, 1.0) > c and hi < 1e300:
+            hi *= 2.0
+        for _ in range(60):
+            t = (lo + hi) / 2
+            if w @ np.clip(v - t * w, 0.0, 1.0) > c:
+                lo = t
+            else:
+                hi = t
+        return np.clip(v - hi * w, 0.0, 1.0)
+
+    if len(cs) == 1:
+        return one(m, ws[0], float(cs[0]))
+    a = np.clip(m, 0.0, 1.0)
+    corr = np.zeros((len(cs), len(m)))
+    for _ in range(rounds):
+        for t in range(len(cs)):
+            v = a + corr[t]
+            a = one(v, ws[t], float(cs[t]))
+            corr[t] = v - a
+    return a
+
+
+def per_group_bound(unary, P, allowed, weights, caps, lam) -> float:
+    """The search's root bound of a pair objective: per group the least over its choices of the
+    unary term, ``lam`` times the budget terms, and per later group the least pair entry, less
+    ``lam . caps`` (Lagrangian relaxation of the budgets); ``-inf`` when a group has no choice."""
+    G = unary.shape[0]
+    later = np.triu(np.ones((G, G), dtype=bool), 1)
+    ahead = np.where(later[:, None, :], np.where(allowed[None, None], P, np.inf).min(axis=3), 0.0).sum(axis=2)
+    pen = np.einsum("b,bgj->gj", lam, weights)
+    return float(np.where(allowed, unary + ahead + pen, np.inf).min(axis=1).sum() - lam @ caps)
+
+
+def budget_multipliers(unary, P, allowed, weights, caps, rounds: int = 3, steps: int = 60) -> np.ndarray:
+    """Budget multipliers ``lam >= 0`` that make :func:`per_group_bound` large: it is concave in
+    ``lam``, so a ternary search per budget (coordinate ascent, ``rounds`` passes) finds them."""
+    lam = np.zeros(len(caps))
+
+    def at(t: int, value: float) -> float:
+        trial = lam.copy()
+        trial[t] = value
+        return per_group_bound(unary, P, allowed, weights, caps, trial)
+
+    for _ in range(rounds if len(caps) > 1 else 1):
+        for t in range(len(caps)):
+            wmax = float(np.abs(weights[t]).max())
+            if wmax == 0.0:
+                continue
+            # The bound falls once lam[t] moves every group to its lightest choice: bracket past that.
+            spread = np.where(allowed, unary, np.nan)
+            hi = 2.0 * float(np.nanmax(spread) - np.nanmin(spread) + np.abs(P).max() * unary.shape[0]) / wmax
+            hi = max(hi, 1e-300)
+            while at(t, 2 * hi) > at(t, hi) and hi < 1e300:
+                hi *= 2
+            lo, up = 0.0, 2 * hi
+            for _ in range(steps):
+                m1, m2 = lo + (up - lo) / 3, up - (up - lo) / 3
+                if at(t, m1) < at(t, m2):
+                    lo = m1
+                else:
+                    up = m2
+            best = (lo + up) / 2
+            lam[t] = best if at(t, best) > at(t, 0.0) else 0.0
+    return lam
