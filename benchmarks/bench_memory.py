@@ -9,8 +9,12 @@ in MB and in multiples of the model's own parameter bytes:
   quantized as ``report.model`` (before: a second copy was made for it);
 - ``in place``: ``inplace=True``, measured and quantized on the model itself;
 - ``bounded``: the default with ``weight_cache_bytes`` = the model's parameter bytes
-  (the quantized weights kept for reuse are bounded; unbounded they are one copy of every
-  layer per candidate width).
+  (the quantized weights kept for reuse are bounded; unbounded they are, per candidate
+  width, one-byte codes and a dequantized float copy of every layer).
+
+The last column is the largest :attr:`mpqcore.Evaluator.weight_cache` peak of the search's
+evaluators; the rest of the growth is the method's own (hawq's Hessian-vector products
+keep an autograd graph and gradients), activations and the float reference outputs.
 
     python benchmarks/bench_memory.py                      # digits-resnet18, minilm
     python benchmarks/bench_memory.py --tasks digits-resnet18
@@ -39,17 +43,20 @@ mode = sys.argv[2]
 with torch.no_grad():
     mpqcore.batches.call_model(task.model, task.calibration[0])
 param_bytes = sum(p.numel() * p.element_size() for p in task.model.parameters())
-if mode == "bounded":  # every evaluator of this process keeps at most one model's worth of quantized weights
-    init = Evaluator.__init__
-    def bounded(self, *a, **k):
-        k.setdefault("weight_cache_bytes", param_bytes)
-        init(self, *a, **k)
-    Evaluator.__init__ = bounded
+made = []
+init = Evaluator.__init__
+def spy(self, *a, **k):
+    init(self, *a, **k)
+    made.append(self)
+Evaluator.__init__ = spy
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 report = mpqcore.search(task.model, task.calibration, method="hawq", method_options={"samples": 2}, bits=(2, 4, 8),
-                        budget=mpqcore.Budget.average_bits(4), inplace=(mode == "in place"), loss=task.loss)
+                        budget=mpqcore.Budget.average_bits(4), inplace=(mode == "in place"), loss=task.loss,
+                        weight_cache_bytes=param_bytes if mode == "bounded" else None)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"param_bytes": param_bytes, "growth_kb": peak - base, "avg_bits": report.average_bits}))
+cache_peak = max(ev.weight_cache["peak"] for ev in made)
+print(json.dumps({"param_bytes": param_bytes, "growth_kb": peak - base, "avg_bits": report.average_bits,
+                  "weight_cache_peak_bytes": cache_peak}))
 """
 
 
@@ -68,13 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "memory.json").write_text(json.dumps({"rows": rows, "python": platform.python_version()}, indent=1))
     lines = [
-        "| task | mode | model parameters (MB) | peak growth during search (MB) | in model copies |",
-        "|---|---|---:|---:|---:|",
+        "| task | mode | model parameters (MB) | peak growth during search (MB) | in model copies "
+        "| of which quantized weights kept (MB, peak) |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         mb = r["param_bytes"] / 1e6
         growth = r["growth_kb"] * 1024 / 1e6
-        lines.append(f"| {r['task']} | {r['mode']} | {mb:.1f} | {growth:.1f} | {growth / mb:.2f} |")
+        kept = r["weight_cache_peak_bytes"] / 1e6
+        lines.append(f"| {r['task']} | {r['mode']} | {mb:.1f} | {growth:.1f} | {growth / mb:.2f} | {kept:.1f} |")
     text = "\n".join(lines) + "\n"
     (RESULTS / "memory.md").write_text(text)
     print(text)

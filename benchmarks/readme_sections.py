@@ -2,11 +2,12 @@
 
     python benchmarks/readme_sections.py
 
-Reads ``benchmarks/results/evaluator.md``, ``clado_pairs.md``, ``solvers.md``, ``mckp.md`` and
-``pairs.md`` (written by ``bench_evaluator.py``, ``bench_clado_pairs.py`` and ``bench_solvers.py
-[--mckp | --pairs]``) and replaces the text between the ``<!-- evaluator:start/end -->``,
-``<!-- clado-pairs:start/end -->``, ``<!-- solvers:start/end -->``,
-``<!-- mckp:start/end -->`` and ``<!-- pairs:start/end -->`` markers, so the README never carries numbers typed by hand.
+Reads ``benchmarks/results/evaluator.md``, ``clado_pairs.md``, ``solvers.md``, ``mckp.md``,
+``pairs.md``, ``export.md``, ``memory.md`` and ``cache.md`` (written by ``bench_evaluator.py``,
+``bench_clado_pairs.py``, ``bench_solvers.py [--mckp | --pairs]``, ``bench_export.py``,
+``bench_memory.py`` and ``bench_cache.py``) and replaces the text between the matching
+``<!-- name:start/end -->`` markers (``evaluator``, ``clado-pairs``, ``solvers``, ``mckp``,
+``pairs``, ``export``, ``memory``, ``cache``), so the README never carries numbers typed by hand.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main() -> int:
         ("mckp", "mckp.md"),
         ("pairs", "pairs.md"),
         ("export", "export.md"),
+        ("memory", "memory.md"),
+        ("cache", "cache.md"),
     ):
         source = RESULTS / name
         if not source.exists():

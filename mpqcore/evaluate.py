@@ -20,7 +20,6 @@ increments.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import contextvars
 import copy
@@ -48,6 +47,7 @@ from mpqcore.prefix import PrefixReuse
 from mpqcore.preflight import check_weight_cache_bytes
 from mpqcore.quantizers import QuantizedTensor
 from mpqcore.types import ModelSpec
+from mpqcore.weight_cache import WeightCache, compact_codes
 from mpqcore.workers import WorkerPool
 
 __all__ = ["Evaluator", "default_loss", "primary_output"]
@@ -59,6 +59,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: The evaluators created inside a :func:`closed_on_failure` call (``None`` outside one).
+#: Assignments per Ray worker in one round when each value is stored as it comes (with a
+#: measurement cache): an interruption loses at most one round's work.
+POOL_ROUND = 64
+
 _CREATED: contextvars.ContextVar[list[Evaluator] | None] = contextvars.ContextVar("mpq_evaluators", default=None)
 
 
@@ -119,8 +123,11 @@ class Evaluator:
         evaluation puts the float weights back, and :meth:`close` the modules' training
         flags. Refused for a model whose weights are computed (a parametrization, a
         weight_norm hook) or that is not on ``device``, since that would change it.
-    weight_cache_bytes: a bound on the quantized weights kept for reuse (least recently
-        used dropped first; ``None``: all kept). Values do not change, only speed.
+    weight_cache_bytes: a bound on the quantized weights kept for reuse, codes (one byte
+        each) and dequantized tensors together; the least recently used dequantized ones
+        are dropped first, codes only when they alone exceed it (:mod:`mpqcore.weight_cache`;
+        ``None``: all kept). Values do not change, only speed; :attr:`weight_cache` says
+        what is held.
     workers, ray_address: score batches of assignments (:meth:`losses`, :meth:`metrics`)
         on this many Ray actors, each with one copy of the model
         (:class:`mpqcore.workers.WorkerPool`); the values are the single-process ones.
@@ -200,9 +207,8 @@ class Evaluator:
         self._params = {fqn: _weight_of(fqn, f) for fqn, f in self._found.items()}
         self._axis = {fqn: f.ref.axis for fqn, f in self._found.items()}
         self._float = {fqn: w.data for fqn, w in self._params.items()}
-        self._quantized: dict[tuple[str, int], QuantizedTensor] = {}
-        self._fake: collections.OrderedDict[tuple[str, int], torch.Tensor] = collections.OrderedDict()
         self.weight_cache_bytes = check_weight_cache_bytes(weight_cache_bytes)
+        self._weights = WeightCache(self.weight_cache_bytes)
         self._float_outputs: list[torch.Tensor] | None = None
         self._active_act: set[str] = set()
         self._evaluations = 0
@@ -327,15 +333,13 @@ class Evaluator:
         :func:`mpqcore.layer_kinds.quantize_along`); ``axis`` of the result is that axis
         in the weight (``None`` per tensor).
         """
-        key = (fqn, int(bits))
-        if key in self._quantized:
-            return self._quantized[key]
         self._check_layer(fqn)
-        with torch.no_grad():
-            q = quantize_along(self.quantizer, self._float[fqn], int(bits), self._axis[fqn])
-        if self.weight_cache_bytes is None:  # bounded: only the dequantized copies are kept
-            self._quantized[key] = q
-        return q
+
+        def compute() -> QuantizedTensor:
+            with torch.no_grad():
+                return compact_codes(quantize_along(self.quantizer, self._float[fqn], int(bits), self._axis[fqn]))
+
+        return self._weights.get(("codes", fqn, int(bits)), compute)
 
     def _fake_of(self, fqn: str, weight: torch.Tensor, bits: int) -> torch.Tensor:
         """``weight`` (a latent copy of ``fqn``'s) fake-quantized at ``bits``, along the layer's channel axis."""
@@ -344,24 +348,18 @@ class Evaluator:
 
     def fake_quantized(self, fqn: str, bits: int) -> torch.Tensor:
         """The dequantized weight of ``fqn`` at ``bits`` (cached; do not modify it)."""
-        key = (fqn, int(bits))
-        if key in self._fake:
-            self._fake.move_to_end(key)
-            return self._fake[key]
-        q = self.quantized(fqn, bits).dequantize().to(self._float[fqn].dtype).reshape(self._float[fqn].shape)
-        self._fake[key] = q
-        bound = self.weight_cache_bytes
-        if bound is not None:
-            held = self._fake_bytes
-            while held > bound and len(self._fake) > 1:
-                _, old = self._fake.popitem(last=False)
-                held -= old.numel() * old.element_size()
-        return q
+        self._check_layer(fqn)
+        w = self._float[fqn]
+        return self._weights.get(
+            ("dequantized", fqn, int(bits)),
+            lambda: self.quantized(fqn, bits).dequantize().to(w.dtype).reshape(w.shape),
+        )
 
     @property
-    def _fake_bytes(self) -> int:
-        """Bytes of the dequantized weights kept for reuse."""
-        return sum(t.numel() * t.element_size() for t in self._fake.values())
+    def weight_cache(self) -> dict[str, int | None]:
+        """The quantized weights kept for reuse: ``bound``, bytes ``held`` now and at ``peak``
+        (codes in one byte each, and dequantized tensors; see :mod:`mpqcore.weight_cache`)."""
+        return {"bound": self._weights.bound, "held": self._weights.held, "peak": self._weights.peak}
 
     def _check_layer(self, fqn: str) -> None:
         if fqn not in self._float:
@@ -575,26 +573,87 @@ class Evaluator:
         reuse = self._reuse_prefix if reuse_prefix is None else bool(reuse_prefix)
         if self.cache is None:
             return self._losses_now(assignments, reuse)
-        keys = [self.cache_key("loss", a) for a in assignments]
-        values: list[float | None] = [self.cache.get(k) for k in keys]
+        return self._through_cache("loss", assignments, lambda todo, store: self._losses_now(todo, reuse, store))
+
+    def _through_cache(
+        self,
+        kind: str,
+        assignments: list[Assignment],
+        compute: Callable[[list[Assignment], Callable[[int, float], None]], list[float]],
+    ) -> list[float]:
+        """Values read back from the cache where stored; the rest computed by ``compute(todo,
+        store)``, which calls ``store(k, value)`` as soon as ``todo[k]`` is known, so that an
+        interrupted batch (Ctrl-C, a crash) keeps every value it finished."""
+        assert self.cache is not None
+        cache = self.cache
+        keys = [self.cache_key(kind, a) for a in assignments]
+        values: list[float | None] = [cache.get(k) for k in keys]
         missing = [i for i, v in enumerate(values) if v is None]
-        for i, v in zip(missing, self._losses_now([assignments[i] for i in missing], reuse), strict=True):
-            self.cache.put(keys[i], v)
-            values[i] = v
+
+        def store(k: int, value: float) -> None:
+            i = missing[k]
+            if values[i] is None:
+                cache.put(keys[i], value)
+                values[i] = value
+
+        for k, value in enumerate(compute([assignments[i] for i in missing], store)):
+            store(k, value)
         return [float(v) for v in values if v is not None]
 
-    def _losses_now(self, assignments: list[Assignment], reuse: bool) -> list[float]:
+    def _losses_now(
+        self, assignments: list[Assignment], reuse: bool, on_value: Callable[[int, float], None] | None = None
+    ) -> list[float]:
         if self._pool is not None and len(assignments) > 1:
-            for a in assignments:
-                for fqn in a:
-                    self._check_layer(fqn)
-            values, passes = self._pool.losses(assignments, reuse)
-            self._evaluations += len(assignments)
-            self._forward_passes += passes
-            return values
+            costs = None
+            if reuse:  # the driver plans the order; the workers split it by expected work
+                prefix = self._prefix_reuse()
+                order = prefix.order(assignments)
+                costs = prefix.costs([assignments[i] for i in order])
+            else:
+                order = list(range(len(assignments)))
+            return self._on_pool("losses", assignments, order, costs, reuse, on_value)
         if not reuse or len(assignments) < 2:
-            return [self._loss_now(a) for a in assignments]
-        return self._prefix_reuse().losses(assignments)
+            values = []
+            for k, a in enumerate(assignments):
+                values.append(self._loss_now(a))
+                if on_value is not None:
+                    on_value(k, values[-1])
+            return values
+        return self._prefix_reuse().losses(assignments, on_value)
+
+    def _on_pool(
+        self,
+        kind: str,
+        assignments: list[Assignment],
+        order: list[int],
+        costs: list[float] | None,
+        reuse: bool,
+        on_value: Callable[[int, float], None] | None,
+    ) -> list[float]:
+        """``assignments`` scored on the workers in ``order``, in rounds when values are stored as
+        they come (:data:`POOL_ROUND` assignments per worker each), each round split between the
+        workers by ``costs`` (expected work per assignment; ``None``: equal)."""
+        assert self._pool is not None
+        for a in assignments:
+            for fqn in a:
+                self._check_layer(fqn)
+        values: list[float] = [0.0] * len(assignments)
+        size = len(order) if on_value is None else POOL_ROUND * self._pool.workers
+        for start in range(0, len(order), size):
+            part = order[start : start + size]
+            todo = [assignments[i] for i in part]
+            work = None if costs is None else costs[start : start + size]
+            if kind == "losses":
+                got, passes = self._pool.losses(todo, reuse, costs=work)
+            else:
+                got, passes = self._pool.metrics(todo)
+            self._evaluations += len(todo)
+            self._forward_passes += passes
+            for i, value in zip(part, got, strict=True):
+                values[i] = value
+                if on_value is not None:
+                    on_value(i, value)
+        return values
 
     def _prefix_reuse(self) -> PrefixReuse:
         if self._prefix is None:
@@ -657,23 +716,21 @@ class Evaluator:
         if self.user_metric is None:
             raise ConfigError("no metric was given; pass metric=callable(model) -> float, or use losses()")
         assignments = list(assignments)
-        keys = [self.cache_key("metric", a) if self.cache is not None else "" for a in assignments]
-        values: list[float | None] = [self.cache.get(k) if self.cache is not None else None for k in keys]
-        missing = [i for i, v in enumerate(values) if v is None]
-        if self._pool is not None and len(missing) > 1:
-            for i in missing:
-                for fqn in assignments[i]:
-                    self._check_layer(fqn)
-            computed, passes = self._pool.metrics([assignments[i] for i in missing])
-            self._evaluations += len(missing)
-            self._forward_passes += passes
-        else:
-            computed = [self._metric_now(assignments[i]) for i in missing]
-        for i, v in zip(missing, computed, strict=True):
-            if self.cache is not None:
-                self.cache.put(keys[i], v)
-            values[i] = v
-        return [float(v) for v in values if v is not None]
+        if self.cache is None:
+            return self._metrics_now(assignments)
+        return self._through_cache("metric", assignments, self._metrics_now)
+
+    def _metrics_now(
+        self, assignments: list[Assignment], on_value: Callable[[int, float], None] | None = None
+    ) -> list[float]:
+        if self._pool is not None and len(assignments) > 1:
+            return self._on_pool("metrics", assignments, list(range(len(assignments))), None, False, on_value)
+        values = []
+        for k, a in enumerate(assignments):
+            values.append(self._metric_now(a))
+            if on_value is not None:
+                on_value(k, values[-1])
+        return values
 
     def _metric_now(self, assignment: Assignment) -> float:
         assert self.user_metric is not None
@@ -801,8 +858,7 @@ class Evaluator:
         The evaluator is not used afterwards."""
         self.close()
         self._restore_modes()
-        self._fake.clear()
-        self._quantized.clear()
+        self._weights.clear()
         return self.model
 
 

@@ -35,6 +35,7 @@ from scratch) and that module's outputs are copied from then on.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -224,9 +225,30 @@ class PrefixReuse:
 
     # -- running ---------------------------------------------------------------------
 
-    def losses(self, assignments: Sequence[Assignment]) -> list[float]:
-        """``[loss(a) for a in assignments]``, reusing shared prefixes."""
-        order = sorted(range(len(assignments)), key=lambda i: self._key(assignments[i]))
+    def order(self, assignments: Sequence[Assignment]) -> list[int]:
+        """The run order in which neighbours share the longest prefixes (indices into ``assignments``)."""
+        return sorted(range(len(assignments)), key=lambda i: self._key(assignments[i]))
+
+    def costs(self, assignments: Sequence[Assignment]) -> list[float]:
+        """Each run's expected share of a full forward pass when ``assignments`` run in this order:
+        one minus the share of quantizable MACs finished before it diverges from the previous one
+        (1 for the first, and for all when reuse is off). Work split between workers by these
+        shares keeps contiguous runs together, so each worker still reuses its prefixes."""
+        if not self.enabled or not self._total_macs:
+            return [1.0] * len(assignments)
+        out = [1.0]
+        for prev, current in itertools.pairwise(assignments):
+            d = self.divergence(prev, current)
+            out.append(0.0 if d is None else 1.0 - self._macs_before[d] / self._total_macs)
+        return out[: len(assignments)]
+
+    def losses(
+        self, assignments: Sequence[Assignment], on_value: Callable[[int, float], None] | None = None
+    ) -> list[float]:
+        """``[loss(a) for a in assignments]``, reusing shared prefixes; ``on_value(i, value)`` is
+        called as soon as each is known (the measurement cache stores it then, so an interrupted
+        batch keeps what it computed)."""
+        order = self.order(assignments)
         values: list[float] = [0.0] * len(assignments)
         source: Recorded | None = None
         resume: str | None = None
@@ -236,11 +258,12 @@ class PrefixReuse:
             keep = self.divergence(current, nxt) if nxt is not None else None
             if not self.enabled:
                 values[i] = self._loss(current)
-                continue
-            values[i], recorded = self._run(current, resume, source, keep)
-            if not self.enabled:  # the structure changed mid-way: this value was redone in full
-                continue
-            source, resume = recorded, (keep if recorded is not None else None)
+            else:
+                values[i], recorded = self._run(current, resume, source, keep)
+                if self.enabled:  # else the structure changed mid-way: this value was redone in full
+                    source, resume = recorded, (keep if recorded is not None else None)
+            if on_value is not None:
+                on_value(i, values[i])
         return values
 
     def _run(

@@ -330,7 +330,8 @@ def measure(
     of evaluations on N Ray actors (``ray_address``: a running cluster; default a local
     one), with the single-process values (:mod:`mpqcore.workers`).
     ``weight_cache_bytes`` bounds the memory of the quantized weights kept for reuse
-    (least recently used dropped first; ``None``: all kept); values do not change.
+    (one-byte codes and dequantized tensors; the least recently used dequantized ones
+    dropped first; ``None``: all kept); values do not change.
     ``bias_correction`` (``True``, or a policy of :mod:`mpqcore.bias_correction`)
     measures with corrected biases.
     """

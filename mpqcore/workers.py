@@ -15,16 +15,18 @@ address named.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from mpqcore.errors import ConfigError
 
-__all__ = ["WorkerPool", "check_workers"]
+__all__ = ["WorkerPool", "check_workers", "split_by_cost"]
 
 Assignment = Mapping[str, int]
 
@@ -63,6 +65,23 @@ def check_workers(workers: int | None, address: str | None) -> None:
             f"ray_address={address!r}: no Ray cluster answers there ({exc.strerror or exc}); start one with "
             "'ray start --head', give its address, or leave ray_address unset for a local cluster"
         ) from exc
+
+
+def split_by_cost(n: int, parts: int, costs: Sequence[float] | None = None) -> list[slice]:
+    """``range(n)`` as at most ``parts`` contiguous, non-empty slices in order, of about equal
+    total ``costs`` (equal counts without): no slice's total exceeds ``sum / parts`` by more
+    than its largest item. Contiguous, so each worker still runs neighbours that share prefixes."""
+    if n == 0:
+        return []
+    if costs is None or n <= parts:
+        size = -(-n // parts)
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+    ends = np.cumsum(np.maximum(np.asarray(costs, dtype=float), 0.0))
+    if ends[-1] <= 0:
+        return split_by_cost(n, parts)
+    cuts = np.searchsorted(ends, ends[-1] * np.arange(1, parts) / parts)  # first item reaching each share
+    bounds = [0, *sorted({int(c) + 1 for c in cuts if 0 < int(c) + 1 < n}), n]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 class _Actor:
@@ -130,9 +149,8 @@ class WorkerPool:
         threads = torch.get_num_threads()  # the driver's: values are then bit-for-bit the driver's
         self._actors = [remote.remote(factory, *shared, options, threads) for _ in range(workers)]
 
-    def _chunks(self, n: int) -> list[slice]:
-        size = -(-n // self.workers)
-        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+    def _chunks(self, n: int, costs: Sequence[float] | None = None) -> list[slice]:
+        return split_by_cost(n, self.workers, costs)
 
     def _gather(self, calls: list[Any]) -> tuple[list[float], int]:
         ray = _ray()
@@ -143,10 +161,16 @@ class WorkerPool:
             passes += chunk_passes
         return values, passes
 
-    def losses(self, assignments: Sequence[Assignment], reuse: bool) -> tuple[list[float], int]:
-        """The loss of each assignment, in order, and the forward passes the workers made."""
+    def losses(
+        self, assignments: Sequence[Assignment], reuse: bool, costs: Sequence[float] | None = None
+    ) -> tuple[list[float], int]:
+        """The loss of each assignment, in order, and the forward passes the workers made.
+
+        ``costs`` (expected work per assignment, e.g. :meth:`mpqcore.prefix.PrefixReuse.costs`)
+        splits them into contiguous parts of equal work; without, into equal counts."""
         items = [dict(a) for a in assignments]
-        calls = [a.losses.remote(items[s], reuse) for a, s in zip(self._actors, self._chunks(len(items)), strict=False)]
+        parts = self._chunks(len(items), costs)
+        calls = [a.losses.remote(items[s], reuse) for a, s in zip(self._actors, parts, strict=False)]
         return self._gather(calls)
 
     def metrics(self, assignments: Sequence[Assignment]) -> tuple[list[float], int]:

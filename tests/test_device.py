@@ -55,5 +55,5 @@ def test_the_evaluator_keeps_everything_on_its_device(quantizer):
     assert {p.device for p in ev.model.parameters()} == {device}
     assert {b.device for b in ev.calibration} == {device}
     assert {o.device for o in ev.float_outputs()} == {device}
-    assert {t.device for t in ev._fake.values()} == {device}
+    assert {t.device for t in ev._weights.values("dequantized")} == {device}
     assert ev._prefix is not None

@@ -177,3 +177,35 @@ def test_two_processes_share_a_cache_directory(task, tmp_path):
     n_layers = len(_measure(task, None).objective.layers)
     # every evaluation once (plus the objective), however the two processes interleaved
     assert len(store) == n_layers * len(BITS) + 1
+
+
+def test_an_interrupted_batch_keeps_every_value_it_finished(task, tmp_path, monkeypatch):
+    # CLADO sends all its pair evaluations in one Evaluator.losses call: a Ctrl-C in the middle
+    # must not lose the finished ones (they were stored only when the whole batch returned).
+    q = BUILTINS.quantizers.create("minmax-per-tensor")
+    fqns = mpqcore.Evaluator(task.model, task.calibration, None, q).spec.fqns
+    batch = [{f: b} for f in fqns for b in BITS] + [{f: 2, g: 4} for f in fqns for g in fqns if f < g]
+    expected = mpqcore.Evaluator(task.model, task.calibration, None, q).losses(batch)
+    calls = []
+    real = mpqcore.Evaluator._loss_now
+
+    def interrupted(self, assignment):
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        calls.append(assignment)
+        return real(self, assignment)
+
+    monkeypatch.setattr(mpqcore.Evaluator, "_loss_now", interrupted)
+    first = mpqcore.Evaluator(task.model, task.calibration, None, q, cache=MeasurementCache(
+        tmp_path, model_key=model_digest(task.model), layers=fqns))  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        first.losses(batch)
+    assert first.cache is not None and len(first.cache) == 7
+    monkeypatch.setattr(mpqcore.Evaluator, "_loss_now", real)
+    counted = []
+    monkeypatch.setattr(mpqcore.Evaluator, "_loss_now", lambda self, a: counted.append(a) or real(self, a))
+    again = mpqcore.Evaluator(task.model, task.calibration, None, q, cache=MeasurementCache(
+        tmp_path, model_key=model_digest(task.model), layers=fqns))  # fmt: skip
+    assert again.losses(batch) == expected  # bit for bit
+    assert len(counted) == len(batch) - 7
+    assert again.cache_hits == 7

@@ -119,8 +119,12 @@ def test_a_bounded_weight_cache_changes_speed_not_values(task):
     bounded = mpqcore.Evaluator(task.model, task.calibration, None, q, weight_cache_bytes=biggest)
     assignments = [{f: b} for f in layers for b in (2, 4, 8)] + [dict.fromkeys(layers, 4)]
     assert bounded.losses(assignments) == free.losses(assignments)
-    assert bounded._fake_bytes <= biggest
-    assert len(free._fake) == 3 * len(layers)
+    assert bounded.weight_cache["peak"] <= biggest + max(
+        bounded.quantized(f, 2).codes.numel() + bounded.fake_quantized(f, 2).numel() * 4 for f in layers
+    )  # the newest entry is always kept
+    assert bounded.weight_cache["held"] <= biggest
+    assert len(free._weights.values("dequantized")) == 3 * len(layers)
+    assert len(free._weights.values("codes")) == 3 * len(layers)
 
 
 def test_the_weight_cache_bound_is_a_search_option(task, monkeypatch):

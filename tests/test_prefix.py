@@ -272,3 +272,20 @@ def test_losses_equal_full_evaluation_on_real_families(name):
     assert fast.losses(assignments) == plain.losses(assignments)  # exactly the same floats
     assert fast.prefix_reuse["enabled"], fast.prefix_reuse["reason"]
     assert fast.prefix_reuse["skipped_mac_fraction"] > 0  # the LSTM holds most of its MACs: ~5%
+
+
+def test_expected_costs_are_the_share_of_work_reuse_leaves():
+    # PrefixReuse.costs (what the workers' split is weighted by) predicts the MACs reuse skips
+    model, data = residual()
+    ev = Evaluator(model, data, None, MinMaxPerTensor())
+    batch = sweep(ev.spec.fqns, (2, 4, 8))
+    ev.losses(batch[:2])  # builds the planner
+    prefix = ev._prefix_reuse()
+    ordered = [batch[i] for i in prefix.order(batch)]
+    costs = prefix.costs(ordered)
+    assert costs[0] == 1.0 and all(0.0 <= c <= 1.0 for c in costs)
+    before = (prefix.skipped_macs, prefix.total_macs)
+    ev.losses(batch)
+    skipped = (prefix.skipped_macs - before[0]) / (prefix.total_macs - before[1])
+    assert abs((1.0 - sum(costs) / len(costs)) - skipped) < 1e-9
+    assert skipped > 0.3

@@ -98,3 +98,29 @@ def test_workers_without_ray_installed_say_how_to_get_it(task, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError, match=r"mpqcore\[ray\]"):
         mpqcore.measure(task.model, task.calibration, method="hawq", workers=2, plugins=BUILTINS)
+
+
+def test_values_stored_as_they_come_on_workers_are_the_driver_values(task, cluster, tmp_path, monkeypatch):
+    # with a cache, the workers score in rounds and every round is stored before the next
+    from mpqcore import evaluate
+    from mpqcore.measurement_cache import MeasurementCache, model_digest
+
+    monkeypatch.setattr(evaluate, "POOL_ROUND", 4)
+    q = BUILTINS.quantizers.create("minmax-per-tensor")
+    local = mpqcore.Evaluator(task.model, task.calibration, None, q, metric=task.metric)
+    fqns = local.spec.fqns
+    cache = MeasurementCache(tmp_path, model_key=model_digest(task.model), layers=fqns)
+    pooled = mpqcore.Evaluator(task.model, task.calibration, None, q, metric=task.metric, workers=2, cache=cache)
+    stored = []
+    put = cache.put
+    monkeypatch.setattr(cache, "put", lambda key, value: stored.append(key) or put(key, value))
+    rounds = []
+    gather = pooled._pool._gather
+    monkeypatch.setattr(pooled._pool, "_gather", lambda calls: rounds.append(len(stored)) or gather(calls))
+    batch = [{f: b, g: c} for f in fqns for g in fqns if f < g for b in (2, 4) for c in (2, 8)]
+    assert pooled.losses(batch) == local.losses(batch)
+    assert pooled.metrics(batch[:10]) == local.metrics(batch[:10])
+    assert len(cache) == len(batch) + 10
+    assert len(rounds) == -(-len(batch) // 8) + -(-10 // 8)  # rounds of 4 per worker
+    assert rounds[:3] == [0, 8, 16]  # each round stored before the next was sent
+    pooled.close()
