@@ -10,7 +10,8 @@ metric top-1 accuracy on the 400 test images. Budgets: 2.5, 3 and 4 average bits
 weight from {2,3,4,5,6,8}; activations stay float on both sides.
 
 - mpq: :func:`mpqcore.sweep` with the default method, guard and quantizer
-  (``mpqcore.DEFAULT_QUANTIZER``), once without and once with ``bias_correction=True``;
+  (``mpqcore.DEFAULT_QUANTIZER``), without, with ``bias_correction=True`` and with
+  ``bias_correction="guard"`` (corrected where the guard measured it lower; "(bc)" in the table);
   beside it the uniform allocation at the budget (the widest candidate width that fits),
   scored by each measurement's evaluator (so also with bias correction in the second).
 - MCT: ``mct.ptq.pytorch_post_training_quantization`` with mixed precision under
@@ -151,7 +152,13 @@ class MCTGridMSE:
 
 
 #: The mpq configurations: row key, bias correction, quantizer (None: mpq's default).
-MPQ_CONFIGS = (("mpq", False, None), ("mpq_bc", True, None), ("grid", False, "mct-grid"), ("grid_bc", True, "mct-grid"))
+MPQ_CONFIGS = (
+    ("mpq", False, None),
+    ("mpq_bc", True, None),
+    ("mpq_bcg", "guard", None),
+    ("grid", False, "mct-grid"),
+    ("grid_bc", True, "mct-grid"),
+)
 
 
 def mpq_half(names: list[str], budgets: list[float]) -> list[dict[str, Any]]:
@@ -187,6 +194,7 @@ def mpq_half(names: list[str], budgets: list[float]) -> list[dict[str, Any]]:
                 row[f"{key}_guard"] = "kept" if g["kept"] else f"replaced by {g['chosen']}"
                 row[f"{key}_allocation"] = dict(by_name[g["chosen"]]["bits"])
                 row[f"{key}_sweep_s"] = seconds
+                row[f"{key}_bc_chosen"] = bool(p.results["bias_correction"]["chosen"])
             log(f"mpq {name} {key}: {seconds:.1f} s")
         rows.extend(row_of[b] for b in budgets)
     return rows
@@ -370,6 +378,7 @@ COLUMNS = (
     ("mpq_bc_uniform", "mpq uniform + bc"),
     ("mpq", "mpq default"),
     ("mpq_bc", "mpq + bias correction"),
+    ("mpq_bcg", "mpq, bc by the guard"),
     ("mct_uniform", "MCT uniform"),
     ("mct", "MCT"),
 )
@@ -404,6 +413,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     for r in rows:
         cells = [fmt(r.get(k)) for k, _ in COLUMNS]
         mpq_bits = f"{fmt(r.get('mpq_bits'), 2)} / {fmt(r.get('mpq_bc_bits'), 2)}"
+        if r.get("mpq_bcg_bc_chosen"):
+            cells[[k for k, _ in COLUMNS].index("mpq_bcg")] += " (bc)"
         lines.append(
             f"| {r['model']} | {r['budget']:g} | "
             + " | ".join(cells)
@@ -490,7 +501,11 @@ def grid_table(rows: list[dict[str, Any]]) -> list[str]:
 def comparison(rows: list[dict[str, Any]]) -> list[str]:
     """MCT minus each mpq configuration, in test images (400), per budget and over all cells."""
     out = ["MCT minus mpq, in test images of 400 (positive: MCT better):", ""]
-    for key, label in (("mpq", "mpq default"), ("mpq_bc", "mpq + bias correction")):
+    for key, label in (
+        ("mpq", "mpq default"),
+        ("mpq_bc", "mpq + bias correction"),
+        ("mpq_bcg", "mpq, bc by the guard"),
+    ):
         for b in [*sorted({r["budget"] for r in rows}), None]:
             diffs = [
                 round((r["mct"] - r[key]) * 400) for r in rows if r.get(key) is not None and b in (None, r["budget"])
@@ -508,7 +523,7 @@ def comparison(rows: list[dict[str, Any]]) -> list[str]:
         (label, sum(r[key] < r[uniform] - 1e-9 for r in rows if r.get(key) is not None), len(rows))
         for key, uniform, label in (
             ("mct", "mct_uniform", "MCT"), ("mpq", "mpq_uniform", "mpq default"),
-            ("mpq_bc", "mpq_bc_uniform", "mpq + bias correction"),
+            ("mpq_bc", "mpq_bc_uniform", "mpq + bias correction"), ("mpq_bcg", "mpq_uniform", "mpq, bc by the guard"),
         )
     ]  # fmt: skip
     out.append(

@@ -47,10 +47,13 @@ from torch import nn
 from mpqcore.errors import ConfigError
 from mpqcore.frozen import FrozenDict, freeze
 
-__all__ = ["POLICIES", "BiasCorrection", "check_policy"]
+__all__ = ["GUARD", "POLICIES", "BiasCorrection", "check_choice", "check_policy"]
 
 #: What happens to a corrected layer without a bias: ``add`` one, or correct only ``existing`` biases.
 POLICIES = ("add", "existing")
+#: ``bias_correction="guard"`` (search and sweep): the guard measures the allocation it returns with
+#: and without correction on the held-out part and corrects only when that measured lower.
+GUARD = "guard"
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -62,7 +65,15 @@ def check_policy(value: Any) -> str | None:
         return "add"
     if isinstance(value, str) and value in POLICIES:
         return value
-    raise ConfigError(f"bias_correction must be True, False or one of {list(POLICIES)}, got {value!r}")
+    raise ConfigError(
+        f"bias_correction must be True, False or one of {list(POLICIES)} (search and sweep also take "
+        f"{GUARD!r}), got {value!r}"
+    )
+
+
+def check_choice(value: Any) -> str | None:
+    """``bias_correction=`` as given to search/sweep: :func:`check_policy`'s values or :data:`GUARD`."""
+    return GUARD if isinstance(value, str) and value == GUARD else check_policy(value)
 
 
 def _why_not(module: nn.Module, weight_name: str, users: int) -> str:

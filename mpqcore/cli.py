@@ -522,9 +522,10 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
         nargs="?",
         const="add",
         default=None,
-        choices=("add", "existing"),
+        choices=("add", "existing", "guard"),
         help="correct each quantized layer's bias for its expected output shift (add: also give layers without "
-        "a bias one; existing: only layers that have one)",
+        "a bias one; existing: only layers that have one; guard: only when the guard measures the returned "
+        "allocation lower with it than without, on the held-out part)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

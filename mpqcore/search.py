@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from mpqcore import activations
-from mpqcore.bias_correction import BiasCorrection, check_policy, write_bias
+from mpqcore.bias_correction import GUARD, BiasCorrection, check_choice, check_policy, write_bias
 from mpqcore.constraints import check_ties, expand_pins, within_budget
 from mpqcore.context import MeasureContext
 from mpqcore.costs import bind_quantizer, cost_table, with_activation_widths
@@ -49,6 +49,7 @@ from mpqcore.report import Report, versions
 from mpqcore.types import Allocation, Budget, ModelSpec, Objective, Problem, check_bits
 from mpqcore.verify import (
     HELD_OUT_FRACTION,
+    BiasTrial,
     check_guard_options,
     check_held_out,
     held_out_evaluator,
@@ -730,6 +731,25 @@ def _on_device_of(model: nn.Module, reference: nn.Module) -> nn.Module:
     return model if first is None else model.to(first.device)
 
 
+def _check_bias_trial(bias_correction: Any, guard: bool) -> bool:
+    """Whether ``bias_correction`` asks for the guard's trial (refused without the guard), checked before any work."""
+    if check_choice(bias_correction) != GUARD:
+        return False
+    if not guard:
+        raise ConfigError(
+            "bias_correction='guard' lets the guard choose between the allocation with and without bias "
+            "correction, so it needs guard=True; pass bias_correction=True (always) or False (never) without the guard"
+        )
+    return True
+
+
+def _bias_record(correction: BiasCorrection | None) -> dict[str, Any]:
+    """``results["bias_correction"]`` when the guard did not try it: always on, or off."""
+    if correction is None:
+        return {"mode": "off", "tried": False, "chosen": False, "why": "bias_correction=False"}
+    return {"mode": "always", "tried": False, "chosen": True, "why": f"bias_correction={correction.policy!r}: always"}
+
+
 def _held_out_of(meas: Measurement, split: Any, plugins: PluginSet) -> Any:
     """The guard's evaluator over the held-out batches, on the measuring evaluator's model (no copy)."""
     if split is None:
@@ -849,6 +869,7 @@ def search(
         guard=guard, guard_candidates=guard_candidates, verify_on=verify_on, held_out=held_out, refine=refine,
         refine_evaluations=refine_evaluations,
     )  # fmt: skip
+    trial = _check_bias_trial(bias_correction, guard)
     solver_name, solver_impl = plugins.solvers.resolve(solver, solver_options)  # before measuring
     owned = measurement is None
     if (
@@ -877,7 +898,7 @@ def search(
             quantizer_options=quantizer_options, cost_options=cost_options, cost_models=cost_models, device=device,
             progress=progress, plugins=plugins, exclude=exclude, cache=cache, inplace=inplace, workers=workers,
             ray_address=ray_address, weight_cache_bytes=weight_cache_bytes,
-            bias_correction=bias_correction,
+            bias_correction=False if trial else bias_correction,
         )  # fmt: skip
         timings = dict(meas.timings)
     else:
@@ -895,16 +916,23 @@ def search(
     allocation = _solve(meas.problem, solver_name, solver_impl, plugins)
     timings["solve"] = time.perf_counter() - t0
     held = _held_out_of(meas, split, plugins)
+    bias_trial = BiasTrial(meas, split, plugins=plugins) if trial else None
     try:
         allocation, verified, verify_timings = verify(
             meas, allocation, lambda p: _solve(p, solver_name, solver_impl, plugins), split=split, held=held,
             guard_on=guard, candidates=guard_candidates, verify_on=verify_on, rounds=refine,
-            max_evaluations=refine_evaluations,
+            max_evaluations=refine_evaluations, bias_trial=bias_trial,
         )  # fmt: skip
     finally:
         if held is not None:  # before the measuring evaluator lets go of the model it works on
             held.close()
     timings.update(verify_timings)
+    verified.setdefault("bias_correction", _bias_record(meas.bias_correction))
+    correction = meas.bias_correction
+    scorer = meas
+    if bias_trial is not None and verified["bias_correction"]["chosen"]:
+        correction = bias_trial.value
+        scorer = attrs.evolve(meas, evaluator=bias_trial.measuring, bias_correction=correction)
     source = model if model is not None else meas.evaluator.model
     quantizer_choice = meas.quantizer_impl or meas.quantizer
     quantizer_options = None if meas.quantizer_impl is not None else meas.quantizer_options
@@ -912,7 +940,11 @@ def search(
     # back as it was if applying fails midway); otherwise a search that measured hands
     # its working copy over to be quantized, so no second copy of the model is made.
     t0 = time.perf_counter()
-    results = _evaluate(meas, allocation)
+    try:
+        results = _evaluate(scorer, allocation)
+    finally:
+        if bias_trial is not None:  # before the measuring evaluator lets go of the model
+            bias_trial.close()
     timings["evaluate"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if inplace:
@@ -925,18 +957,18 @@ def search(
             quantizer_options,
             plugins,
             meas.evaluator.act_bits_of,
-            meas.bias_correction,
+            correction,
         )
     elif owned:
         working = _on_device_of(meas.evaluator.release(), source)
         quantized = apply(
             working, allocation, quantizer_choice, inplace=True, quantizer_options=quantizer_options, plugins=plugins,
-            act_bits=meas.evaluator.act_bits_of, bias_correction=meas.bias_correction,
+            act_bits=meas.evaluator.act_bits_of, bias_correction=correction,
         )  # fmt: skip
     else:
         quantized = apply(
             source, allocation, quantizer_choice, quantizer_options=quantizer_options, plugins=plugins,
-            act_bits=meas.evaluator.act_bits_of, bias_correction=meas.bias_correction,
+            act_bits=meas.evaluator.act_bits_of, bias_correction=correction,
         )  # fmt: skip
     timings["apply"] = time.perf_counter() - t0
     results = {**results, **verified}
@@ -960,7 +992,7 @@ def search(
         seed=meas.seed,
         versions=versions(),
         model=quantized,
-        bias_correction=meas.bias_correction,
+        bias_correction=correction,
         quantizer_options=meas.quantizer_options,
         act_bits=meas.evaluator.act_bits_of,
         cost_units={name: str(getattr(m, "unit", "") or "") for name, m in meas.cost_models.items()},
@@ -991,6 +1023,12 @@ def _check_reuse(meas: Measurement, given: Mapping[str, Any]) -> None:
             continue
         if name == "bits":
             value = check_bits(value)
+        if name == "bias_correction" and check_choice(value) == GUARD:  # the guard's trial needs an uncorrected one
+            if measured[name] is not None:
+                clash.append(
+                    f"bias_correction='guard' (needs a measurement without bias correction, got {measured[name]!r})"
+                )
+            continue
         if name == "bias_correction":
             value = check_policy(value)
         if name in ("method", "quantizer") and not isinstance(value, str):
@@ -1015,6 +1053,9 @@ class SweepPoint:
     allocation: Allocation | None
     results: Mapping[str, Any] = attrs.field(converter=freeze)
     error: str = ""
+    #: The bias correction the point's allocation is applied with (``mpqcore.apply(...,
+    #: bias_correction=point.bias_correction)``); ``None`` when uncorrected.
+    bias_correction: BiasCorrection | None = None
 
 
 def sweep(
@@ -1055,6 +1096,10 @@ def sweep(
         guard=guard, guard_candidates=guard_candidates, verify_on=verify_on, held_out=held_out, refine=0,
         refine_evaluations=None,
     )  # fmt: skip
+    trial = _check_bias_trial(measure_options.get("bias_correction", False), guard)
+    if trial and measurement is not None and measurement.bias_correction is not None:
+        raise ConfigError("bias_correction='guard' needs a measurement made without bias correction")
+    measure_options = {**measure_options, **({"bias_correction": False} if trial else {})}
     solver_name, solver_impl = plugins.solvers.resolve(solver, solver_options)
     split = None
     if measurement is None:
@@ -1081,6 +1126,23 @@ def sweep(
     else:
         meas = measurement
     held = _held_out_of(meas, split, plugins)
+    bias_trial = BiasTrial(meas, split, plugins=plugins) if trial else None
+    try:
+        points = _sweep_points(meas, budget_list, solver_name, solver_impl, plugins, split, held, bias_trial,
+                               guard=guard, candidates=guard_candidates, verify_on=verify_on)  # fmt: skip
+    finally:
+        if bias_trial is not None:
+            bias_trial.close()
+        if held is not None:
+            held.close()
+    return meas, points
+
+
+def _sweep_points(
+    meas: Measurement, budget_list: Sequence[Budget], solver_name: str, solver_impl: Solver, plugins: PluginSet,
+    split: Any, held: Any, bias_trial: BiasTrial | None, *, guard: bool, candidates: int, verify_on: str,
+) -> list[SweepPoint]:  # fmt: skip
+    """Each budget of :func:`sweep` solved, verified and evaluated on the one measurement."""
     points = []
     for b in budget_list:
         try:
@@ -1092,13 +1154,17 @@ def sweep(
         point_meas = attrs.evolve(meas, problem=problem)
         allocation, verified, _ = verify(
             point_meas, allocation, lambda p: _solve(p, solver_name, solver_impl, plugins), split=split, held=held,
-            guard_on=guard, candidates=guard_candidates, verify_on=verify_on, rounds=0, max_evaluations=None,
+            guard_on=guard, candidates=candidates, verify_on=verify_on, rounds=0, max_evaluations=None,
+            bias_trial=bias_trial,
         )  # fmt: skip
-        results = {**_evaluate(point_meas, allocation, uniform_reference=False), **verified}
-        points.append(SweepPoint(b, allocation, results))
-    if held is not None:
-        held.close()
-    return meas, points
+        verified.setdefault("bias_correction", _bias_record(meas.bias_correction))
+        correction, scorer = meas.bias_correction, point_meas
+        if bias_trial is not None and verified["bias_correction"]["chosen"]:
+            correction = bias_trial.value
+            scorer = attrs.evolve(point_meas, evaluator=bias_trial.measuring, bias_correction=correction)
+        results = {**_evaluate(scorer, allocation, uniform_reference=False), **verified}
+        points.append(SweepPoint(b, allocation, results, bias_correction=correction))
+    return points
 
 
 _SWEEP_DEFAULTS: dict[str, Any] = {

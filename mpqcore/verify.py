@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from mpqcore.batches import Supervised, batch_size, check_not_empty, materialize
+from mpqcore.bias_correction import GUARD
 from mpqcore.constraints import within_budget
 from mpqcore.errors import ConfigError, InfeasibleError
 from mpqcore.evaluate import Evaluator
@@ -48,6 +49,7 @@ __all__ = [
     "ALPHA",
     "HELD_OUT_FRACTION",
     "VERIFY_ON",
+    "BiasTrial",
     "CalibrationSplit",
     "check_guard_options",
     "check_held_out",
@@ -596,6 +598,77 @@ def _spread_residual(
         state.delta[i, j] += w * missing
 
 
+# -- bias correction as a candidate ------------------------------------------------
+
+
+class BiasTrial:
+    """``bias_correction="guard"``: the allocation the guard returns, measured with and without
+    bias correction where the guard measured, the corrected one returned only when it is lower
+    under :func:`paired_p_value` (one-sided, one test, level :data:`ALPHA`).
+
+    The mean inputs are fitted by an evaluator over the measuring evaluator's batches (the
+    method's part of the calibration: never the held-out part), working on its model in place;
+    :attr:`measuring` then scores (and :func:`mpqcore.apply` reproduces) the corrected model.
+    Close it before the measuring evaluator lets go of the model.
+    """
+
+    def __init__(self, meas: Any, split: CalibrationSplit | None, policy: str = "add", plugins: Any = None):
+        ev = meas.evaluator
+        self._split = split
+        self._options = {"loss": ev.user_loss, "act_bits": ev.act_bits, "device": ev.device, "plugins": plugins}
+        self.measuring = Evaluator(
+            ev.model, ev.calibration, meas.spec, ev.quantizer, metric=ev.user_metric, reuse_prefix=False,
+            inplace=True, bias_correction=policy, **self._options,
+        )  # fmt: skip
+        self._held: Evaluator | None = None
+
+    @property
+    def value(self) -> Any:
+        """The :class:`~mpqcore.bias_correction.BiasCorrection` fitted on the method's part."""
+        return self.measuring.bias_correction
+
+    def _score(self, bits: Mapping[str, int], verify_on: str) -> np.ndarray:
+        if verify_on == "metric":
+            return np.array([-self.measuring.metric_score(bits)])
+        if verify_on == "held-out" and self._split is not None and self._split.held_out:
+            if self._held is None:
+                ev = self.measuring
+                self._held = held_out_evaluator(
+                    ev.model, self._split, ev.quantizer, spec=ev.spec, bias_correction=self.value, **self._options
+                )
+            assert self._held is not None
+            return np.array(self._held.batch_losses(bits))
+        return np.array(self.measuring.batch_losses(bits))
+
+    def compare(self, bits: Mapping[str, int], uncorrected: np.ndarray, verify_on: str, where: str) -> dict[str, Any]:
+        """The record of one comparison; ``chosen`` says whether the corrected allocation is returned."""
+        corrected = self._score(bits, verify_on)
+        p = paired_p_value(corrected, uncorrected)
+        chosen = p <= ALPHA
+        lower = "lower" if chosen else "not lower"
+        return freeze(
+            {
+                "mode": GUARD,
+                "tried": True,
+                "chosen": bool(chosen),
+                "why": f"with bias correction the returned allocation measured {lower} than without "
+                f"(p = {p:.3g}, level {ALPHA:g}) on {where}",
+                "test": "one-sided Wilcoxon signed-rank and paired t-test over the chunks (the smaller p doubled)",
+                "p_lower": p,
+                "alpha": ALPHA,
+                "measured": float(uncorrected.mean()),
+                "measured_corrected": float(corrected.mean()),
+                "chunks": int(corrected.size),
+                "means_from": f"the method's part of the calibration ({len(self.measuring.calibration)} batches)",
+            }
+        )
+
+    def close(self) -> None:
+        if self._held is not None:
+            self._held.close()
+        self.measuring.close()
+
+
 # -- the whole step, as search() runs it -------------------------------------------
 
 
@@ -611,10 +684,13 @@ def verify(
     verify_on: str,
     rounds: int,
     max_evaluations: int | None,
+    bias_trial: BiasTrial | None = None,
 ) -> tuple[Allocation, dict[str, Any], dict[str, float]]:
-    """Refine (if ``rounds``), then guard (if ``guard_on``) ``allocation`` of the measurement ``meas``.
+    """Refine (if ``rounds``), then guard (if ``guard_on``) ``allocation`` of the measurement ``meas``,
+    then (given ``bias_trial``) try bias correction on the allocation the guard chose.
 
-    Returns the allocation to use, the results to add (``guard``, ``refine``) and timings.
+    Returns the allocation to use, the results to add (``guard``, ``refine``,
+    ``bias_correction`` with a trial) and timings.
     """
     problem: Problem = meas.problem
     params = {layer.fqn: layer.params for layer in meas.spec.layers}
@@ -662,4 +738,13 @@ def verify(
         evaluations += held.evaluations - held_before
     results["guard"] = {**dict(record), "verified_on": verify_on, "data": where, "evaluations": evaluations}
     timings["guard"] = time.perf_counter() - t0
+    if bias_trial is not None:
+        t0 = time.perf_counter()
+        place = (
+            "the user's metric"
+            if verify_on == "metric"
+            else ("the held-out part" if where["how"] != "none" else where["note"])
+        )
+        results["bias_correction"] = bias_trial.compare(chosen.bits, score(chosen.bits), verify_on, place)
+        timings["bias_correction"] = time.perf_counter() - t0
     return chosen, results, timings

@@ -1,0 +1,171 @@
+"""bias_correction="guard": correction chosen by the guard's measurement on the held-out part (issue 14)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import mpqcore
+from mpqcore import Budget, ConfigError
+from mpqcore.evaluate import Evaluator
+from mpqcore.tasks import _cache, digits
+from mpqcore.testing.digits_zoo import ZOO, load_zoo_model
+from mpqcore.verify import split_calibration
+
+BUILTINS = mpqcore.PluginSet(autoload=False)
+BITS = (2, 3, 4, 5, 6, 8)
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    torch.set_num_threads(1)
+    split = digits.load_split()
+    calibration = [split.x_calibration[i : i + 64] for i in range(0, len(split.x_calibration), 64)]
+    models = {entry.name: load_zoo_model(entry, split) for entry in ZOO}
+    return calibration, models, _cache.accuracy_metric(split.x_test, split.y_test)
+
+
+def _search(zoo, name, **options):
+    calibration, models, accuracy = zoo
+    return mpqcore.search(
+        models[name], calibration, bits=BITS, budget=Budget.average_bits(2.5), metric=accuracy, plugins=BUILTINS,
+        bias_correction="guard", **options,
+    )  # fmt: skip
+
+
+def test_correction_is_chosen_where_it_measures_lower(zoo):
+    """bn5 at 2.5 bits: corrected, the held-out loss falls on every chunk; the report carries the value."""
+    _calibration, models, accuracy = zoo
+    report = _search(zoo, "bn5")
+    record = report.results["bias_correction"]
+    assert record["tried"] and record["chosen"] and record["p_lower"] <= record["alpha"] == 0.05
+    assert record["measured_corrected"] < record["measured"]
+    assert "one-sided" in record["test"] and "p = " in record["why"]
+    assert report.bias_correction is not None and report.to_json()["bias_correction"]["corrected"]
+    # apply with the report's value reproduces the returned model and its reported metric
+    again = mpqcore.apply(models["bn5"], report.allocation, report.quantizer, bias_correction=report.bias_correction)
+    for (n, a), (_, b) in zip(report.model.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b), n
+    assert accuracy(again) == report.results["metric"]
+    plain = mpqcore.apply(models["bn5"], report.allocation, report.quantizer)
+    assert accuracy(plain) != report.results["metric"]  # the metric is the corrected model's
+
+
+def test_correction_is_not_chosen_where_it_hurts(zoo):
+    """deep7 (no BatchNorm) at 2.5 bits: correction raises the held-out loss, so the model stays uncorrected."""
+    _calibration, models, accuracy = zoo
+    report = _search(zoo, "deep7")
+    record = report.results["bias_correction"]
+    assert record["tried"] and not record["chosen"]
+    assert record["measured_corrected"] > record["measured"] and record["p_lower"] > 0.05
+    assert report.bias_correction is None and report.to_json()["bias_correction"] is None
+    plain = mpqcore.apply(models["deep7"], report.allocation, report.quantizer)
+    assert accuracy(plain) == report.results["metric"]
+
+
+def test_the_mean_inputs_never_come_from_the_held_out_part(zoo):
+    calibration, models, _ = zoo
+    report = _search(zoo, "bn5")
+    model = models["bn5"]
+    split = split_calibration(calibration)
+    assert len(split.held_out) == 1
+
+    def means(batches):
+        ev = Evaluator(model, batches, None, BUILTINS.quantizers.create(report.quantizer), bias_correction=True)
+        try:
+            return ev.bias_correction.means
+        finally:
+            ev.close()
+
+    honest, everything = means(split.measure), means(calibration)
+    assert set(report.bias_correction.means) == set(honest)
+    for fqn, mean in report.bias_correction.means.items():
+        assert torch.allclose(mean, honest[fqn], rtol=1e-5, atol=1e-6), fqn
+    assert any(not torch.allclose(m, everything[f], rtol=1e-4, atol=1e-5) for f, m in honest.items())
+    assert "3 batches" in report.results["bias_correction"]["means_from"]
+
+
+def test_records_without_the_trial_say_so(zoo):
+    calibration, models, _accuracy = zoo
+    kwargs = {"bits": BITS, "budget": Budget.average_bits(3.0), "plugins": BUILTINS, "method": "uniform"}
+    off = mpqcore.search(models["plain3"], calibration, **kwargs)
+    always = mpqcore.search(models["plain3"], calibration, bias_correction=True, **kwargs)
+    assert off.results["bias_correction"] == {
+        "mode": "off",
+        "tried": False,
+        "chosen": False,
+        "why": "bias_correction=False",
+    }
+    assert always.results["bias_correction"]["mode"] == "always" and always.results["bias_correction"]["chosen"]
+
+
+def test_sweep_points_carry_their_own_correction(zoo):
+    calibration, models, accuracy = zoo
+    meas, points = mpqcore.sweep(
+        models["bn5"], calibration, bits=BITS, budgets=[Budget.average_bits(b) for b in (2.5, 3.0)],
+        metric=accuracy, plugins=BUILTINS, bias_correction="guard",
+    )  # fmt: skip
+    assert meas.bias_correction is None  # the method measured without it
+    for point in points:
+        chosen = point.results["bias_correction"]["chosen"]
+        assert (point.bias_correction is not None) == chosen
+        applied = mpqcore.apply(models["bn5"], point.allocation, meas.quantizer, bias_correction=point.bias_correction)
+        assert accuracy(applied) == point.results["metric"]
+
+
+class _Counting(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.fc(x)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (
+            lambda m, b: mpqcore.search(m, b, bias_correction="guard", guard=False, plugins=BUILTINS),
+            r"needs guard=True",
+        ),
+        (lambda m, b: mpqcore.search(m, b, bias_correction="gaurd", plugins=BUILTINS), r"'add', 'existing'.*'guard'"),
+        (lambda m, b: mpqcore.measure(m, b, bias_correction="guard", plugins=BUILTINS), r"search and sweep also take"),
+        (
+            lambda m, b: mpqcore.sweep(
+                m, b, budgets=[Budget.average_bits(4)], bias_correction="guard", guard=False, plugins=BUILTINS
+            ),
+            r"needs guard=True",
+        ),
+    ],
+)
+def test_bad_values_are_refused_before_any_work(call, match):
+    model = _Counting()
+    with pytest.raises(ConfigError, match=match):
+        call(model, [torch.randn(8, 4) for _ in range(4)])
+    assert model.calls == 0
+
+
+def test_search_with_a_corrected_measurement_refuses_the_trial():
+    model = _Counting()
+    batches = [torch.randn(8, 4) for _ in range(4)]
+    meas = mpqcore.measure(model, batches, method="uniform", bias_correction=True, plugins=BUILTINS)
+    with pytest.raises(ConfigError, match=r"bias_correction='guard'"):
+        mpqcore.search(measurement=meas, bias_correction="guard", plugins=BUILTINS)
+
+
+def test_cli_flag(zoo, capsys, tmp_path):
+    from mpqcore.cli import main
+
+    args = ["search", "--method", "uniform", "--bits", "2,4,8", "--budget", "avg-bits=2", "--quiet"]
+    assert main([*args, "--bias-correction", "guard", "--out", str(tmp_path)]) == 0
+    import json
+
+    record = json.loads((tmp_path / "report.json").read_text())["results"]["bias_correction"]
+    assert record["mode"] == "guard" and record["tried"]
+    with pytest.raises(SystemExit):
+        main([*args, "--bias-correction", "sometimes"])
+    assert "invalid choice" in capsys.readouterr().err
