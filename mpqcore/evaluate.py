@@ -613,12 +613,7 @@ class Evaluator:
                 order = list(range(len(assignments)))
             return self._on_pool("losses", assignments, order, costs, reuse, on_value)
         if not reuse or len(assignments) < 2:
-            values = []
-            for k, a in enumerate(assignments):
-                values.append(self._loss_now(a))
-                if on_value is not None:
-                    on_value(k, values[-1])
-            return values
+            return _one_by_one(self._loss_now, assignments, on_value)
         return self._prefix_reuse().losses(assignments, on_value)
 
     def _on_pool(
@@ -725,12 +720,7 @@ class Evaluator:
     ) -> list[float]:
         if self._pool is not None and len(assignments) > 1:
             return self._on_pool("metrics", assignments, list(range(len(assignments))), None, False, on_value)
-        values = []
-        for k, a in enumerate(assignments):
-            values.append(self._metric_now(a))
-            if on_value is not None:
-                on_value(k, values[-1])
-        return values
+        return _one_by_one(self._metric_now, assignments, on_value)
 
     def _metric_now(self, assignment: Assignment) -> float:
         assert self.user_metric is not None
@@ -860,6 +850,20 @@ class Evaluator:
         self._restore_modes()
         self._weights.clear()
         return self.model
+
+
+def _one_by_one(
+    score: Callable[[Assignment], float],
+    assignments: Sequence[Assignment],
+    on_value: Callable[[int, float], None] | None,
+) -> list[float]:
+    """``[score(a) for a in assignments]``, telling ``on_value(k, value)`` of each as it comes."""
+    values = []
+    for k, a in enumerate(assignments):
+        values.append(score(a))
+        if on_value is not None:
+            on_value(k, values[-1])
+    return values
 
 
 def _check_in_place(model: nn.Module, device: torch.device | str | None, plugins: PluginSet | None) -> None:
