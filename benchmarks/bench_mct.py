@@ -520,11 +520,12 @@ def comparison(rows: list[dict[str, Any]]) -> list[str]:
                 f"worse in {losses}, tied in {len(diffs) - wins - losses}; from {min(diffs):+d} to {max(diffs):+d}."
             )
     below = [
-        (label, sum(r[key] < r[uniform] - 1e-9 for r in rows if r.get(key) is not None), len(rows))
+        (label, sum(r[key] < r[uniform] - 1e-9 for r in have), len(have))
         for key, uniform, label in (
             ("mct", "mct_uniform", "MCT"), ("mpq", "mpq_uniform", "mpq default"),
             ("mpq_bc", "mpq_bc_uniform", "mpq + bias correction"), ("mpq_bcg", "mpq_uniform", "mpq, bc by the guard"),
         )
+        if (have := [r for r in rows if r.get(key) is not None])  # a configuration not run is not "0 of n"
     ]  # fmt: skip
     out.append(
         "- Below its own uniform allocation at the same budget (same quantizer): "
