@@ -206,6 +206,19 @@ def test_sdp_agrees_with_brute_force_on_sparse_pairs_pins_ties_and_two_budgets(p
     )
 
 
+def _dense_instance(problem):
+    """``(reduced, unary, P, G, B)`` of a feasible problem with two or more free groups, else ``None``."""
+    try:
+        reduced = reduce_problem(problem)
+    except InfeasibleError:
+        return None
+    unary, pairs = effective_terms(reduced)
+    G, B = reduced.n_groups, reduced.n_bits
+    if G < 2:
+        return None
+    return reduced, unary, dense_pairs(pairs, G, B), G, B
+
+
 def _allocation_vector(reduced, data):
     """A drawn allocation (allowed choices) as group choices and its lifted vector ``[1; x]``."""
     G, B = reduced.n_groups, reduced.n_bits
@@ -228,15 +241,10 @@ def test_face_certificate_is_semidefinite_splits_every_allocation_and_bounds_the
     its bound is at most brute force's optimum (pins, ties, one and two budgets)."""
     from mpqcore.solvers.sdp_bound import face_certificate
 
-    try:
-        reduced = reduce_problem(problem)
-    except InfeasibleError:
+    instance = _dense_instance(problem)
+    if instance is None:
         return
-    unary, pairs = effective_terms(reduced)
-    G, B = reduced.n_groups, reduced.n_bits
-    if G < 2:
-        return
-    P = dense_pairs(pairs, G, B)
+    reduced, unary, P, G, B = instance
     names = list(reduced.problem.budgets)
     weights = np.array([reduced.costs[n] for n in names]).reshape(len(names), G, B)
     caps = np.array([reduced.problem.budgets[n] + 1e-9 for n in names])
@@ -264,15 +272,10 @@ def test_certificate_is_semidefinite_splits_every_allocation_and_bounds_the_opti
     the LP bound of the split part is at most brute force's optimum, even from a loose SCS run."""
     from mpqcore.solvers.sdp_bound import psd_certificate, split_objective
 
-    try:
-        reduced = reduce_problem(problem)
-    except InfeasibleError:
+    instance = _dense_instance(problem)
+    if instance is None:
         return
-    unary, pairs = effective_terms(reduced)
-    G, B = reduced.n_groups, reduced.n_bits
-    if G < 2:
-        return
-    P = dense_pairs(pairs, G, B)
+    reduced, unary, P, G, B = instance
     weights = reduced.costs["size"][None]
     caps = np.array([problem.budgets["size"] + 1e-9])
     cert = psd_certificate(unary, P, reduced.allowed, weights, caps, time_limit=10.0, eps=eps)
