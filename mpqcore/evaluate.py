@@ -158,6 +158,7 @@ class Evaluator:
         weight_cache_bytes: int | None = None,
         workers: int | None = None,
         ray_address: str | None = None,
+        weights_from: Evaluator | None = None,
     ):
         self.quantizer = quantizer
         self._reuse_prefix = bool(reuse_prefix)
@@ -208,7 +209,17 @@ class Evaluator:
         self._axis = {fqn: f.ref.axis for fqn, f in self._found.items()}
         self._float = {fqn: w.data for fqn, w in self._params.items()}
         self.weight_cache_bytes = check_weight_cache_bytes(weight_cache_bytes)
-        self._weights = WeightCache(self.weight_cache_bytes)
+        if weights_from is not None:
+            # the guard's and bias correction's evaluators on the measuring one's model: the same float
+            # weights and quantizer give the same quantized weights, so one cache (and one bound) serves all
+            theirs = weights_from._float
+            if weights_from.quantizer is not quantizer or any(
+                fqn not in theirs or theirs[fqn].data_ptr() != w.data_ptr() for fqn, w in self._float.items()
+            ):
+                raise ValueError("weights_from= needs an evaluator with the same quantizer over the same weights")
+            self._weights = weights_from._weights
+        else:
+            self._weights = WeightCache(self.weight_cache_bytes)
         self._float_outputs: list[torch.Tensor] | None = None
         self._active_act: set[str] = set()
         self._evaluations = 0

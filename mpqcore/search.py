@@ -778,7 +778,7 @@ def _held_out_of(meas: Measurement, split: Any, plugins: PluginSet) -> Any:
     return held_out_evaluator(
         ev.model, split, ev.quantizer, spec=meas.spec, loss=ev.user_loss, act_bits=ev.act_bits, device=ev.device,
         plugins=plugins, bias_correction=ev.bias_correction,  # the biases apply writes: one value for all
-        weight_cache_bytes=ev.weight_cache_bytes,
+        weight_cache_bytes=ev.weight_cache_bytes, weights_from=ev,  # one cache of quantized weights for both
     )  # fmt: skip
 
 

@@ -621,7 +621,7 @@ class BiasTrial:
         }  # fmt: skip
         self.measuring = Evaluator(
             ev.model, ev.calibration, meas.spec, ev.quantizer, metric=ev.user_metric, reuse_prefix=False,
-            inplace=True, bias_correction=policy, **self._options,
+            inplace=True, bias_correction=policy, weights_from=ev, **self._options,
         )  # fmt: skip
         self._held: Evaluator | None = None
 
@@ -637,7 +637,13 @@ class BiasTrial:
             if self._held is None:
                 ev = self.measuring
                 self._held = held_out_evaluator(
-                    ev.model, self._split, ev.quantizer, spec=ev.spec, bias_correction=self.value, **self._options
+                    ev.model,
+                    self._split,
+                    ev.quantizer,
+                    spec=ev.spec,
+                    bias_correction=self.value,
+                    weights_from=ev,
+                    **self._options,
                 )
             assert self._held is not None
             return np.array(self._held.batch_losses(bits))

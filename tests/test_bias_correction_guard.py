@@ -217,3 +217,27 @@ def test_the_cli_summary_says_what_the_trial_decided(zoo, capsys):
     assert main(["search", "--method", "uniform", "--bits", "2,4,8", "--budget", "avg-bits=2", "--no-cache"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  bias correction:"))
     assert ("corrected" in line and "p = " in line and "without" in line) or "not tried" in line
+
+
+def test_the_guard_and_the_trial_quantize_no_weight_again(zoo, monkeypatch):
+    """The held-out evaluators (guard's and the trial's) share the measuring evaluator's quantized weights: the
+    trial adds no quantization, and the guard's evaluations none beyond the widths the method never used. Each used
+    to keep its own cache, quantizing every layer again (minutes of MSE clipping search on minilm)."""
+    import mpqcore.evaluate as evaluate
+
+    calibration, models, _accuracy = zoo
+    calls = []
+    real = evaluate.quantize_along
+
+    def counting(quantizer, weight, bits, axis):
+        calls.append((tuple(weight.shape), int(bits)))
+        return real(quantizer, weight, bits, axis)
+
+    monkeypatch.setattr(evaluate, "quantize_along", counting)
+    kwargs = {"bits": BITS, "budget": Budget.average_bits(2.5), "plugins": BUILTINS, "cache": False}
+    mpqcore.search(models["bn5"], calibration, bias_correction=False, **kwargs)
+    plain = list(calls)
+    calls.clear()
+    report = mpqcore.search(models["bn5"], calibration, **kwargs)
+    assert report.results["bias_correction"]["tried"]
+    assert len(calls) == len(plain) and len(set(plain)) == len(plain)  # each (layer, width) quantized once
