@@ -209,6 +209,7 @@ class Evaluator:
         self._axis = {fqn: f.ref.axis for fqn, f in self._found.items()}
         self._float = {fqn: w.data for fqn, w in self._params.items()}
         self.weight_cache_bytes = check_weight_cache_bytes(weight_cache_bytes)
+        self._weights: WeightCache
         if weights_from is not None:
             # the guard's and bias correction's evaluators on the measuring one's model: the same float
             # weights and quantizer give the same quantized weights, so one cache (and one bound) serves all
