@@ -22,6 +22,7 @@ from torch import nn
 
 from mpqcore import activations
 from mpqcore.bias_correction import GUARD, BiasCorrection, check_choice, check_policy, write_bias
+from mpqcore.cache_limits import check_cache_max_bytes
 from mpqcore.constraints import check_ties, expand_pins, within_budget
 from mpqcore.context import MeasureContext
 from mpqcore.costs import bind_quantizer, cost_table, with_activation_widths
@@ -310,6 +311,7 @@ def measure(
     plugins: PluginSet | None = None,
     bias_correction: bool | str = False,
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    cache_max_bytes: int | str | None = None,
     inplace: bool = False,
     workers: int | None = None,
     ray_address: str | None = None,
@@ -324,7 +326,9 @@ def measure(
     ones named by ``cost`` and the budgets. ``cache`` (a directory, ``True`` for the
     default one under the mpq cache directory, or ``None``) keeps every evaluation and
     the objective on disk (:mod:`mpqcore.measurement_cache`): a rerun measures only what
-    is missing. ``inplace=True`` measures on ``model`` itself rather than a copy (no
+    is missing; ``cache_max_bytes`` (bytes, or ``"500MB"``; default ``$MPQ_CACHE_MAX_SIZE``)
+    bounds the measurements directory, removing other models' least recently used
+    directories when the cache opens (:mod:`mpqcore.cached_models`). ``inplace=True`` measures on ``model`` itself rather than a copy (no
     second copy in memory; every evaluation puts the float weights back, and the
     evaluator's ``close()`` the modules' training flags). ``workers=N`` scores batches
     of evaluations on N Ray actors (``ray_address``: a running cluster; default a local
@@ -364,6 +368,7 @@ def measure(
         exclude=exclude,
         bias_correction=bias_correction,
         cache=cache,
+        cache_max_bytes=cache_max_bytes,
         inplace=inplace,
         workers=workers,
         ray_address=ray_address,
@@ -399,6 +404,7 @@ def _measure(
     budgets_together: bool,
     bias_correction: bool | str = False,
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    cache_max_bytes: int | str | None = None,
     inplace: bool = False,
     workers: int | None = None,
     ray_address: str | None = None,
@@ -429,7 +435,8 @@ def _measure(
     timings: dict[str, float] = {}
     check_workers(workers, ray_address)
     check_weight_cache_bytes(weight_cache_bytes)
-    store = open_cache(cache, model)  # a directory that cannot be used is said before any work
+    max_bytes = check_cache_max_bytes(cache_max_bytes)
+    store = open_cache(cache, model, max_bytes=max_bytes)  # a directory that cannot be used is said before any work
 
     t0 = time.perf_counter()
     evaluator = Evaluator(
@@ -817,6 +824,7 @@ def search(
     measurement: Measurement | None = None,
     bias_correction: bool | str = False,
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    cache_max_bytes: int | str | None = None,
     workers: int | None = None,
     ray_address: str | None = None,
     weight_cache_bytes: int | None = None,
@@ -896,7 +904,8 @@ def search(
             model, calibration, method=method, bits=bits, budget=budgets, quantizer=quantizer, cost=cost, pins=pins,
             ties=ties, seed=seed, metric=metric, loss=loss, act_bits=act_bits, method_options=method_options,
             quantizer_options=quantizer_options, cost_options=cost_options, cost_models=cost_models, device=device,
-            progress=progress, plugins=plugins, exclude=exclude, cache=cache, inplace=inplace, workers=workers,
+            progress=progress, plugins=plugins, exclude=exclude, cache=cache, cache_max_bytes=cache_max_bytes,
+            inplace=inplace, workers=workers,
             ray_address=ray_address, weight_cache_bytes=weight_cache_bytes,
             bias_correction=False if trial else bias_correction,
         )  # fmt: skip
