@@ -27,16 +27,18 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
-__all__ = ["LOCK_NAME", "hold_shared", "release", "remove_unless_in_use"]
+__all__ = ["LOCK_NAME", "hold_shared", "leftovers", "release", "remove_unless_in_use"]
 
 LOCK_NAME = "in-use.lock"
 _REMOVING = ".removing-"
 
 
-def hold_shared(directory: Path) -> int | None:
-    """Mark ``directory`` in use by this process (it exists); returns the lock's descriptor
-    for :func:`release` (``None`` where locks are not available)."""
+def hold_shared(directory: Path) -> IO[bytes] | None:
+    """Mark ``directory`` in use by this process (creating it); returns the open lock file
+    for :func:`release` (``None`` where locks are not available). Dropping the file
+    object (garbage collection, the process's exit) drops the mark too."""
     if sys.platform == "win32":
         return None
     import fcntl
@@ -53,18 +55,18 @@ def hold_shared(directory: Path) -> int | None:
                 same = False
             if same:
                 os.utime(path)  # last use
-                return fd
+                return os.fdopen(fd, "r+b", buffering=0)
         except BaseException:
             os.close(fd)
             raise
         os.close(fd)  # the directory was removed while this process waited: open it anew
 
 
-def release(fd: int | None) -> None:
+def release(lock: IO[bytes] | None) -> None:
     """Drop the mark of :func:`hold_shared`."""
-    if fd is not None:
+    if lock is not None:
         with contextlib.suppress(OSError):
-            os.close(fd)
+            lock.close()
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ import pickle
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 import torch
@@ -189,7 +189,7 @@ class MeasurementCache:
         self.hits = 0
         self.stored = 0
         self._db: sqlite3.Connection | None = None
-        self._lock: int | None = None
+        self._lock: IO[bytes] | None = None
         self._check_directory()
         self._lock = cache_lock.hold_shared(self.directory)
         try:
@@ -242,8 +242,9 @@ class MeasurementCache:
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
-            if self._lock is None:  # reopened after close(): in use again
-                self._lock = cache_lock.hold_shared(self.directory)
+            if self._lock is None:  # reopened after close(): in use again (and the directory
+                self._lock = cache_lock.hold_shared(self.directory)  # pruned meanwhile is made anew)
+                self._bind_model()
             path = self.directory / "evaluations.sqlite"
             self._db = sqlite3.connect(path, timeout=120, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
