@@ -878,6 +878,7 @@ def search(
         refine_evaluations=refine_evaluations,
     )  # fmt: skip
     trial = _check_bias_trial(bias_correction, guard)
+    check_cache_max_bytes(cache_max_bytes)  # before the guard's held-out check runs the model
     solver_name, solver_impl = plugins.solvers.resolve(solver, solver_options)  # before measuring
     owned = measurement is None
     if (
@@ -1106,6 +1107,7 @@ def sweep(
         refine_evaluations=None,
     )  # fmt: skip
     trial = _check_bias_trial(measure_options.get("bias_correction", False), guard)
+    check_cache_max_bytes(measure_options.get("cache_max_bytes"))
     if trial and measurement is not None and measurement.bias_correction is not None:
         raise ConfigError("bias_correction='guard' needs a measurement made without bias correction")
     measure_options = {**measure_options, **({"bias_correction": False} if trial else {})}
