@@ -16,7 +16,7 @@ import torch
 
 import mpqcore
 from mpqcore import Budget, ConfigError
-from mpqcore.cache_dir import measurements_dir
+from mpqcore.cache_dir import measurements_dir, resolve_cache_dir
 from mpqcore.cache_limits import ENV_CACHE_MAX_SIZE, check_cache_max_bytes, parse_age, parse_size
 from mpqcore.cache_lock import LOCK_NAME
 from mpqcore.cached_models import cached_models, prune
@@ -26,6 +26,7 @@ from mpqcore.plugins import ENV_DISABLE_AUTOLOAD
 from mpqcore.testing import digits_task
 
 BUILTINS = mpqcore.PluginSet(autoload=False)
+_TRAINED = resolve_cache_dir()  # where the trained task models are, before a test moves MPQ_CACHE_DIR
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +281,13 @@ def test_a_killed_process_leaves_no_mark(home, tmp_path):
     proc.wait(timeout=60)
     done = prune(measurements_dir(), max_bytes=0)
     assert [m.digest for m in done.removed] == [writing.name]
+
+
+def test_the_search_flag_bounds_the_directory_and_refuses_bad_sizes(task, three, capsys):
+    argv = ["search", "--task", "digits-cnn", "--task-option", f"cache_dir={_TRAINED}", "--quiet", "--no-guard"]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--cache-max-size", "lots"])
+    assert exc.value.code == 2 and "--cache-max-size: size 'lots' is not a size" in capsys.readouterr().err
+    assert main([*argv, "--cache-max-size", "1kB"]) == 0
+    left = [m.digest for m in cached_models(measurements_dir())]
+    assert left == [_dir(task.model).name]  # the search's own (three[0] has its weights); the two others removed
