@@ -291,3 +291,41 @@ def test_the_search_flag_bounds_the_directory_and_refuses_bad_sizes(task, three,
     assert main([*argv, "--cache-max-size", "1kB"]) == 0
     left = [m.digest for m in cached_models(measurements_dir())]
     assert left == [_dir(task.model).name]  # the search's own (three[0] has its weights); the two others removed
+
+
+def test_an_opener_waiting_while_its_directory_is_removed_starts_a_fresh_one(task, home, monkeypatch):
+    import fcntl
+    import shutil
+    import threading
+
+    from mpqcore import cache_lock
+
+    directory = _dir(task.model)
+    key = model_digest(task.model)
+    MeasurementCache(directory, model_key=key, layers=["w"]).close()
+    waiting = threading.Event()
+    real_flock = fcntl.flock
+
+    def flock(fd, op):
+        if op == fcntl.LOCK_SH:
+            waiting.set()  # the opener holds the old lock file open and is about to wait for it
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    opened = []
+    with cache_lock._exclusive(directory) as alone:  # a remover, half-way
+        assert alone
+        opener = threading.Thread(
+            target=lambda: opened.append(MeasurementCache(directory, model_key=key, layers=["w"]))
+        )
+        opener.start()
+        assert waiting.wait(60)
+        gone = directory.with_name("gone")
+        os.rename(directory, gone)
+        shutil.rmtree(gone)
+    opener.join(60)
+    store = opened[0]
+    store.put("k", 1.0)
+    assert store.get("k") == 1.0 and (directory / "manifest.json").exists()
+    assert prune(measurements_dir(), max_bytes=0).removed == ()  # and it is marked in use
+    store.close()
