@@ -413,6 +413,8 @@ def _summary(report, task) -> str:
         c = report.cache
         reused = "the objective and " if c["objective_from_cache"] else ""
         lines.append(f"  cache: {reused}{c['hits']} values read back, {c['stored']} stored, in {c['directory']}")
+        if c.get("pruned"):
+            lines.append(f"  cache: {len(c['pruned'])} other model(s)' measurements removed to stay under the bound")
     return "\n".join(lines)
 
 

@@ -170,7 +170,8 @@ def default_cache_dir(model_key: str) -> Path:
 class MeasurementCache:
     """Evaluations and objectives of one model, in ``directory`` (see the module docstring).
 
-    ``hits`` counts the values read back, ``stored`` those written. From its opening to
+    ``hits`` counts the values read back, ``stored`` those written, ``pruned`` names the
+    directories removed for a bound when it opened. From its opening to
     :meth:`close` (and again while reopened) the directory is marked in use.
     """
 
@@ -188,6 +189,8 @@ class MeasurementCache:
         self.description = description
         self.hits = 0
         self.stored = 0
+        #: The other models' directories (digests) removed to keep ``cache_max_bytes`` when this one opened.
+        self.pruned: tuple[str, ...] = ()
         self._db: sqlite3.Connection | None = None
         self._lock: IO[bytes] | None = None
         self._check_directory()
@@ -315,5 +318,6 @@ def open_cache(
     if max_bytes is not None:
         from mpqcore.cached_models import prune
 
-        prune(measurements_dir(), max_bytes=max_bytes, keep=store.directory)
+        done = prune(measurements_dir(), max_bytes=max_bytes, keep=store.directory)
+        store.pruned = (*store.pruned, *(m.digest for m in done.removed))
     return store

@@ -217,7 +217,8 @@ class Measurement:
     objective_from_cache: bool = False
 
     def cache_info(self) -> dict[str, Any]:
-        """The report's ``cache`` entry: where, how many values were read back and stored."""
+        """The report's ``cache`` entry: where, how many values were read back and stored, and the
+        other models' directories ``cache_max_bytes`` removed."""
         cache = self.evaluator.cache
         if cache is None:
             return {}
@@ -226,6 +227,7 @@ class Measurement:
             "hits": cache.hits,
             "stored": cache.stored,
             "objective_from_cache": self.objective_from_cache,
+            "pruned": list(cache.pruned),
         }
 
     def with_budgets(self, budgets: Sequence[Budget], cost_models: Mapping[str, Any] | None = None) -> Problem:

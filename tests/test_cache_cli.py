@@ -162,6 +162,7 @@ def test_a_search_bound_prunes_other_models_least_recently_used_first_never_its_
     fourth = _variant(task, 3)
     report = _search(task, fourth, cache_max_bytes=newest.size_bytes + 1)  # room for little but its own
     assert report.cache["stored"] > 0
+    assert sorted(report.cache["pruned"]) == sorted(_dir(m).name for m in three)  # the report says what went
     left = {m.digest for m in cached_models(measurements_dir())}
     assert _dir(fourth).name in left  # the one in use stays, even alone over the bound
     assert not any(_dir(m).exists() for m in three)
@@ -289,6 +290,7 @@ def test_the_search_flag_bounds_the_directory_and_refuses_bad_sizes(task, three,
         main([*argv, "--cache-max-size", "lots"])
     assert exc.value.code == 2 and "--cache-max-size: size 'lots' is not a size" in capsys.readouterr().err
     assert main([*argv, "--cache-max-size", "1kB"]) == 0
+    assert "2 other model(s)' measurements removed" in capsys.readouterr().out
     left = [m.digest for m in cached_models(measurements_dir())]
     assert left == [_dir(task.model).name]  # the search's own (three[0] has its weights); the two others removed
 
