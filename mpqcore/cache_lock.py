@@ -3,9 +3,9 @@
 A process that opens a cache (:class:`~mpqcore.measurement_cache.MeasurementCache`)
 holds a *shared* ``flock`` on ``<directory>/in-use.lock`` until it closes the cache (or
 exits: the kernel drops the lock of a process that dies, even by SIGKILL, so a crash
-never leaves a directory marked in use). Opening also sets the file's modification time:
-the directory's *last use*, by which pruning orders directories, least recently used
-first.
+never leaves a directory marked in use). Opening and closing set the file's modification
+time: the directory's *last use*, by which pruning orders directories, least recently
+used first.
 
 Removing a directory (``mpq cache clear``/``prune``, or a search's ``cache_max_bytes``)
 first takes an *exclusive* lock without waiting: if any process holds the directory
@@ -63,8 +63,10 @@ def hold_shared(directory: Path) -> IO[bytes] | None:
 
 
 def release(lock: IO[bytes] | None) -> None:
-    """Drop the mark of :func:`hold_shared`."""
+    """Drop the mark of :func:`hold_shared`, recording the last use again (a search may run for hours)."""
     if lock is not None:
+        with contextlib.suppress(OSError):
+            os.utime(lock.fileno())
         with contextlib.suppress(OSError):
             lock.close()
 

@@ -331,3 +331,19 @@ def test_an_opener_waiting_while_its_directory_is_removed_starts_a_fresh_one(tas
     assert store.get("k") == 1.0 and (directory / "manifest.json").exists()
     assert prune(measurements_dir(), max_bytes=0).removed == ()  # and it is marked in use
     store.close()
+
+
+def test_a_sweep_checks_its_bound_before_any_work(task, home):
+    with pytest.raises(ConfigError, match="cache_max_bytes"):
+        mpqcore.sweep(
+            task.model, task.calibration, method="hawq", budgets=[Budget.average_bits(4)], cache=True,
+            cache_max_bytes="-3GB", plugins=BUILTINS,
+        )  # fmt: skip
+    assert not measurements_dir().exists()
+
+
+def test_closing_records_the_last_use(task, home):
+    store = MeasurementCache(_dir(task.model), model_key=model_digest(task.model), layers=[])
+    _set_last_use(task.model, 1000.0)  # opened long ago
+    store.close()
+    assert cached_models(measurements_dir())[0].last_used > 1000.0
