@@ -1,7 +1,9 @@
 """Where mpq keeps what it caches: trained task models and measurements.
 
 First found: the ``cache_dir`` argument, the ``MPQ_CACHE_DIR`` environment variable,
-``$XDG_CACHE_HOME/mpq``, ``~/.cache/mpq``.
+``$XDG_CACHE_HOME/mpq``, ``~/.cache/mpq``. Measurements live in its ``measurements``
+folder, one directory per model (:mod:`mpqcore.measurement_cache`); trained task models
+beside it (:mod:`mpqcore.tasks._cache`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["resolve_cache_dir"]
+__all__ = ["measurements_dir", "resolve_cache_dir"]
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -22,3 +24,8 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "mpq"
+
+
+def measurements_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``<mpq cache dir>/measurements``: the only folder ``mpq cache clear`` and pruning remove from."""
+    return resolve_cache_dir(cache_dir) / "measurements"

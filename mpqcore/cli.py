@@ -1,4 +1,4 @@
-"""The ``mpq`` command line: plugins, solve, search, sweep, demo.
+"""The ``mpq`` command line: plugins, solve, search, sweep, demo, cache.
 
 An error never shows a traceback: one line ``mpq COMMAND: error: ...`` on stderr and an
 exit status that says what kind of failure it was (docs/errors.md lists them):
@@ -30,6 +30,7 @@ from importlib import metadata
 from types import TracebackType
 from typing import Any
 
+from mpqcore.cache_cli import add_cache_parser, size_argument
 from mpqcore.errors import ConfigError, InfeasibleError, MpqError, PluginError
 from mpqcore.exports.command import add_export_args
 from mpqcore.guard_cli import add_guard_args, guard_lines, guard_options
@@ -264,6 +265,7 @@ def _search_options(args, task) -> dict:
         "exclude": None if args.exclude is None else [p for p in args.exclude if p],
         "progress": _progress_wanted(args),
         "cache": False if args.no_cache else (args.cache or True),
+        "cache_max_bytes": args.cache_max_size,
         "workers": args.workers,
         "ray_address": args.ray_address,
         "weight_cache_bytes": args.weight_cache_bytes,
@@ -411,6 +413,8 @@ def _summary(report, task) -> str:
         c = report.cache
         reused = "the objective and " if c["objective_from_cache"] else ""
         lines.append(f"  cache: {reused}{c['hits']} values read back, {c['stored']} stored, in {c['directory']}")
+        if c.get("pruned"):
+            lines.append(f"  cache: {len(c['pruned'])} other model(s)' measurements removed to stay under the bound")
     return "\n".join(lines)
 
 
@@ -542,6 +546,14 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
     )
     cache.add_argument("--no-cache", action="store_true", help="measure everything, store nothing")
     p.add_argument(
+        "--cache-max-size",
+        type=size_argument,
+        default=None,
+        metavar="SIZE",
+        help="bound the measurements directory (e.g. 500MB, 2GiB): other models' measurements are removed, "
+        "least recently used first (default: $MPQ_CACHE_MAX_SIZE, else no bound)",
+    )
+    p.add_argument(
         "--workers",
         type=_positive_int,
         default=None,
@@ -641,6 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads; default 1: the CNN is small, and extra threads only contend on a busy machine",
     )
     p.set_defaults(func=cmd_demo)
+
+    add_cache_parser(sub, parents=[common])
     return parser
 
 

@@ -11,11 +11,16 @@ floats, so the objective is bit-for-bit the one a cold run gives.
 
 A cache directory belongs to one model: ``manifest.json`` records the digest of its
 weights and its layers, and a directory that holds another model's measurements is
-refused with both digests named (never silently reused). Entries live in SQLite
+refused with both digests named (never silently reused); it also keeps a short
+description of the model (its class and parameter count) for ``mpq cache list``. Entries live in SQLite
 (``evaluations.sqlite``, write-ahead log), which serialises concurrent writers: two
 processes may share a directory. A metric whose result depends on data its code does not
 show (a global, a file it reads) can declare ``metric.cache_key = "..."``: it enters the
 key.
+
+An open cache marks its directory in use (:mod:`mpqcore.cache_lock`), so pruning
+(:mod:`mpqcore.cached_models`, ``cache_max_bytes``) never removes it; opening records
+the directory's last use.
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ import pickle
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 import torch
 
-from mpqcore.cache_dir import resolve_cache_dir
+from mpqcore import cache_lock
+from mpqcore.cache_dir import measurements_dir
 from mpqcore.errors import ConfigError
 from mpqcore.files import atomic_write_json
 
@@ -42,6 +48,7 @@ __all__ = [
     "callable_identity",
     "default_cache_dir",
     "digest",
+    "model_description",
     "model_digest",
     "open_cache",
     "settings_digest",
@@ -149,26 +156,50 @@ def settings_digest(obj: Any) -> str:
     return h.hexdigest()
 
 
+def model_description(model: torch.nn.Module) -> str:
+    """What ``mpq cache list`` shows of a model: ``DigitsCNN, 18,522 parameters``."""
+    count = sum(p.numel() for p in model.parameters())
+    return f"{type(model).__name__}, {count:,} parameters"
+
+
 def default_cache_dir(model_key: str) -> Path:
     """``<mpq cache dir>/measurements/<model digest>``: one directory per model."""
-    return resolve_cache_dir() / "measurements" / model_key[:24]
+    return measurements_dir() / model_key[:24]
 
 
 class MeasurementCache:
     """Evaluations and objectives of one model, in ``directory`` (see the module docstring).
 
-    ``hits`` counts the values read back, ``stored`` those written.
+    ``hits`` counts the values read back, ``stored`` those written, ``pruned`` names the
+    directories removed for a bound when it opened. From its opening to
+    :meth:`close` (and again while reopened) the directory is marked in use.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, model_key: str, layers: Iterable[str]):
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        model_key: str,
+        layers: Iterable[str],
+        description: str | None = None,
+    ):
         self.directory = Path(directory).expanduser()
         self.model_key = model_key
         self.layers = tuple(layers)
+        self.description = description
         self.hits = 0
         self.stored = 0
-        self._check_directory()
-        self._bind_model()
+        #: The other models' directories (digests) removed to keep ``cache_max_bytes`` when this one opened.
+        self.pruned: tuple[str, ...] = ()
         self._db: sqlite3.Connection | None = None
+        self._lock: IO[bytes] | None = None
+        self._check_directory()
+        self._lock = cache_lock.hold_shared(self.directory)
+        try:
+            self._bind_model()
+        except BaseException:
+            self.close()
+            raise
 
     def _check_directory(self) -> None:
         d = self.directory
@@ -187,7 +218,9 @@ class MeasurementCache:
 
     def _bind_model(self) -> None:
         manifest = self.directory / "manifest.json"
-        mine = {"format": _FORMAT, "model": self.model_key, "layers": list(self.layers)}
+        mine: dict[str, Any] = {"format": _FORMAT, "model": self.model_key, "layers": list(self.layers)}
+        if self.description is not None:
+            mine["description"] = self.description
         if not manifest.exists():
             atomic_write_json(manifest, mine)
             return
@@ -206,10 +239,15 @@ class MeasurementCache:
                 f"{self.model_key[:12]}... ({len(self.layers)} layers {list(self.layers[:3])}...); a cache is never "
                 "reused across models: give another directory, or delete this one to start over"
             )
+        if self.description is not None and "description" not in theirs:  # written before descriptions were kept
+            atomic_write_json(manifest, {**theirs, "description": self.description})
 
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
+            if self._lock is None:  # reopened after close(): in use again (and the directory
+                self._lock = cache_lock.hold_shared(self.directory)  # pruned meanwhile is made anew)
+                self._bind_model()
             path = self.directory / "evaluations.sqlite"
             self._db = sqlite3.connect(path, timeout=120, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -232,13 +270,17 @@ class MeasurementCache:
         return int(self.db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
 
     def close(self) -> None:
+        """Close the database and drop the in-use mark (both come back when used again)."""
         if self._db is not None:
             self._db.close()
             self._db = None
+        cache_lock.release(self._lock)
+        self._lock = None
 
-    def __getstate__(self) -> dict[str, Any]:  # a connection does not travel; it reopens
+    def __getstate__(self) -> dict[str, Any]:  # neither the connection nor the lock travels; they reopen
         state = dict(self.__dict__)
         state["_db"] = None
+        state["_lock"] = None
         return state
 
 
@@ -246,9 +288,17 @@ def open_cache(
     cache: bool | str | os.PathLike[str] | MeasurementCache | None,
     model: torch.nn.Module,
     layers: Iterable[str] | None = None,
+    *,
+    max_bytes: int | None = None,
 ) -> MeasurementCache | None:
     """The cache a ``cache=`` argument asks for: ``None``/``False`` none, ``True`` the default
-    directory for this model, a path that directory, or a ready :class:`MeasurementCache`."""
+    directory for this model, a path that directory, or a ready :class:`MeasurementCache`.
+
+    ``max_bytes`` (checked by :func:`mpqcore.cache_limits.check_cache_max_bytes`) bounds
+    the measurements directory: once the cache is open (and so marked in use), other
+    models' directories there are removed, least recently used first, until the whole
+    directory fits or only directories in use are left (:func:`mpqcore.cached_models.prune`).
+    """
     if cache is None or (isinstance(cache, bool) and not cache):
         return None
     if not isinstance(cache, bool | str | os.PathLike | MeasurementCache):
@@ -260,7 +310,14 @@ def open_cache(
                 f"the MeasurementCache given (directory {str(cache.directory)!r}) holds another model's "
                 f"measurements (digest {cache.model_key[:12]}..., this model's {key[:12]}...)"
             )
-        return cache
-    layers = [name for name, _ in model.named_parameters()] if layers is None else list(layers)
-    directory = default_cache_dir(key) if isinstance(cache, bool) else cache
-    return MeasurementCache(directory, model_key=key, layers=layers)
+        store = cache
+    else:
+        layers = [name for name, _ in model.named_parameters()] if layers is None else list(layers)
+        directory = default_cache_dir(key) if isinstance(cache, bool) else cache
+        store = MeasurementCache(directory, model_key=key, layers=layers, description=model_description(model))
+    if max_bytes is not None:
+        from mpqcore.cached_models import prune
+
+        done = prune(measurements_dir(), max_bytes=max_bytes, keep=store.directory)
+        store.pruned = (*store.pruned, *(m.digest for m in done.removed))
+    return store

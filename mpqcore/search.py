@@ -22,6 +22,7 @@ from torch import nn
 
 from mpqcore import activations
 from mpqcore.bias_correction import AUTO, GUARD, BiasCorrection, check_choice, check_policy, write_bias
+from mpqcore.cache_limits import check_cache_max_bytes
 from mpqcore.constraints import check_ties, expand_pins, within_budget
 from mpqcore.context import MeasureContext
 from mpqcore.costs import bind_quantizer, cost_table, with_activation_widths
@@ -216,7 +217,8 @@ class Measurement:
     objective_from_cache: bool = False
 
     def cache_info(self) -> dict[str, Any]:
-        """The report's ``cache`` entry: where, how many values were read back and stored."""
+        """The report's ``cache`` entry: where, how many values were read back and stored, and the
+        other models' directories ``cache_max_bytes`` removed."""
         cache = self.evaluator.cache
         if cache is None:
             return {}
@@ -225,6 +227,7 @@ class Measurement:
             "hits": cache.hits,
             "stored": cache.stored,
             "objective_from_cache": self.objective_from_cache,
+            "pruned": list(cache.pruned),
         }
 
     def with_budgets(self, budgets: Sequence[Budget], cost_models: Mapping[str, Any] | None = None) -> Problem:
@@ -310,6 +313,7 @@ def measure(
     plugins: PluginSet | None = None,
     bias_correction: bool | str = False,
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    cache_max_bytes: int | str | None = None,
     inplace: bool = False,
     workers: int | None = None,
     ray_address: str | None = None,
@@ -324,7 +328,9 @@ def measure(
     ones named by ``cost`` and the budgets. ``cache`` (a directory, ``True`` for the
     default one under the mpq cache directory, or ``None``) keeps every evaluation and
     the objective on disk (:mod:`mpqcore.measurement_cache`): a rerun measures only what
-    is missing. ``inplace=True`` measures on ``model`` itself rather than a copy (no
+    is missing; ``cache_max_bytes`` (bytes, or ``"500MB"``; default ``$MPQ_CACHE_MAX_SIZE``)
+    bounds the measurements directory, removing other models' least recently used
+    directories when the cache opens (:mod:`mpqcore.cached_models`). ``inplace=True`` measures on ``model`` itself rather than a copy (no
     second copy in memory; every evaluation puts the float weights back, and the
     evaluator's ``close()`` the modules' training flags). ``workers=N`` scores batches
     of evaluations on N Ray actors (``ray_address``: a running cluster; default a local
@@ -364,6 +370,7 @@ def measure(
         exclude=exclude,
         bias_correction=bias_correction,
         cache=cache,
+        cache_max_bytes=cache_max_bytes,
         inplace=inplace,
         workers=workers,
         ray_address=ray_address,
@@ -399,6 +406,7 @@ def _measure(
     budgets_together: bool,
     bias_correction: bool | str = False,
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    cache_max_bytes: int | str | None = None,
     inplace: bool = False,
     workers: int | None = None,
     ray_address: str | None = None,
@@ -429,7 +437,8 @@ def _measure(
     timings: dict[str, float] = {}
     check_workers(workers, ray_address)
     check_weight_cache_bytes(weight_cache_bytes)
-    store = open_cache(cache, model)  # a directory that cannot be used is said before any work
+    max_bytes = check_cache_max_bytes(cache_max_bytes)
+    store = open_cache(cache, model, max_bytes=max_bytes)  # a directory that cannot be used is said before any work
 
     t0 = time.perf_counter()
     evaluator = Evaluator(
@@ -837,6 +846,7 @@ def search(
     measurement: Measurement | None = None,
     bias_correction: bool | str = AUTO,
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
+    cache_max_bytes: int | str | None = None,
     workers: int | None = None,
     ray_address: str | None = None,
     weight_cache_bytes: int | None = None,
@@ -892,6 +902,7 @@ def search(
     trial, measure_bias = _bias_trial_of(
         bias_correction, guard, None if measurement is None else measurement.bias_correction
     )
+    check_cache_max_bytes(cache_max_bytes)  # before the guard's held-out check runs the model
     solver_name, solver_impl = plugins.solvers.resolve(solver, solver_options)  # before measuring
     owned = measurement is None
     if (
@@ -918,7 +929,8 @@ def search(
             model, calibration, method=method, bits=bits, budget=budgets, quantizer=quantizer, cost=cost, pins=pins,
             ties=ties, seed=seed, metric=metric, loss=loss, act_bits=act_bits, method_options=method_options,
             quantizer_options=quantizer_options, cost_options=cost_options, cost_models=cost_models, device=device,
-            progress=progress, plugins=plugins, exclude=exclude, cache=cache, inplace=inplace, workers=workers,
+            progress=progress, plugins=plugins, exclude=exclude, cache=cache, cache_max_bytes=cache_max_bytes,
+            inplace=inplace, workers=workers,
             ray_address=ray_address, weight_cache_bytes=weight_cache_bytes,
             bias_correction=measure_bias,
         )  # fmt: skip
@@ -1116,6 +1128,7 @@ def sweep(
     )  # fmt: skip
     asked = measure_options.get("bias_correction", AUTO)
     trial, measure_bias = _bias_trial_of(asked, guard, None if measurement is None else measurement.bias_correction)
+    check_cache_max_bytes(measure_options.get("cache_max_bytes"))
     measure_options = {**measure_options, "bias_correction": measure_bias}
     solver_name, solver_impl = plugins.solvers.resolve(solver, solver_options)
     split = None
