@@ -376,9 +376,9 @@ COLUMNS = (
     ("float", "float acc"),
     ("mpq_uniform", "mpq uniform"),
     ("mpq_bc_uniform", "mpq uniform + bc"),
-    ("mpq", "mpq default"),
+    ("mpq", "mpq, no bc"),
     ("mpq_bc", "mpq + bias correction"),
-    ("mpq_bcg", "mpq, bc by the guard"),
+    ("mpq_bcg", "mpq default (bc by the guard)"),
     ("mct_uniform", "MCT uniform"),
     ("mct", "MCT"),
 )
@@ -391,7 +391,7 @@ def mean(values: list[float | None]) -> float | None:
 
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     head = "| model | budget | " + " | ".join(label for _, label in COLUMNS)
-    head += " | mpq bits (default / + bc) | MCT's avg bits | MCT's allocation is mpq's |"
+    head += " | mpq bits (no bc / + bc) | MCT's avg bits | MCT's allocation is mpq's |"
     lines = [
         "# mpq vs Sony's MCT on small CNNs (weights only)",
         "",
@@ -400,12 +400,13 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "400 digits test images; calibration the 256 calibration images; candidates {2,3,4,5,6,8}; "
         "activations float on both sides. mpq: `mpqcore.sweep` with the default method "
         f"(`hawq`), the never-worse guard and the default quantizer (`{meta['quantizer']}`); *uniform* is "
-        "every layer at the widest width within the budget, scored without and with bias correction. "
+        "every layer at the widest width within the budget, scored without and with bias correction; mpq's "
+        "default bias correction is the guard's choice (`bias_correction='auto'`, the *bc by the guard* column). "
         "MCT: mixed-precision PTQ under a weights memory of avg bits x params / 8 bytes, its default "
         "MSE per-channel symmetric thresholds and weights bias correction, activations not quantized "
         "(see the script's docstring). *bits* columns: the achieved average bits per weight "
         "(MCT's counted from its exported model's weight quantizers); the last column says where MCT chose "
-        "the very allocation mpq returned (default, + bc, both), so that the difference there is the quantizer's.",
+        "the very allocation mpq returned (no bc, + bc, both), so that the difference there is the quantizer's.",
         "",
         head,
         "|" + "---|" * (len(COLUMNS) + 5),
@@ -437,11 +438,11 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 
 def same_allocation(row: dict[str, Any]) -> str:
-    """Which of mpq's returned allocations MCT's equals: ``default``, ``+ bc``, ``both``, or ``no``."""
+    """Which of mpq's returned allocations MCT's equals: ``no bc``, ``+ bc``, ``both``, or ``no``."""
     mct = row.get("mct_allocation")
     if mct is None:
         return "—"
-    same = [label for key, label in (("mpq", "default"), ("mpq_bc", "+ bc")) if row.get(f"{key}_allocation") == mct]
+    same = [label for key, label in (("mpq", "no bc"), ("mpq_bc", "+ bc")) if row.get(f"{key}_allocation") == mct]
     return "both" if len(same) == 2 else (same[0] if same else "no")
 
 
@@ -502,9 +503,9 @@ def comparison(rows: list[dict[str, Any]]) -> list[str]:
     """MCT minus each mpq configuration, in test images (400), per budget and over all cells."""
     out = ["MCT minus mpq, in test images of 400 (positive: MCT better):", ""]
     for key, label in (
-        ("mpq", "mpq default"),
+        ("mpq", "mpq, no bc"),
         ("mpq_bc", "mpq + bias correction"),
-        ("mpq_bcg", "mpq, bc by the guard"),
+        ("mpq_bcg", "mpq default (bc by the guard)"),
     ):
         for b in [*sorted({r["budget"] for r in rows}), None]:
             diffs = [
@@ -522,8 +523,8 @@ def comparison(rows: list[dict[str, Any]]) -> list[str]:
     below = [
         (label, sum(r[key] < r[uniform] - 1e-9 for r in have), len(have))
         for key, uniform, label in (
-            ("mct", "mct_uniform", "MCT"), ("mpq", "mpq_uniform", "mpq default"),
-            ("mpq_bc", "mpq_bc_uniform", "mpq + bias correction"), ("mpq_bcg", "mpq_uniform", "mpq, bc by the guard"),
+            ("mct", "mct_uniform", "MCT"), ("mpq", "mpq_uniform", "mpq, no bc"),
+            ("mpq_bc", "mpq_bc_uniform", "mpq + bias correction"), ("mpq_bcg", "mpq_uniform", "mpq default (bc by the guard)"),
         )
         if (have := [r for r in rows if r.get(key) is not None])  # a configuration not run is not "0 of n"
     ]  # fmt: skip

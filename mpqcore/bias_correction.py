@@ -36,7 +36,9 @@ model it returns; :class:`mpqcore.Measurement` and :class:`mpqcore.Report` carry
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -47,14 +49,19 @@ from torch import nn
 from mpqcore.errors import ConfigError
 from mpqcore.frozen import FrozenDict, freeze
 
-__all__ = ["GUARD", "POLICIES", "BiasCorrection", "check_choice", "check_policy"]
+__all__ = ["AUTO", "GUARD", "POLICIES", "BiasCorrection", "check_choice", "check_policy"]
 
 #: What happens to a corrected layer without a bias: ``add`` one, or correct only ``existing`` biases.
 POLICIES = ("add", "existing")
 #: ``bias_correction="guard"`` (search and sweep): the guard measures the allocation it returns with
 #: and without correction on the held-out part and corrects only when that measured lower.
 GUARD = "guard"
+#: ``bias_correction="auto"`` (search's and sweep's default): :data:`GUARD` when the guard is on and
+#: the measurement is (or will be) uncorrected; otherwise the measurement's own choice (off without it).
+AUTO = "auto"
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: The ``format`` entry of a saved correction's safetensors metadata (:meth:`BiasCorrection.save`).
+FILE_FORMAT = "mpq-bias-correction/1"
 
 
 def check_policy(value: Any) -> str | None:
@@ -67,13 +74,15 @@ def check_policy(value: Any) -> str | None:
         return value
     raise ConfigError(
         f"bias_correction must be True, False or one of {list(POLICIES)} (search and sweep also take "
-        f"{GUARD!r}), got {value!r}"
+        f"{GUARD!r} and {AUTO!r}), got {value!r}"
     )
 
 
 def check_choice(value: Any) -> str | None:
-    """``bias_correction=`` as given to search/sweep: :func:`check_policy`'s values or :data:`GUARD`."""
-    return GUARD if isinstance(value, str) and value == GUARD else check_policy(value)
+    """``bias_correction=`` as given to search/sweep: :func:`check_policy`'s values, :data:`GUARD` or :data:`AUTO`."""
+    if isinstance(value, str) and value in (GUARD, AUTO):
+        return value
+    return check_policy(value)
 
 
 def _why_not(module: nn.Module, weight_name: str, users: int) -> str:
@@ -213,6 +222,36 @@ class BiasCorrection:
             raise ConfigError(
                 "bias_correction does not fit this model (was it measured on another one?): " + "; ".join(problems[:5])
             )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the mean inputs, the policy and the skipped layers to a safetensors file (:meth:`load` reads it)."""
+        from safetensors.torch import save_file
+
+        tensors = {fqn: mean.detach().to("cpu", torch.float32).contiguous() for fqn, mean in self.means.items()}
+        meta = {"format": FILE_FORMAT, "policy": self.policy, "skipped": json.dumps(dict(self.skipped))}
+        save_file(tensors, os.fspath(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> BiasCorrection:
+        """The value :meth:`save` wrote; a clear :class:`~mpqcore.errors.ConfigError` for anything else."""
+        from safetensors import SafetensorError, safe_open
+        from safetensors.torch import load_file
+
+        where = os.fspath(path)
+        try:
+            tensors = load_file(where)
+            with safe_open(where, "pt") as fh:
+                meta = fh.metadata() or {}
+            if meta.get("format") != FILE_FORMAT:
+                raise ValueError(f"format {meta.get('format')!r}, expected {FILE_FORMAT!r}")
+            means: dict[str, Any] = dict(tensors)
+            return cls(means, meta["policy"], json.loads(meta["skipped"]))
+        except FileNotFoundError:
+            raise ConfigError(f"bias correction file {where!r} does not exist") from None
+        except (OSError, SafetensorError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{where!r} is not a bias correction file written by mpq ({type(exc).__name__}: {exc})"
+            ) from None
 
     def summary(self) -> dict[str, Any]:
         """JSON data: the policy, the corrected layers and the skipped ones with the reason."""

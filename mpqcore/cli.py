@@ -260,7 +260,7 @@ def _search_options(args, task) -> dict:
         "quantizer_options": _options(args.quantizer_option),
         "cost_options": {args.cost: _options(args.cost_option)},
         "act_bits": args.act_bits,
-        "bias_correction": args.bias_correction or False,
+        "bias_correction": {"off": False, "always": "add"}.get(args.bias_correction, args.bias_correction),
         "exclude": None if args.exclude is None else [p for p in args.exclude if p],
         "progress": _progress_wanted(args),
         "cache": False if args.no_cache else (args.cache or True),
@@ -521,11 +521,12 @@ def _add_search_args(p: argparse.ArgumentParser, *, sweep: bool = False) -> None
         "--bias-correction",
         nargs="?",
         const="add",
-        default=None,
-        choices=("add", "existing", "guard"),
-        help="correct each quantized layer's bias for its expected output shift (add: also give layers without "
-        "a bias one; existing: only layers that have one; guard: only when the guard measures the returned "
-        "allocation lower with it than without, on the held-out part)",
+        default="auto",
+        choices=("auto", "guard", "off", "always", "add", "existing"),
+        help="correct each quantized layer's bias for its expected output shift. auto (default): guard when the "
+        "guard is on, else off; guard: only when the guard measures the returned allocation lower with it than "
+        "without, on the held-out part; off: never; always/add: always, giving layers without a bias one; "
+        "existing: always, only layers that have a bias",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

@@ -88,4 +88,14 @@ def guard_lines(results: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"    {c['name']:<14} {c['average_bits']:>8.3f} {c['predicted']:>12.5g} {c['measured']:>16.5f}{mark}{same}"
         )
+    bc = results.get("bias_correction")
+    if bc and bc.get("mode") == "guard":
+        if bc["tried"]:
+            verdict = "corrected" if bc["chosen"] else "not corrected"
+            lines.append(
+                f"  bias correction: {verdict} (measured loss {bc['measured']:.5f} without, "
+                f"{bc['measured_corrected']:.5f} with; p = {bc['p_lower']:.3g}, level {bc['alpha']:g})"
+            )
+        else:
+            lines.append(f"  bias correction: not tried ({bc['why']})")
     return lines

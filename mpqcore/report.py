@@ -22,7 +22,10 @@ from mpqcore.problem import problem_to_dict
 from mpqcore.types import Allocation, Budget, Coverage, ModelSpec, Problem
 from mpqcore.units import cost_label, human, quantity
 
-__all__ = ["Report", "plot_bits_per_layer", "plot_pareto", "versions", "write_sweep"]
+__all__ = ["BIAS_CORRECTION_FILE", "Report", "plot_bits_per_layer", "plot_pareto", "versions", "write_sweep"]
+
+#: Beside report.json when the report's model is bias-corrected: the mean inputs (safetensors).
+BIAS_CORRECTION_FILE = "bias_correction.safetensors"
 
 
 def versions() -> dict[str, str]:
@@ -173,7 +176,8 @@ class Report:
 
     def write(self, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
         """Write report.json, allocation.csv, problem.json, report.html and (optionally) bits.png and verify.png
-        (the guard's and refinement's predicted against measured losses)."""
+        (the guard's and refinement's predicted against measured losses); with bias correction also
+        bias_correction.safetensors (the mean inputs, for ``mpq export --report``)."""
         from mpqcore.html_report import write_html
 
         out = check_output_dir(out_dir, what="report folder")
@@ -200,7 +204,12 @@ class Report:
                 images["predicted against measured, per candidate"] = plot_verification(
                     self.results, stage(paths["verify_plot"])
                 )
+            if self.bias_correction is not None:  # what `mpq export --report` needs to rebuild the biases
+                paths["bias_correction"] = out / BIAS_CORRECTION_FILE
+                self.bias_correction.save(stage(paths["bias_correction"]))
             write_html(self, stage(paths["html"]), images=images)
+        if self.bias_correction is None:  # a file from an earlier corrected run in this folder is not this one's
+            (out / BIAS_CORRECTION_FILE).unlink(missing_ok=True)
         return paths
 
     def _write_csv(self, fh: Any) -> None:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from mpqcore import activations
-from mpqcore.bias_correction import GUARD, BiasCorrection, check_choice, check_policy, write_bias
+from mpqcore.bias_correction import AUTO, GUARD, BiasCorrection, check_choice, check_policy, write_bias
 from mpqcore.constraints import check_ties, expand_pins, within_budget
 from mpqcore.context import MeasureContext
 from mpqcore.costs import bind_quantizer, cost_table, with_activation_widths
@@ -731,22 +731,42 @@ def _on_device_of(model: nn.Module, reference: nn.Module) -> nn.Module:
     return model if first is None else model.to(first.device)
 
 
-def _check_bias_trial(bias_correction: Any, guard: bool) -> bool:
-    """Whether ``bias_correction`` asks for the guard's trial (refused without the guard), checked before any work."""
-    if check_choice(bias_correction) != GUARD:
-        return False
+def _bias_trial_of(bias_correction: Any, guard: bool, measured: BiasCorrection | None = None) -> tuple[bool, Any]:
+    """``(trial, what to measure with)`` for search's/sweep's ``bias_correction``, checked before any work.
+
+    ``"guard"`` asks for the guard's trial (refused without the guard, or on a corrected
+    measurement); ``"auto"`` (the default) is the trial when the guard is on and the measurement
+    is uncorrected (``measured`` is a given measurement's correction), otherwise no correction
+    beyond what a given measurement has.
+    """
+    choice = check_choice(bias_correction)
+    if choice == AUTO:
+        trial = guard and measured is None
+        return trial, False
+    if choice != GUARD:
+        return False, bias_correction
     if not guard:
         raise ConfigError(
             "bias_correction='guard' lets the guard choose between the allocation with and without bias "
             "correction, so it needs guard=True; pass bias_correction=True (always) or False (never) without the guard"
         )
-    return True
+    if measured is not None:
+        raise ConfigError(
+            f"bias_correction='guard' needs a measurement made without bias correction (this one has policy "
+            f"{measured.policy!r}); leave bias_correction out to keep the measurement's correction"
+        )
+    return True, False
 
 
-def _bias_record(correction: BiasCorrection | None) -> dict[str, Any]:
+def _bias_record(correction: BiasCorrection | None, asked: Any = False) -> dict[str, Any]:
     """``results["bias_correction"]`` when the guard did not try it: always on, or off."""
     if correction is None:
-        return {"mode": "off", "tried": False, "chosen": False, "why": "bias_correction=False"}
+        why = (
+            "bias_correction='auto' without the guard: off (nothing measures whether it helps)"
+            if check_choice(asked) == AUTO
+            else "bias_correction=False"
+        )
+        return {"mode": "off", "tried": False, "chosen": False, "why": why}
     return {"mode": "always", "tried": False, "chosen": True, "why": f"bias_correction={correction.policy!r}: always"}
 
 
@@ -815,7 +835,7 @@ def search(
     exclude: Sequence[str] | None = None,
     plugins: PluginSet | None = None,
     measurement: Measurement | None = None,
-    bias_correction: bool | str = False,
+    bias_correction: bool | str = AUTO,
     cache: bool | str | os.PathLike[str] | MeasurementCache | None = None,
     workers: int | None = None,
     ray_address: str | None = None,
@@ -869,7 +889,9 @@ def search(
         guard=guard, guard_candidates=guard_candidates, verify_on=verify_on, held_out=held_out, refine=refine,
         refine_evaluations=refine_evaluations,
     )  # fmt: skip
-    trial = _check_bias_trial(bias_correction, guard)
+    trial, measure_bias = _bias_trial_of(
+        bias_correction, guard, None if measurement is None else measurement.bias_correction
+    )
     solver_name, solver_impl = plugins.solvers.resolve(solver, solver_options)  # before measuring
     owned = measurement is None
     if (
@@ -898,7 +920,7 @@ def search(
             quantizer_options=quantizer_options, cost_options=cost_options, cost_models=cost_models, device=device,
             progress=progress, plugins=plugins, exclude=exclude, cache=cache, inplace=inplace, workers=workers,
             ray_address=ray_address, weight_cache_bytes=weight_cache_bytes,
-            bias_correction=False if trial else bias_correction,
+            bias_correction=measure_bias,
         )  # fmt: skip
         timings = dict(meas.timings)
     else:
@@ -927,7 +949,7 @@ def search(
         if held is not None:  # before the measuring evaluator lets go of the model it works on
             held.close()
     timings.update(verify_timings)
-    verified.setdefault("bias_correction", _bias_record(meas.bias_correction))
+    verified.setdefault("bias_correction", _bias_record(meas.bias_correction, bias_correction))
     correction = meas.bias_correction
     scorer = meas
     if bias_trial is not None and verified["bias_correction"]["chosen"]:
@@ -1023,11 +1045,7 @@ def _check_reuse(meas: Measurement, given: Mapping[str, Any]) -> None:
             continue
         if name == "bits":
             value = check_bits(value)
-        if name == "bias_correction" and check_choice(value) == GUARD:  # the guard's trial needs an uncorrected one
-            if measured[name] is not None:
-                clash.append(
-                    f"bias_correction='guard' (needs a measurement without bias correction, got {measured[name]!r})"
-                )
+        if name == "bias_correction" and check_choice(value) in (GUARD, AUTO):  # checked by _bias_trial_of
             continue
         if name == "bias_correction":
             value = check_policy(value)
@@ -1096,10 +1114,9 @@ def sweep(
         guard=guard, guard_candidates=guard_candidates, verify_on=verify_on, held_out=held_out, refine=0,
         refine_evaluations=None,
     )  # fmt: skip
-    trial = _check_bias_trial(measure_options.get("bias_correction", False), guard)
-    if trial and measurement is not None and measurement.bias_correction is not None:
-        raise ConfigError("bias_correction='guard' needs a measurement made without bias correction")
-    measure_options = {**measure_options, **({"bias_correction": False} if trial else {})}
+    asked = measure_options.get("bias_correction", AUTO)
+    trial, measure_bias = _bias_trial_of(asked, guard, None if measurement is None else measurement.bias_correction)
+    measure_options = {**measure_options, "bias_correction": measure_bias}
     solver_name, solver_impl = plugins.solvers.resolve(solver, solver_options)
     split = None
     if measurement is None:
@@ -1128,7 +1145,7 @@ def sweep(
     held = _held_out_of(meas, split, plugins)
     bias_trial = BiasTrial(meas, split, plugins=plugins) if trial else None
     try:
-        points = _sweep_points(meas, budget_list, solver_name, solver_impl, plugins, split, held, bias_trial,
+        points = _sweep_points(meas, budget_list, solver_name, solver_impl, plugins, split, held, bias_trial, asked,
                                guard=guard, candidates=guard_candidates, verify_on=verify_on)  # fmt: skip
     finally:
         if bias_trial is not None:
@@ -1140,7 +1157,7 @@ def sweep(
 
 def _sweep_points(
     meas: Measurement, budget_list: Sequence[Budget], solver_name: str, solver_impl: Solver, plugins: PluginSet,
-    split: Any, held: Any, bias_trial: BiasTrial | None, *, guard: bool, candidates: int, verify_on: str,
+    split: Any, held: Any, bias_trial: BiasTrial | None, asked: Any, *, guard: bool, candidates: int, verify_on: str,
 ) -> list[SweepPoint]:  # fmt: skip
     """Each budget of :func:`sweep` solved, verified and evaluated on the one measurement."""
     points = []
@@ -1157,7 +1174,7 @@ def _sweep_points(
             guard_on=guard, candidates=candidates, verify_on=verify_on, rounds=0, max_evaluations=None,
             bias_trial=bias_trial,
         )  # fmt: skip
-        verified.setdefault("bias_correction", _bias_record(meas.bias_correction))
+        verified.setdefault("bias_correction", _bias_record(meas.bias_correction, asked))
         correction, scorer = meas.bias_correction, point_meas
         if bias_trial is not None and verified["bias_correction"]["chosen"]:
             correction = bias_trial.value

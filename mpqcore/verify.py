@@ -615,7 +615,10 @@ class BiasTrial:
     def __init__(self, meas: Any, split: CalibrationSplit | None, policy: str = "add", plugins: Any = None):
         ev = meas.evaluator
         self._split = split
-        self._options = {"loss": ev.user_loss, "act_bits": ev.act_bits, "device": ev.device, "plugins": plugins}
+        self._options = {
+            "loss": ev.user_loss, "act_bits": ev.act_bits, "device": ev.device, "plugins": plugins,
+            "weight_cache_bytes": ev.weight_cache_bytes,  # the user's bound holds for the trial's evaluators too
+        }  # fmt: skip
         self.measuring = Evaluator(
             ev.model, ev.calibration, meas.spec, ev.quantizer, metric=ev.user_metric, reuse_prefix=False,
             inplace=True, bias_correction=policy, **self._options,
@@ -639,6 +642,19 @@ class BiasTrial:
             assert self._held is not None
             return np.array(self._held.batch_losses(bits))
         return np.array(self.measuring.batch_losses(bits))
+
+    def cannot_compare(self, where: Mapping[str, Any]) -> str | None:
+        """Why the trial is not run (``None`` when it is): nothing to correct, or no data to judge it on
+        that the mean inputs were not fitted on (``where`` is the guard's record of its data)."""
+        if not self.value.means:
+            reasons = sorted(set(self.value.skipped.values()))
+            return "no quantized layer can be bias-corrected (" + "; ".join(reasons[:3]) + ")"
+        if where["how"] == "none":
+            return (
+                f"not tried: the guard measured on the data the mean inputs are fitted on ({where['note']}), "
+                "which would favour the correction; hold out calibration batches or use verify_on='metric'"
+            )
+        return None
 
     def compare(self, bits: Mapping[str, int], uncorrected: np.ndarray, verify_on: str, where: str) -> dict[str, Any]:
         """The record of one comparison; ``chosen`` says whether the corrected allocation is returned."""
@@ -745,6 +761,10 @@ def verify(
             if verify_on == "metric"
             else ("the held-out part" if where["how"] != "none" else where["note"])
         )
-        results["bias_correction"] = bias_trial.compare(chosen.bits, score(chosen.bits), verify_on, place)
+        why_not = bias_trial.cannot_compare(where)
+        if why_not is None:
+            results["bias_correction"] = bias_trial.compare(chosen.bits, score(chosen.bits), verify_on, place)
+        else:
+            results["bias_correction"] = freeze({"mode": GUARD, "tried": False, "chosen": False, "why": why_not})
         timings["bias_correction"] = time.perf_counter() - t0
     return chosen, results, timings

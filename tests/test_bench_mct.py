@@ -64,10 +64,10 @@ def test_comparison_counts_images(bench):
     rows[0]["mpq_bcg"], rows[1]["mpq_bcg"] = 0.9800, 0.9600  # corrected in a, not in b (below mpq's uniform 0.9650)
     text = "\n".join(bench.comparison(rows))
     # a: +2 and 0 images; b: -4 and +4 images
-    assert "vs mpq default, 3 bits: mean -1.00 images (-0.25 accuracy points) over 2 cells; MCT better in 1, " in text
+    assert "vs mpq, no bc, 3 bits: mean -1.00 images (-0.25 accuracy points) over 2 cells; MCT better in 1, " in text
     assert "vs mpq + bias correction, 3 bits: mean +2.00 images" in text and "tied in 1; from +0 to +4." in text
-    assert "vs mpq, bc by the guard, 3 bits: mean -2.00 images" in text
+    assert "vs mpq default (bc by the guard), 3 bits: mean -2.00 images" in text
     assert (
-        "MCT in 1 of 2 cells; mpq default in 1 of 2 cells; mpq + bias correction in 0 of 2 cells; "
-        "mpq, bc by the guard in 1 of 2 cells." in text
+        "MCT in 1 of 2 cells; mpq, no bc in 1 of 2 cells; mpq + bias correction in 0 of 2 cells; "
+        "mpq default (bc by the guard) in 1 of 2 cells." in text
     )

@@ -89,7 +89,7 @@ def test_the_mean_inputs_never_come_from_the_held_out_part(zoo):
 def test_records_without_the_trial_say_so(zoo):
     calibration, models, _accuracy = zoo
     kwargs = {"bits": BITS, "budget": Budget.average_bits(3.0), "plugins": BUILTINS, "method": "uniform"}
-    off = mpqcore.search(models["plain3"], calibration, **kwargs)
+    off = mpqcore.search(models["plain3"], calibration, bias_correction=False, **kwargs)
     always = mpqcore.search(models["plain3"], calibration, bias_correction=True, **kwargs)
     assert off.results["bias_correction"] == {
         "mode": "off",
@@ -98,6 +98,46 @@ def test_records_without_the_trial_say_so(zoo):
         "why": "bias_correction=False",
     }
     assert always.results["bias_correction"]["mode"] == "always" and always.results["bias_correction"]["chosen"]
+    unguarded = mpqcore.search(models["plain3"], calibration, guard=False, **kwargs)  # the default without the guard
+    assert unguarded.bias_correction is None and unguarded.results["bias_correction"]["mode"] == "off"
+    assert "'auto' without the guard" in unguarded.results["bias_correction"]["why"]
+
+
+def test_the_default_is_the_guards_trial(zoo):
+    """bias_correction is 'auto' by default: the guard's trial, as bias_correction='guard' would run it."""
+    calibration, models, accuracy = zoo
+    default = mpqcore.search(
+        models["bn5"], calibration, bits=BITS, budget=Budget.average_bits(2.5), metric=accuracy, plugins=BUILTINS
+    )
+    asked = _search(zoo, "bn5")
+    assert default.results["bias_correction"] == asked.results["bias_correction"]
+    assert default.results["bias_correction"]["tried"] and default.bias_correction is not None
+    assert default.results["metric"] == asked.results["metric"]
+
+
+def test_the_trial_needs_data_the_means_were_not_fitted_on(zoo):
+    """Given measurement= there is no held-out part: the guard measures on the method's data, where the means
+    were fitted, so the trial is not run (it would favour the correction) and the record says why."""
+    calibration, models, _accuracy = zoo
+    meas = mpqcore.measure(models["bn5"], calibration, bits=BITS, method="uniform", plugins=BUILTINS)
+    for asked in ("auto", "guard"):
+        report = mpqcore.search(
+            measurement=meas, budget=Budget.average_bits(2.5), bias_correction=asked, plugins=BUILTINS
+        )
+        record = report.results["bias_correction"]
+        assert not record["tried"] and not record["chosen"] and report.bias_correction is None
+        assert "fitted on" in record["why"] and "verify_on='metric'" in record["why"]
+
+
+def test_nothing_to_correct_is_said(zoo):
+    """A model whose quantized layers bias correction does not cover (an Embedding): not tried, the reason named."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 16), nn.Flatten(), nn.ReLU()).eval()
+    batches = [torch.randint(0, 50, (16, 3)) for _ in range(8)]
+    report = mpqcore.search(model, batches, bits=(2, 4, 8), budget=Budget.average_bits(4), plugins=BUILTINS)
+    record = report.results["bias_correction"]
+    assert not record["tried"] and report.bias_correction is None
+    assert "no quantized layer can be bias-corrected" in record["why"] and "Embedding" in record["why"]
 
 
 def test_sweep_points_carry_their_own_correction(zoo):
@@ -169,3 +209,11 @@ def test_cli_flag(zoo, capsys, tmp_path):
     with pytest.raises(SystemExit):
         main([*args, "--bias-correction", "sometimes"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_the_cli_summary_says_what_the_trial_decided(zoo, capsys):
+    from mpqcore.cli import main
+
+    assert main(["search", "--method", "uniform", "--bits", "2,4,8", "--budget", "avg-bits=2", "--no-cache"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  bias correction:"))
+    assert ("corrected" in line and "p = " in line and "without" in line) or "not tried" in line

@@ -360,5 +360,5 @@ def test_search_corrects_biases_from_the_command_line(capsys, tmp_path):
     assert report["bias_correction"]["policy"] == "add"
     assert report["bias_correction"]["corrected"] == ["conv1", "conv2", "conv3", "fc1", "fc2"]
     with pytest.raises(SystemExit) as info:
-        main(["search", "--task", "digits-cnn", "--bias-correction", "always"])
-    assert info.value.code == 2 and "'add', 'existing'" in capsys.readouterr().err
+        main(["search", "--task", "digits-cnn", "--bias-correction", "sometimes"])
+    assert info.value.code == 2 and "'auto', 'guard', 'off', 'always'" in capsys.readouterr().err

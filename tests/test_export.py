@@ -477,14 +477,57 @@ def test_bias_corrected_reports_export_their_biases_in_every_format(tmp_path):
         assert tao.exact
 
 
-def test_mpq_export_refuses_a_report_json_searched_with_bias_correction(tmp_path):
+def test_mpq_export_reads_a_corrected_report_with_its_mean_inputs(tmp_path, capsys):
+    """`mpq search --out` writes bias_correction.safetensors beside a corrected report.json, and `mpq export
+    --report` rebuilds the same corrected biases from it (it used to refuse such a report)."""
     import json
+    import shutil
 
+    from mpqcore.cli import main
     from mpqcore.exports.command import read_report
 
-    path = tmp_path / "report.json"
-    path.write_text(json.dumps({"allocation": {"fc": 4}, "bias_correction": {"policy": "add", "corrected": ["fc"]}}))
-    with pytest.raises(ConfigError, match=r"searched with bias correction.*leave out --report"):
-        read_report(path)
-    path.write_text(json.dumps({"allocation": {"fc": 4}, "bias_correction": None}))
-    assert read_report(path)["allocation"] == {"fc": 4}
+    run = tmp_path / "run"
+    search = ["search", "--task", "digits-cnn", "--method", "uniform", "--bits", "2,4,8", "--budget", "avg-bits=2"]
+    assert main([*search, "--bias-correction", "always", "--out", str(run), "--quiet"]) == 0
+    data = json.loads((run / "report.json").read_text())
+    assert data["bias_correction"]["corrected"] and (run / "bias_correction.safetensors").exists()
+    saved = read_report(run / "report.json")
+    assert sorted(saved["bias_correction"].means) == data["bias_correction"]["corrected"]
+    capsys.readouterr()
+    export = ["export", "--task", "digits-cnn", "--report", str(run / "report.json"), "--format", "packed"]
+    assert main([*export, "--path", str(tmp_path / "m.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "exact" in out and f"{data['results']['metric']:.4f} reported" in out
+    # the reloaded metric is the corrected model's: the same as reported, line "<metric>: x reloaded, x fake-q..."
+    reloaded = float(out.split(" reloaded")[-2].rsplit(" ", 1)[-1])
+    assert reloaded == pytest.approx(data["results"]["metric"], abs=1e-12)
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(run / "report.json", alone / "report.json")
+    with pytest.raises(ConfigError, match=r"bias_correction.safetensors .* is missing"):
+        read_report(alone / "report.json")
+    other = mpqcore.BiasCorrection({"fc": torch.zeros(3)}, "add")
+    other.save(alone / "bias_correction.safetensors")
+    with pytest.raises(ConfigError, match=r"does not belong to"):
+        read_report(alone / "report.json")
+    (alone / "bias_correction.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ConfigError, match=r"is not a bias correction file written by mpq"):
+        read_report(alone / "report.json")
+    # a later uncorrected run in the same folder removes the stale file
+    assert main([*search, "--bias-correction", "off", "--out", str(run), "--quiet"]) == 0
+    assert not (run / "bias_correction.safetensors").exists()
+    assert read_report(run / "report.json")["bias_correction"] is None
+
+
+def test_bias_correction_file_round_trip(tmp_path):
+    value = mpqcore.BiasCorrection(
+        {"a": torch.randn(5), "b.c": torch.randn(2, 9)}, "existing", {"d": "it has no bias (policy 'existing')"}
+    )
+    value.save(tmp_path / "bc.safetensors")
+    back = mpqcore.BiasCorrection.load(tmp_path / "bc.safetensors")
+    assert back.policy == "existing" and dict(back.skipped) == dict(value.skipped)
+    assert back.means.keys() == value.means.keys()
+    assert all(torch.equal(back.means[k], value.means[k]) for k in value.means)
+    with pytest.raises(ConfigError, match="does not exist"):
+        mpqcore.BiasCorrection.load(tmp_path / "none.safetensors")

@@ -28,7 +28,8 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 
 
 def read_report(path: str | Path) -> dict[str, Any]:
-    """``{allocation, quantizer, quantizer_options, act_bits, metric}`` from a report.json, checked."""
+    """``{bias_correction, allocation, quantizer, quantizer_options, act_bits, metric}`` from a report.json
+    (and the bias correction file beside it), checked."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -37,20 +38,37 @@ def read_report(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--report {str(path)!r} does not exist; write one with `mpq search --out DIR`") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"--report {str(path)!r} is not an mpq report.json: {type(exc).__name__}: {exc}") from None
-    if data.get("bias_correction"):
-        # the JSON names the corrected layers but not the mean inputs the corrected biases are computed from
-        raise ConfigError(
-            f"--report {str(path)!r} was searched with bias correction, which report.json records by name only "
-            "(not the measured mean inputs the biases need); leave out --report to search and export in one run, "
-            "or call mpqcore.export(model, report) on the Report in Python"
-        )
     return {
+        "bias_correction": _bias_correction_of(path, data.get("bias_correction")),
         "allocation": allocation,
         "quantizer": data.get("quantizer") or "minmax-per-tensor",
         "quantizer_options": dict(data.get("quantizer_options") or {}),
         "act_bits": {str(k): int(v) for k, v in (data.get("act_bits") or {}).items()} or None,
         "metric": (data.get("results") or {}).get("metric"),
     }
+
+
+def _bias_correction_of(path: Path, summary: Any) -> Any:
+    """The report's bias correction, read from the file beside report.json; ``None`` when it has none."""
+    if not summary:
+        return None
+    from mpqcore.bias_correction import BiasCorrection
+    from mpqcore.report import BIAS_CORRECTION_FILE
+
+    beside = path.parent / BIAS_CORRECTION_FILE
+    if not beside.exists():
+        raise ConfigError(
+            f"--report {str(path)!r} was searched with bias correction, but {BIAS_CORRECTION_FILE} (the mean inputs "
+            f"the corrected biases are computed from, written beside report.json by `mpq search --out`) is missing; "
+            "copy it with the report, or leave out --report to search and export in one run"
+        )
+    value = BiasCorrection.load(beside)
+    if sorted(value.means) != sorted(summary.get("corrected", ())) or value.policy != summary.get("policy"):
+        raise ConfigError(
+            f"{str(beside)!r} does not belong to {str(path)!r}: it corrects {len(value.means)} layers with policy "
+            f"{value.policy!r}, the report {len(summary.get('corrected', ()))} with {summary.get('policy')!r}"
+        )
+    return value
 
 
 def cmd_export(args: argparse.Namespace, search: Any, task_of: Any) -> int:
@@ -65,7 +83,7 @@ def cmd_export(args: argparse.Namespace, search: Any, task_of: Any) -> int:
     if args.report:
         saved = read_report(args.report)
         source: Any = saved["allocation"]
-        options = {k: saved[k] for k in ("quantizer", "quantizer_options", "act_bits")}
+        options = {k: saved[k] for k in ("quantizer", "quantizer_options", "act_bits", "bias_correction")}
         reported = saved["metric"]
     else:
         report = search(args, task)
