@@ -234,11 +234,16 @@ def _allocation_vector(reduced, data):
     st.one_of(dense_problems(), problems(max_layers=6, max_pair_bits=3, pairs=True)),
     st.data(),
     st.sampled_from([0, 3, 100_000]),
+    st.sampled_from([0, 1, 40]),
 )
-def test_face_certificate_is_semidefinite_splits_every_allocation_and_bounds_the_optimum(problem, data, steps):
-    """ADMM's certificate after 0, 3 or as many steps as it takes (any multiplier is one):
-    q(x) >= 0 for every x (S semidefinite), f = q + its pair objective on every allocation, and
-    its bound is at most brute force's optimum (pins, ties, one and two budgets)."""
+def test_face_certificate_is_semidefinite_splits_every_allocation_and_bounds_the_optimum(
+    problem, data, steps, triangles
+):
+    """ADMM's certificate after 0, 3 or as many steps as it takes (any multiplier is one), with
+    no, one or 40 triangle inequalities dualized (separated at every step here): q(x) >= 0 for
+    every x (S semidefinite), f = q + its pair objective on every allocation without cuts and
+    f >= q + it with them, and its bound is at most brute force's optimum (pins, ties, one and
+    two budgets)."""
     from mpqcore.solvers.sdp_bound import face_certificate
 
     instance = _dense_instance(problem)
@@ -248,7 +253,18 @@ def test_face_certificate_is_semidefinite_splits_every_allocation_and_bounds_the
     names = list(reduced.problem.budgets)
     weights = np.array([reduced.costs[n] for n in names]).reshape(len(names), G, B)
     caps = np.array([reduced.problem.budgets[n] + 1e-9 for n in names])
-    cert = face_certificate(unary, P, reduced.allowed, weights, caps, time_limit=10.0, max_iterations=steps)
+    cert = face_certificate(
+        unary,
+        P,
+        reduced.allowed,
+        weights,
+        caps,
+        time_limit=10.0,
+        max_iterations=steps,
+        triangles=triangles,
+        check_every=1 if triangles else 200,
+    )
+    assert cert["cuts"] <= triangles
     S = cert["S"]
     assert np.linalg.eigvalsh(S)[0] >= -1e-12 * max(1.0, np.abs(S).max())
     assert np.all(cert["lam"] >= 0)
@@ -257,7 +273,10 @@ def test_face_certificate_is_semidefinite_splits_every_allocation_and_bounds_the
     before = unary[rows, choice].sum() + P[rows, choice][:, rows, choice].sum() / 2
     ur, Pr = cert["unary"], cert["P"]
     after = z @ S @ z + cert["const"] + ur[rows, choice].sum() + Pr[rows, choice][:, rows, choice].sum() / 2
-    assert math.isclose(before, after, rel_tol=1e-9, abs_tol=1e-9)
+    if cert["cuts"]:
+        assert after <= before + 1e-9 * max(1.0, abs(before))
+    else:
+        assert math.isclose(before, after, rel_tol=1e-9, abs_tol=1e-9)
     assert z @ S @ z >= -1e-9 * max(1.0, np.abs(S).max())
     ref = outcome(BruteForceSolver(), problem)
     if not isinstance(ref, InfeasibleError):
@@ -328,4 +347,9 @@ def test_sdp_bounds_with_the_certificate_when_the_lp_search_gets_no_time():
     ref = BruteForceSolver().solve(problem)
     assert got.status == "optimal" and math.isclose(got.objective, ref.objective, rel_tol=1e-9)
     assert got.info["lp_search_nodes"] == 0 and "sdp_iterations" in got.info
+    # With triangle cuts the search's first bounding is a lower bound, not the objective: its
+    # leaves are ranked by their objectives (the path the brute-force properties exercise too).
+    assert got.info["sdp_cuts"] > 0
+    plain = PairsBnBSolver(sdp=True, lp_share=0.0, triangles=0).solve(problem)
+    assert plain.info["sdp_cuts"] == 0 and math.isclose(plain.objective, ref.objective, rel_tol=1e-9)
     assert got.info["sdp_bound"] <= ref.objective + 1e-9

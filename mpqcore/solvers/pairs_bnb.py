@@ -112,6 +112,12 @@ class PairsBnBSolver:
         less_than=1.0,
         help="with sdp: fraction of the time the LP-bounded search gets first (problems it proves skip SCS)",
     )
+    triangles: int = option(
+        int,
+        default=20_000,
+        minimum=0,
+        help="with sdp and certificate='admm': most triangle inequalities dualized in ADMM (0: none)",
+    )
     sdp_share: float = option(
         float,
         default=0.3,
@@ -215,7 +221,7 @@ class PairsBnBSolver:
         t0 = time.perf_counter()
         share = max(1e-3, self.sdp_share * (deadline - t0))
         if self.certificate == "admm":
-            face = face_certificate(unary, P, allowed, weights, caps, time_limit=share)
+            face = face_certificate(unary, P, allowed, weights, caps, time_limit=share, triangles=self.triangles)
             S = face["S"]
             G, B = unary.shape
             ur, Pr = face["unary"], face["P"]
@@ -226,14 +232,15 @@ class PairsBnBSolver:
                 sdp_iterations=face["iterations"],
                 sdp_bound=root,
                 sdp_seconds=round(time.perf_counter() - t0, 3),
+                sdp_cuts=face["cuts"],
             )
             s2 = 2 * S[0, 1:].reshape(G, B)
             diag = np.diag(S)[1:].reshape(G, B)
             S4 = 2 * S[1:, 1:].reshape(G, B, G, B)
             S4[np.arange(G), :, np.arange(G), :] = 0.0
-            # f = q + (const + ur.x + pairs(Pr)) on every allocation: exact keeps the linearized q,
-            # lower drops q >= 0 (the relaxation's bound).
-            exact = Bounding(face["const"] + S[0, 0], ur + s2 + diag, ur + s2, Pr + S4, Pr, lam, True)
+            # f >= q + (const + ur.x + pairs(Pr)) on every allocation (equal without cuts): the first
+            # keeps the linearized q, lower drops q >= 0 (the relaxation's bound).
+            exact = Bounding(face["const"] + S[0, 0], ur + s2 + diag, ur + s2, Pr + S4, Pr, lam, face["cuts"] == 0)
             return [exact, Bounding(face["const"], ur, ur, Pr, Pr, lam, False)]
         # A third for SCS, two thirds polishing its multipliers (what the bound gains most from).
         cert = psd_certificate(unary, P, allowed, weights, caps, time_limit=share / 3, polish=2 * share / 3)
@@ -414,7 +421,9 @@ class _Search:
         allowed = reduced.allowed
         self.plain_unary = np.where(allowed, unary, np.inf)
         self.plain_P = P
-        assert boundings[0].exact
+        #: Whether the first bounding's value of a complete allocation is its objective (else a lower
+        #: bound: the leaves are then ranked by their objectives, computed here).
+        self.exact = boundings[0].exact
         # Fixed groups first, then the strongest interactions (and largest unary spread).
         free = allowed.sum(axis=1) > 1
         spread = np.where(allowed, unary, np.nan)
@@ -469,6 +478,17 @@ class _Search:
     def value(self, choice: np.ndarray) -> float:
         rows = np.arange(self.G)
         return float(self.plain_unary[rows, choice].sum() + self.plain_P[rows, choice][:, rows, choice].sum() / 2)
+
+    def values(self, prefixes: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """The objective of complete allocations given in branching order (one per row)."""
+        rows = np.arange(self.G)
+        out = np.empty(len(prefixes))
+        for a in range(0, len(prefixes), chunk):
+            choice = np.empty((len(prefixes[a : a + chunk]), self.G), dtype=int)
+            choice[:, self.order] = prefixes[a : a + chunk]
+            pair = self.plain_P[rows[None, :, None], choice[:, :, None], rows[None, None, :], choice[:, None, :]]
+            out[a : a + chunk] = self.plain_unary[rows[None], choice].sum(axis=1) + pair.sum(axis=(1, 2)) / 2
+        return out
 
     def run(self) -> None:
         G, nb, K = self.G, len(self.caps), len(self.const)
@@ -539,7 +559,12 @@ class _Search:
         """Complete allocations, best first, until one passes the exact budget check."""
         flat = value.ravel()
         better = np.nonzero(flat < self.best - self.tol)[0]
-        for i in better[np.argsort(flat[better], kind="stable")]:
+        rank = flat[better]
+        if not self.exact and len(better):
+            n, k = np.divmod(better, self.B)
+            rank = self.values(np.concatenate([prefix[n], k[:, None]], axis=1))
+            better, rank = better[rank < self.best - self.tol], rank[rank < self.best - self.tol]
+        for i in better[np.argsort(rank, kind="stable")]:
             before = self.best
             n, k = divmod(int(i), self.B)
             self.improve(np.concatenate([prefix[n], [k]]))

@@ -270,6 +270,8 @@ def face_certificate(
     check_every: int = 200,
     stall_checks: int = 5,
     stop_gap: float = 1e-4,
+    triangles: int = 0,
+    cut_step: float = 1e-3,
 ) -> dict[str, Any]:
     """The same relaxation solved on its face by ADMM, without a conic solver.
 
@@ -291,11 +293,20 @@ def face_certificate(
     ``Z`` kept; ADMM stops when the last ``stall_checks`` checks raised it by less than
     ``stop_gap`` of its size, after ``time_limit`` seconds, or after ``max_iterations`` steps.
 
-    Returns ``{S, const, unary, P, lam, bound, seconds, iterations, residual}``: ``S`` the
+    ``triangles > 0`` strengthens the relaxation with up to that many triangle inequalities of
+    ``Y`` (:class:`_CutPool`: the most violated ones, separated at every check), dualized: their
+    multipliers ``lam_t >= 0`` take a step of ``cut_step * beta`` times their violation at every
+    ADMM step (halved whenever the residual grows by half between checks) and add ``lam_t
+    (<A_t, Y> - rhs_t) <= 0`` to the objective, so ``f >= q + it`` (no longer equal) and the bound
+    stays proven at any iteration. On the 72-layer x 3-width dense problem the relaxation's
+    optimum violates 89,000 of them (up to 0.09).
+
+    Returns ``{S, const, unary, P, lam, bound, seconds, iterations, residual, Y, cuts}``: ``S`` the
     certificate (``(n + 1) x (n + 1)``, semidefinite), ``const + unary.x + sum_{g<h} P[g, x_g,
-    h, x_h]`` that pair objective (``f = q + it`` on every allocation), ``lam`` its budget
-    multipliers and ``bound`` its per-group bound (a proven lower bound of ``f``). ``beta``:
-    the penalty on the scaled objective (largest entry 1)."""
+    h, x_h]`` that pair objective (``f = q + it`` on every allocation when ``cuts`` is 0, ``f >=
+    q + it`` otherwise), ``lam`` its budget multipliers and ``bound`` its per-group bound (a
+    proven lower bound of ``f``), ``Y`` ADMM's last primal point, ``cuts`` the triangle
+    inequalities in the pool at the end. ``beta``: the penalty on the scaled objective (largest entry 1)."""
     started = time.perf_counter()
     G, B = unary.shape
     n = G * B
@@ -335,6 +346,8 @@ def face_certificate(
         Y[0, 0] = 1.0
         return Y
 
+    pool = _CutPool(N, group, max_cuts=triangles)
+
     def certificate(Z: np.ndarray, residual: float) -> dict[str, Any]:
         Z = (Z + Z.T) / 2
         W = -V.T @ Z @ V
@@ -342,11 +355,11 @@ def face_certificate(
         mu = float(np.linalg.eigvalsh(W)[0])
         # A margin on the shift so that rounding in S = V W' V^T cannot make q negative.
         mu -= 1e-12 * max(1.0, float(np.abs(W).max())) * W.shape[0]
-        C = (L + Z) * scale
+        C = (L + pool.matrix() + Z) * scale
         unary_r = np.where(allowed, (2 * C[0, 1:] + C[d, d]).reshape(G, B), np.inf)
         P_r = 2 * C[1:, 1:].reshape(G, B, G, B)
         P_r[np.arange(G), :, np.arange(G), :] = 0.0  # x[g, j] x[g, k] = 0 for j != k
-        const = float(C[0, 0] + mu * trace * scale)
+        const = float(C[0, 0] + (mu * trace - pool.offset()) * scale)
         lam = budget_multipliers(unary_r, P_r, allowed, weights, caps)
         return {
             "W": W,
@@ -365,16 +378,24 @@ def face_certificate(
     best: dict[str, Any] = certificate(Z, math.inf)
     history: list[float] = []
     iterations = 0
+    step, last_residual = cut_step, math.inf
     while iterations < max_iterations and time.perf_counter() - started < time_limit:
         ev, Q = np.linalg.eigh(V.T @ (Y + Z / beta) @ V)
         keep = ev > 0
         VRV = V @ ((Q[:, keep] * ev[keep]) @ Q[:, keep].T) @ V.T
-        Y = project(VRV - (L + Z) / beta)
+        Y = project(VRV - (L + pool.matrix() + Z) / beta)
         diff = Y - VRV
         Z += gamma * beta * diff
+        pool.step(Y, step * beta)
         iterations += 1
         if iterations % check_every == 0:
             now = certificate(Z, float(np.linalg.norm(diff)))
+            if triangles:
+                # The cut multipliers' step halves whenever ADMM's residual grows (they move too fast).
+                if now["residual"] > 1.5 * last_residual:
+                    step /= 2
+                last_residual = now["residual"]
+                pool.separate(Y)
             if now["bound"] > best["bound"]:
                 best = now
             history.append(best["bound"])
@@ -385,7 +406,7 @@ def face_certificate(
     S = V @ (W - mu * np.eye(W.shape[0])) @ V.T
     S = (S + S.T) / 2 * scale
     out = {k: best[k] for k in ("const", "unary", "P", "lam", "bound", "residual")}
-    out.update(S=S, seconds=time.perf_counter() - started, iterations=iterations)
+    out.update(S=S, seconds=time.perf_counter() - started, iterations=iterations, Y=Y, cuts=len(pool.lam))
     return out
 
 
@@ -463,3 +484,97 @@ def budget_multipliers(unary, P, allowed, weights, caps, rounds: int = 3, steps:
             best = (lo + up) / 2
             lam[t] = best if at(t, best) > at(t, 0.0) else 0.0
     return lam
+
+
+class _CutPool:
+    """Triangle inequalities of the lifted matrix, dualized: ``lam >= 0`` per cut.
+
+    Every lifted allocation ``Y = y y^T`` (``y = [1; x]`` binary) satisfies, for indices
+    ``a, b, c`` of three different groups (index 0, the constant, its own group),
+    ``Y_ab + Y_ac - Y_bc <= Y_aa`` (apex ``a``) and ``Y_aa + Y_bb + Y_cc - Y_ab - Y_ac - Y_bc <= 1``
+    (with ``a = 0`` the first is ``x_b + x_c - X_bc <= 1``). As ``<A_t, Y> <= rhs_t``,
+    ``f(x) >= <L + sum_t lam_t A_t, Y> - lam.rhs`` on every allocation whatever ``lam >= 0``, so
+    the certificate built from ``L`` plus :meth:`matrix` and less :meth:`offset` stays a proven
+    bound at any iteration; :meth:`step` moves ``lam`` by the cuts' violations (Uzawa),
+    :meth:`separate` adds the most violated ones and drops slack cuts with ``lam = 0``."""
+
+    def __init__(self, N: int, group: np.ndarray, max_cuts: int, per_round: int = 2000, tol: float = 1e-4):
+        self.N = N
+        self.group = np.concatenate([[-1], group])
+        self.max_cuts = max_cuts
+        self.per_round = per_round
+        self.tol = tol
+        self.r = np.zeros((0, 6), dtype=np.int64)
+        self.c = np.zeros((0, 6), dtype=np.int64)
+        self.v = np.zeros((0, 6))
+        self.rhs = np.zeros(0)
+        self.lam = np.zeros(0)
+        self.keys = np.zeros(0, dtype=np.int64)
+        self._matrix: np.ndarray = np.zeros((N, N))
+
+    def matrix(self) -> np.ndarray:
+        """``sum_t lam_t A_t`` (symmetric)."""
+        return self._matrix
+
+    def offset(self) -> float:
+        return float(self.lam @ self.rhs)
+
+    def _rebuild(self) -> None:
+        N = self.N
+        w = (self.lam[:, None] * self.v / 2).ravel()
+        half = np.bincount((self.r * N + self.c).ravel(), weights=w, minlength=N * N).reshape(N, N)
+        self._matrix = half + half.T
+
+    def values(self, Y: np.ndarray) -> np.ndarray:
+        """``<A_t, Y> - rhs_t``: positive where ``Y`` violates cut ``t``."""
+        return (self.v * Y[self.r, self.c]).sum(axis=1) - self.rhs
+
+    def step(self, Y: np.ndarray, size: float) -> None:
+        if len(self.lam):
+            self.lam = np.maximum(0.0, self.lam + size * self.values(Y))
+            self._rebuild()
+
+    def separate(self, Y: np.ndarray) -> None:
+        N, grp = self.N, self.group
+        D = np.diag(Y).copy()
+        distinct = grp[:, None] != grp[None, :]
+        upper = np.triu(np.ones((N, N), dtype=bool), 1) & distinct
+        found_v: list[np.ndarray] = []
+        found_k: list[np.ndarray] = []
+        for a in range(N):
+            ok = upper & (grp[a] != grp)[:, None] & (grp[a] != grp)[None, :]
+            apex = Y[a][:, None] + Y[a][None, :] - Y - D[a]
+            tri = D[a] + D[:, None] + D[None, :] - Y[a][:, None] - Y[a][None, :] - Y - 1.0
+            for t, viol, mask in ((0, apex, ok), (1, tri, ok & (np.arange(N) > a)[:, None])):
+                b, c = np.nonzero(mask & (viol > self.tol))
+                if len(b) > self.per_round:
+                    top = np.argpartition(-viol[b, c], self.per_round)[: self.per_round]
+                    b, c = b[top], c[top]
+                found_v.append(viol[b, c])
+                found_k.append(((t * N + a) * N + b) * N + c)
+        viol = np.concatenate(found_v)
+        keys = np.concatenate(found_k)
+        fresh = ~np.isin(keys, self.keys)
+        viol, keys = viol[fresh], keys[fresh]
+        keep_old = (self.lam > 0) | (self.values(Y) > -self.tol)
+        room = max(0, self.max_cuts - int(keep_old.sum()))
+        order = np.argsort(-viol)[: min(room, self.per_round)]
+        keys = keys[order]
+        kind, rest = np.divmod(keys, N**3)
+        ia, rest = np.divmod(rest, N * N)
+        ib, ic = np.divmod(rest, N)
+        z = np.zeros_like(ia)
+        r_apex = np.stack([ia, ia, ib, ia, z, z], axis=1)
+        c_apex = np.stack([ib, ic, ic, ia, z, z], axis=1)
+        v_apex = np.array([1.0, 1.0, -1.0, -1.0, 0.0, 0.0])
+        r_tri = np.stack([ia, ib, ic, ia, ia, ib], axis=1)
+        c_tri = np.stack([ia, ib, ic, ib, ic, ic], axis=1)
+        v_tri = np.array([1.0, 1.0, 1.0, -1.0, -1.0, -1.0])
+        is_tri = (kind == 1)[:, None]
+        self.r = np.concatenate([self.r[keep_old], np.where(is_tri, r_tri, r_apex)])
+        self.c = np.concatenate([self.c[keep_old], np.where(is_tri, c_tri, c_apex)])
+        self.v = np.concatenate([self.v[keep_old], np.where(is_tri, v_tri, v_apex)])
+        self.rhs = np.concatenate([self.rhs[keep_old], (kind == 1).astype(float)])
+        self.lam = np.concatenate([self.lam[keep_old], np.zeros(len(keys))])
+        self.keys = np.concatenate([self.keys[keep_old], keys])
+        self._rebuild()
