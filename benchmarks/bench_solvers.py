@@ -52,10 +52,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from mpqcore.errors import MpqError
-from mpqcore.problem import dump_problem, reduce_problem
-from mpqcore.solvers import DPSolver, HighsSolver
-from mpqcore.types import Objective, Problem
+from mpqcore.errors import MpqError  # noqa: E402
+from mpqcore.problem import dump_problem, reduce_problem  # noqa: E402
+from mpqcore.solvers import DPSolver, HighsSolver  # noqa: E402
+from mpqcore.types import Objective, Problem  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
