@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from mpqcore.errors import ConfigError
@@ -45,34 +46,29 @@ _SIZE_HINT = (
 _AGE_HINT = "write a number with a unit, e.g. 30d, 12h, 2w (units s, m, h, d, w)"
 
 
-def parse_size(text: str, *, what: str = "size") -> int:
-    """``"500MB"`` -> 500000000 bytes, ``"1GiB"`` -> 1073741824, ``"0"`` -> 0."""
+def _parse(text: str, what: str, noun: str, units: Mapping[str, float], hint: str) -> float:
+    """``text`` as a number times its unit's scale (``units`` keyed by lower-case unit), or a clear error."""
     match = _NUMBER_UNIT.match(str(text))
     if match is None:
-        raise ConfigError(f"{what} {text!r} is not a size; {_SIZE_HINT}")
+        raise ConfigError(f"{what} {text!r} is not {noun}; {hint}")
     number, unit = match.groups()
-    scale = _SIZE_UNITS.get(unit.lower())
+    scale = units.get(unit.lower())
     if scale is None:
-        raise ConfigError(f"{what} {text!r}: unknown unit {unit!r}; {_SIZE_HINT}")
+        raise ConfigError(f"{what} {text!r}: {'no unit' if not unit else f'unknown unit {unit!r}'}; {hint}")
     value = float(number) * scale
     if not math.isfinite(value):
-        raise ConfigError(f"{what} {text!r} is too large; {_SIZE_HINT}")
-    return int(value)
+        raise ConfigError(f"{what} {text!r} is too large; {hint}")
+    return value
+
+
+def parse_size(text: str, *, what: str = "size") -> int:
+    """``"500MB"`` -> 500000000 bytes, ``"1GiB"`` -> 1073741824, ``"0"`` -> 0."""
+    return int(_parse(text, what, "a size", _SIZE_UNITS, _SIZE_HINT))
 
 
 def parse_age(text: str, *, what: str = "age") -> float:
     """``"30d"`` -> 2592000.0 seconds."""
-    match = _NUMBER_UNIT.match(str(text))
-    if match is None:
-        raise ConfigError(f"{what} {text!r} is not an age; {_AGE_HINT}")
-    number, unit = match.groups()
-    scale = _AGE_UNITS.get(unit.lower())
-    if scale is None:
-        raise ConfigError(f"{what} {text!r}: {'no unit' if not unit else f'unknown unit {unit!r}'}; {_AGE_HINT}")
-    value = float(number) * scale
-    if not math.isfinite(value):
-        raise ConfigError(f"{what} {text!r} is too large; {_AGE_HINT}")
-    return value
+    return _parse(text, what, "an age", _AGE_UNITS, _AGE_HINT)
 
 
 def check_cache_max_bytes(value: Any) -> int | None:
