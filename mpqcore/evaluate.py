@@ -208,18 +208,22 @@ class Evaluator:
         self._params = {fqn: _weight_of(fqn, f) for fqn, f in self._found.items()}
         self._axis = {fqn: f.ref.axis for fqn, f in self._found.items()}
         self._float = {fqn: w.data for fqn, w in self._params.items()}
-        self.weight_cache_bytes = check_weight_cache_bytes(weight_cache_bytes)
         self._weights: WeightCache
+        self.weight_cache_bytes: int | None
         if weights_from is not None:
             # the guard's and bias correction's evaluators on the measuring one's model: the same float
-            # weights and quantizer give the same quantized weights, so one cache (and one bound) serves all
+            # weights and quantizer give the same quantized weights, so one cache (and its bound) serves all
             theirs = weights_from._float
             if weights_from.quantizer is not quantizer or any(
                 fqn not in theirs or theirs[fqn].data_ptr() != w.data_ptr() for fqn, w in self._float.items()
             ):
                 raise ValueError("weights_from= needs an evaluator with the same quantizer over the same weights")
+            if weight_cache_bytes is not None:
+                raise ValueError("weights_from= shares that evaluator's weight cache and its bound; give no other")
+            self.weight_cache_bytes = weights_from.weight_cache_bytes
             self._weights = weights_from._weights
         else:
+            self.weight_cache_bytes = check_weight_cache_bytes(weight_cache_bytes)
             self._weights = WeightCache(self.weight_cache_bytes)
         self._float_outputs: list[torch.Tensor] | None = None
         self._active_act: set[str] = set()

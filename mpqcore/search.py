@@ -330,8 +330,8 @@ def measure(
     the objective on disk (:mod:`mpqcore.measurement_cache`): a rerun measures only what
     is missing; ``cache_max_bytes`` (bytes, or ``"500MB"``; default ``$MPQ_CACHE_MAX_SIZE``)
     bounds the measurements directory, removing other models' least recently used
-    directories when the cache opens (:mod:`mpqcore.cached_models`). ``inplace=True`` measures on ``model`` itself rather than a copy (no
-    second copy in memory; every evaluation puts the float weights back, and the
+    directories when the cache opens (:mod:`mpqcore.cached_models`). ``inplace=True``
+    measures on ``model`` itself rather than a copy (no second copy in memory; every evaluation puts the float weights back, and the
     evaluator's ``close()`` the modules' training flags). ``workers=N`` scores batches
     of evaluations on N Ray actors (``ray_address``: a running cluster; default a local
     one), with the single-process values (:mod:`mpqcore.workers`).
@@ -787,7 +787,7 @@ def _held_out_of(meas: Measurement, split: Any, plugins: PluginSet) -> Any:
     return held_out_evaluator(
         ev.model, split, ev.quantizer, spec=meas.spec, loss=ev.user_loss, act_bits=ev.act_bits, device=ev.device,
         plugins=plugins, bias_correction=ev.bias_correction,  # the biases apply writes: one value for all
-        weight_cache_bytes=ev.weight_cache_bytes, weights_from=ev,  # one cache of quantized weights for both
+        weights_from=ev,  # one cache of quantized weights (and the user's bound on it) for both
     )  # fmt: skip
 
 

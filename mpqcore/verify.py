@@ -615,10 +615,7 @@ class BiasTrial:
     def __init__(self, meas: Any, split: CalibrationSplit | None, policy: str = "add", plugins: Any = None):
         ev = meas.evaluator
         self._split = split
-        self._options = {
-            "loss": ev.user_loss, "act_bits": ev.act_bits, "device": ev.device, "plugins": plugins,
-            "weight_cache_bytes": ev.weight_cache_bytes,  # the user's bound holds for the trial's evaluators too
-        }  # fmt: skip
+        self._options = {"loss": ev.user_loss, "act_bits": ev.act_bits, "device": ev.device, "plugins": plugins}
         self.measuring = Evaluator(
             ev.model, ev.calibration, meas.spec, ev.quantizer, metric=ev.user_metric, reuse_prefix=False,
             inplace=True, bias_correction=policy, weights_from=ev, **self._options,

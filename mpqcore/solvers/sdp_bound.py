@@ -301,11 +301,11 @@ def face_certificate(
     stays proven at any iteration. On the 72-layer x 3-width dense problem the relaxation's
     optimum violates 89,000 of them (up to 0.09).
 
-    Returns ``{S, const, unary, P, lam, bound, seconds, iterations, residual, Y, cuts}``: ``S`` the
+    Returns ``{S, const, unary, P, lam, bound, seconds, iterations, residual, cuts}``: ``S`` the
     certificate (``(n + 1) x (n + 1)``, semidefinite), ``const + unary.x + sum_{g<h} P[g, x_g,
     h, x_h]`` that pair objective (``f = q + it`` on every allocation when ``cuts`` is 0, ``f >=
     q + it`` otherwise), ``lam`` its budget multipliers and ``bound`` its per-group bound (a
-    proven lower bound of ``f``), ``Y`` ADMM's last primal point, ``cuts`` the triangle
+    proven lower bound of ``f``), ``cuts`` the triangle
     inequalities in the pool at the end. ``beta``: the penalty on the scaled objective (largest entry 1)."""
     started = time.perf_counter()
     G, B = unary.shape
@@ -406,7 +406,7 @@ def face_certificate(
     S = V @ (W - mu * np.eye(W.shape[0])) @ V.T
     S = (S + S.T) / 2 * scale
     out = {k: best[k] for k in ("const", "unary", "P", "lam", "bound", "residual")}
-    out.update(S=S, seconds=time.perf_counter() - started, iterations=iterations, Y=Y, cuts=len(pool.lam))
+    out.update(S=S, seconds=time.perf_counter() - started, iterations=iterations, cuts=len(pool.lam))
     return out
 
 
