@@ -7,10 +7,20 @@ and whose :meth:`~QuantizedTensor.dequantize` is the fake-quantized weight.
 - ``minmax-per-tensor``: uniform asymmetric min-max over the whole tensor (the seed
   papers' default); the range is widened to contain 0 and the zero point is an integer,
   as integer kernels need.
-- ``symmetric-per-channel``: symmetric per output channel, narrow range
-  ``[-(2**(b-1)-1), 2**(b-1)-1]``; 1 bit is sign times the channel's mean magnitude.
+- ``symmetric-per-channel``: symmetric per output channel, scale from the channel's
+  largest magnitude; narrow range ``[-(2**(b-1)-1), 2**(b-1)-1]`` unless
+  ``narrow_range=False``; 1 bit is sign times the channel's mean magnitude.
 - ``mse-per-channel``: symmetric per output channel with the clipping ratio that
-  minimizes each channel's mean squared error, searched on a grid.
+  minimizes each channel's mean squared error, searched on a grid; full two's-complement
+  range ``[-2**(b-1), 2**(b-1)-1]`` unless ``narrow_range=True``.
+
+Narrow or full range: the narrow range is symmetric about 0 and leaves one of the
+``2**b`` codes unused, which at 2 bits is a quarter of them (3 levels, not 4). The full
+range (what integer kernels, torchao and MCT use) adds the level ``-2**(b-1)``. With
+the same scale it can only lower each weight's error, and the MSE search then trades it
+for a finer scale: measured on the three tasks' weights (relative squared error, the
+default grid), 2 bits 0.171 -> 0.132 (digits-cnn), 0.190 -> 0.149 (digits-resnet18),
+0.211 -> 0.160 (minilm); 3 bits 13-15% lower, 4 bits 8-10% lower.
 
 Each takes ``group_size=None|int``: with a size ``g``, the scales (and zero points) are
 per group of ``g`` consecutive elements along ``K`` of the channel-first 2-D view
@@ -231,8 +241,12 @@ class MinMaxPerTensor:
         return _asymmetric(w, bits, w.min(), w.max(), None)
 
 
-def _symmetric(w: torch.Tensor, bits: int, absmax: torch.Tensor) -> QuantizedTensor:
-    """Symmetric narrow-range codes for a per-channel ``absmax`` of shape [C, 1, ...]."""
+def _symmetric(w: torch.Tensor, bits: int, absmax: torch.Tensor, narrow_range: bool = True) -> QuantizedTensor:
+    """Symmetric codes with scale ``absmax / (2**(b-1) - 1)`` for a per-channel ``absmax`` of shape [C, 1, ...].
+
+    Narrow range: codes ``[-(2**(b-1)-1), 2**(b-1)-1]``; full range: one more level at
+    ``-2**(b-1)``. Both are stored shifted by the zero point ``2**(b-1)``.
+    """
     if bits == 1:
         # No division by the scale here, so an all-zero channel keeps scale 0 and
         # dequantizes to 0 (a fallback scale of 1 turned it into +1 everywhere).
@@ -243,7 +257,7 @@ def _symmetric(w: torch.Tensor, bits: int, absmax: torch.Tensor) -> QuantizedTen
     scale = absmax / qmax
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     zero_point = torch.full_like(scale, float(2 ** (bits - 1)))
-    codes = torch.clamp(torch.round(w / scale), -qmax, qmax) + zero_point
+    codes = torch.clamp(torch.round(w / scale), -qmax if narrow_range else -qmax - 1, qmax) + zero_point
     return QuantizedTensor(codes.to(torch.int32), scale, zero_point, bits, 0)
 
 
@@ -251,6 +265,12 @@ def _symmetric(w: torch.Tensor, bits: int, absmax: torch.Tensor) -> QuantizedTen
 class SymmetricPerChannel:
     """Symmetric quantization per output channel (axis 0), scale from the channel's max magnitude."""
 
+    narrow_range: bool = option(
+        bool,
+        default=True,
+        help="codes -(2**(b-1)-1)..2**(b-1)-1, scale absmax/(2**(b-1)-1), nothing clipped "
+        "(False: full range -2**(b-1)..2**(b-1)-1, scale absmax/(2**(b-1)-0.5) as torchao's symmetric mapping)",
+    )
     group_size: int | None = _group_option("one scale per output channel")
     name = "symmetric-per-channel"
 
@@ -262,24 +282,36 @@ class SymmetricPerChannel:
         _check(weight, bits, self.name)
         w = weight.detach()
         if self.group_size is not None:
-            return _grouped(w, bits, self.group_size, _symmetric_absmax)
-        return _symmetric_absmax(w, bits)
+            return _grouped(w, bits, self.group_size, self._per_channel)
+        return self._per_channel(w, bits)
 
-
-def _symmetric_absmax(w: torch.Tensor, bits: int) -> QuantizedTensor:
-    return _symmetric(w, bits, _channel_view(w).abs().amax(1).reshape(_broadcast_shape(w)))
+    def _per_channel(self, w: torch.Tensor, bits: int) -> QuantizedTensor:
+        absmax = _channel_view(w).abs().amax(1).reshape(_broadcast_shape(w))
+        if not self.narrow_range and bits > 1:
+            absmax = absmax * ((2 ** (bits - 1) - 1) / (2 ** (bits - 1) - 0.5))
+        return _symmetric(w, bits, absmax, self.narrow_range)
 
 
 @attrs.frozen
 class MSEPerChannel:
     """Symmetric per-channel quantization with the MSE-optimal clipping ratio per channel.
 
-    ``grid`` ratios between ``min_ratio`` and 1 are tried; each channel keeps the one
-    whose fake-quantized copy is closest to the float weights.
+    ``grid`` ratios between ``min_ratio`` and 1 are tried (the scale is ``ratio x absmax
+    / (2**(b-1) - 1)``); each channel keeps the one whose fake-quantized copy is closest
+    to the float weights. Ratio 1 is always tried, so no channel is worse than under
+    ``symmetric-per-channel`` with the same range.
+
+    Defaults (full range, ratios down to 0.15) since 2026-12-02; ``narrow_range=True,
+    min_ratio=0.3`` is the quantizer before. With the full range, half the 2-bit channels
+    of digits-resnet18 and minilm chose the smallest ratio 0.3; 0.15 lowered minilm's
+    2-bit error by a further 6% and changed no other (task, width) by more than 1%.
     """
 
     grid: int = option(int, default=20, minimum=1, help="clipping ratios tried per channel")
-    min_ratio: float = option(float, default=0.3, greater_than=0.0, maximum=1.0, help="smallest clipping ratio tried")
+    min_ratio: float = option(float, default=0.15, greater_than=0.0, maximum=1.0, help="smallest clipping ratio tried")
+    narrow_range: bool = option(
+        bool, default=False, help="codes -(2**(b-1)-1)..2**(b-1)-1 (False: the full range -2**(b-1)..2**(b-1)-1)"
+    )
     group_size: int | None = _group_option("one scale per output channel")
     name = "mse-per-channel"
 
@@ -303,12 +335,12 @@ class MSEPerChannel:
         best_ratio = torch.ones_like(absmax)
         ratios = torch.linspace(self.min_ratio, 1.0, self.grid, dtype=w.dtype, device=w.device)
         for ratio in ratios:
-            q = _symmetric(w, bits, (absmax * ratio).reshape(shape)).dequantize()
+            q = _symmetric(w, bits, (absmax * ratio).reshape(shape), self.narrow_range).dequantize()
             err = _channel_view((q - w) ** 2).mean(1)
             better = err < best_err
             best_err = torch.where(better, err, best_err)
             best_ratio = torch.where(better, ratio, best_ratio)
-        return _symmetric(w, bits, (absmax * best_ratio).reshape(shape))
+        return _symmetric(w, bits, (absmax * best_ratio).reshape(shape), self.narrow_range)
 
 
 def fake_quantize_activation(x: torch.Tensor, bits: int) -> torch.Tensor:

@@ -148,6 +148,51 @@ def test_mse_per_channel_clips_heavy_tails():
     assert a < 0.5 * b
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.sampled_from([(16, 32), (8, 4, 3, 3), (4, 200)]),
+    bits=st.integers(2, 8),
+    group=st.sampled_from([None, 8]),
+)
+def test_full_range_is_never_worse_than_narrow_with_the_same_ratios(seed, shape, bits, group):
+    # The full range adds the level -2**(b-1) to every candidate scale, so each channel's best error can only drop.
+    w = weight(seed, shape) * torch.linspace(0.2, 2.0, shape[0]).reshape((-1,) + (1,) * (len(shape) - 1))
+    w[0].neg_()  # a channel whose largest magnitude is positive and one whose is negative, either way
+    per_channel = []
+    for narrow in (True, False):
+        q = MSEPerChannel(narrow_range=narrow, group_size=group).quantize(w, bits)
+        per_channel.append(((q.dequantize().reshape(shape) - w) ** 2).reshape(shape[0], -1).mean(1))
+    assert torch.all(per_channel[1] <= per_channel[0] + 1e-12), per_channel
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_full_range_uses_every_code(bits):
+    # Narrow range never writes code 0 (the value -2**(b-1)); the full range does, on weights with a heavy negative tail.
+    w = weight(6, (8, 512))
+    for narrow, quantizer in ((True, MSEPerChannel(narrow_range=True)), (False, MSEPerChannel())):
+        q = quantizer.quantize(w, bits)
+        assert torch.all(q.zero_point == 2 ** (bits - 1))
+        assert int(q.codes.max()) == 2**bits - 1
+        if narrow:
+            assert int(q.codes.min()) == 1
+        elif bits <= 4:  # at 8 bits the search keeps ratio 1 on normal weights: nothing reaches -2**(b-1)
+            assert int(q.codes.min()) == 0
+    q = SymmetricPerChannel(narrow_range=False).quantize(w, bits)
+    assert int(q.codes.min()) == 0 and int(q.codes.max()) == 2**bits - 1
+    # torchao's symmetric scale: absmax / (2**(b-1) - 0.5), so the largest magnitude sits half a step past the ends
+    absmax = w.abs().amax(1, keepdim=True)
+    torch.testing.assert_close(q.scale.reshape(-1, 1), absmax / (2 ** (bits - 1) - 0.5))
+
+
+def test_full_range_lowers_two_bit_error_on_normal_weights():
+    # Measured on the tasks: about -20% relative squared error at 2 bits; on normal weights the gain is as large.
+    w = weight(7, (64, 256))
+    narrow = mse(MSEPerChannel(narrow_range=True, min_ratio=0.3).quantize(w, 2), w)
+    full = mse(MSEPerChannel().quantize(w, 2), w)
+    assert full < 0.85 * narrow, (full, narrow)
+
+
 def test_symmetric_per_channel_codes_are_symmetric():
     w = weight(4, (6, 40))
     q = SymmetricPerChannel().quantize(w, 4)

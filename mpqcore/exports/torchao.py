@@ -15,9 +15,10 @@ convolutions). Written with ``torch.save`` as ``{"manifest", "state_dict"}`` (lo
 with ``torch.load(path, weights_only=False)`` and ``model.load_state_dict(state,
 assign=True)``).
 
-torchao's own parameter choice would not give the same integers: its symmetric mapping
-uses the full range ``[-2**(b-1), 2**(b-1)-1]`` (mpq's symmetric quantizers the narrow
-one) and its v2 weight-only config has no per-tensor granularity.
+torchao's own parameter choice would not give the same integers: its symmetric scale is
+``absmax / (2**(b-1) - 0.5)`` (``mse-per-channel`` searches a clipped one per channel;
+``symmetric-per-channel`` keeps the narrow range unless ``narrow_range=False``) and its v2
+weight-only config has no per-tensor granularity.
 
 What torchao 0.18 expresses (its ``IntxWeightOnlyConfig`` handler takes 2-d and 4-d
 weights; ``IntxUnpackedToInt8Tensor`` dispatches ``linear``, ``conv2d`` and
