@@ -39,5 +39,6 @@ def test_loss_drops_resolve_what_the_metric_leaves_at_zero():
     ).objective
     below = np.asarray(loss.bits) < 8
     # every single-layer move below the base changes the loss; the metric misses many of them
+    # (9 of 30 with the default full-range quantizer, 10 or more with the narrow range before)
     assert (np.abs(loss.unary[:, below]) > 0).all()
-    assert (metric.unary[:, below] == 0).sum() >= loss.unary[:, below].size // 3
+    assert (metric.unary[:, below] == 0).sum() >= loss.unary[:, below].size // 4
