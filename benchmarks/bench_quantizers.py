@@ -40,10 +40,13 @@ BITS = (2, 3, 4, 5, 6, 8)
 METHODS = ("uniform", "hawq")
 QUANTIZERS = ("minmax-per-tensor", "symmetric-per-channel", "mse-per-channel")
 TASKS = ("digits-cnn", "digits-resnet18", "minilm")
+#: mse-per-channel as it was before 2026-12-02: the narrow range and ratios down to 0.3.
+NARROW = {"narrow_range": True, "min_ratio": 0.3}
 
 
 def configs(task: str) -> list[dict]:
     out = [{"quantizer": q, "options": {}, "bias_correction": bc} for q in QUANTIZERS for bc in (False, True)]
+    out += [{"quantizer": "mse-per-channel", "options": dict(NARROW), "bias_correction": bc} for bc in (False, True)]
     if task == "digits-resnet18":  # its convolutions have no bias (BatchNorm follows): add one, or correct only fc
         out += [{"quantizer": q, "options": {}, "bias_correction": "existing"} for q in QUANTIZERS]
     if task == "minilm":  # rows of 384 and 1536: groups of 32..128 are what transformer layouts use
@@ -56,6 +59,8 @@ def label(cfg: dict) -> str:
     text = cfg["quantizer"]
     if cfg["options"].get("group_size"):
         text += f" g{cfg['options']['group_size']}"
+    if cfg["options"].get("narrow_range"):
+        text += " narrow (before)"
     if cfg["bias_correction"] == "existing":
         return text + " + bias corr. (existing biases only)"
     return text + (" + bias corr." if cfg["bias_correction"] else "")
@@ -100,8 +105,8 @@ def run_task(name: str, log) -> list[dict]:
 
 
 def ranks(rows: list[dict]) -> dict[str, float]:
-    """Mean rank (1 = best) of each plain quantizer over the (task, method, budget) cells."""
-    plain = [r for r in rows if not r["bias_correction"] and not r["options"]]
+    """Mean rank (1 = best) of each plain quantizer (and the narrow-range variant) over the (task, method, budget) cells."""
+    plain = [r for r in rows if not r["bias_correction"] and not r["options"].get("group_size")]
     cells: dict = {}
     for r in plain:
         cells.setdefault((r["task"], r["method"], r["budget"]), []).append(r)
@@ -110,7 +115,7 @@ def ranks(rows: list[dict]) -> dict[str, float]:
         ordered = sorted(group, key=lambda r: -r["metric"])
         for i, r in enumerate(ordered):
             tied = [j for j, o in enumerate(ordered) if o["metric"] == r["metric"]]
-            total.setdefault(r["quantizer"], []).append(1 + sum(tied) / len(tied))
+            total.setdefault(r["config"], []).append(1 + sum(tied) / len(tied))
             del i
     return {q: sum(v) / len(v) for q, v in total.items()}
 

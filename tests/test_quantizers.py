@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 
 import mpqcore
 from mpqcore import ConfigError
-from mpqcore.quantizers import MinMaxPerTensor, MSEPerChannel, SymmetricPerChannel, fake_quantize_activation
+from mpqcore.quantizers import (
+    MinMaxPerTensor,
+    MSEPerChannel,
+    SymmetricPerChannel,
+    _clipping_error,
+    fake_quantize_activation,
+)
 
 QUANTIZERS = mpqcore.PluginSet(autoload=False).quantizers
 NAMES = QUANTIZERS.names()
@@ -133,10 +139,15 @@ def test_per_channel_constant_and_zero_rows():
 def test_mse_per_channel_is_never_worse_than_symmetric_per_channel(seed, shape, bits):
     w = weight(seed, shape)
     w = w * torch.linspace(0.1, 3.0, shape[0]).reshape((-1,) + (1,) * (len(shape) - 1))
-    a = (MSEPerChannel().quantize(w, bits).dequantize() - w) ** 2
-    b = (SymmetricPerChannel().quantize(w, bits).dequantize() - w) ** 2
-    per_a, per_b = a.reshape(shape[0], -1).mean(1), b.reshape(shape[0], -1).mean(1)
-    assert torch.all(per_a <= per_b + 1e-12), (per_a, per_b)
+    for quantizer in (MSEPerChannel(), MSEPerChannel(narrow_range=True), MSEPerChannel(mean_penalty=0.0)):
+        # by the measure it minimizes: the squared error plus mean_penalty x the squared summed error
+        per_a = _clipping_error(
+            (quantizer.quantize(w, bits).dequantize() - w).reshape(shape[0], -1), quantizer.mean_penalty
+        )
+        per_b = _clipping_error(
+            (SymmetricPerChannel().quantize(w, bits).dequantize() - w).reshape(shape[0], -1), quantizer.mean_penalty
+        )
+        assert torch.all(per_a <= per_b + 1e-12), (quantizer, per_a, per_b)
 
 
 def test_mse_per_channel_clips_heavy_tails():
@@ -159,11 +170,17 @@ def test_full_range_is_never_worse_than_narrow_with_the_same_ratios(seed, shape,
     # The full range adds the level -2**(b-1) to every candidate scale, so each channel's best error can only drop.
     w = weight(seed, shape) * torch.linspace(0.2, 2.0, shape[0]).reshape((-1,) + (1,) * (len(shape) - 1))
     w[0].neg_()  # a channel whose largest magnitude is positive and one whose is negative, either way
-    per_channel = []
-    for narrow in (True, False):
-        q = MSEPerChannel(narrow_range=narrow, group_size=group).quantize(w, bits)
-        per_channel.append(((q.dequantize().reshape(shape) - w) ** 2).reshape(shape[0], -1).mean(1))
-    assert torch.all(per_channel[1] <= per_channel[0] + 1e-12), per_channel
+    # (MSE alone, mean_penalty=0: each weight's error can only shrink, but its sign may change, so the
+    # squared summed error the default also counts carries no such guarantee)
+    for penalty in (0.0,):
+        per_group = []
+        for narrow in (True, False):
+            q = MSEPerChannel(narrow_range=narrow, group_size=group, mean_penalty=penalty).quantize(w, bits)
+            diff = q.dequantize().reshape(shape) - w
+            rows = diff.reshape(shape[0], -1)
+            groups = [rows] if group is None else [rows[:, i : i + group] for i in range(0, rows.shape[1], group)]
+            per_group.append(torch.cat([_clipping_error(g, penalty) for g in groups]))
+        assert torch.all(per_group[1] <= per_group[0] + 1e-12), (penalty, per_group)
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -185,11 +202,25 @@ def test_full_range_uses_every_code(bits):
     torch.testing.assert_close(q.scale.reshape(-1, 1), absmax / (2 ** (bits - 1) - 0.5))
 
 
+def test_the_mean_penalty_keeps_a_channel_sum_that_mse_alone_shifts():
+    # Full range, MSE alone: the extra negative level and the clipping move each channel's sum of
+    # weights; with inputs of nonzero mean (after a ReLU) that shift is a bias in every output.
+    w = weight(8, (64, 1024))
+    x = torch.relu(torch.randn(1024, 256, generator=torch.Generator().manual_seed(9)))
+    out = {}
+    for penalty in (0.0, 1.0):
+        q = MSEPerChannel(mean_penalty=penalty).quantize(w, 3).dequantize()
+        out[penalty] = (float((q - w).sum(1).abs().mean()), float((((q - w) @ x) ** 2).mean()))
+    (shift_mse, output_mse), (shift_pen, output_pen) = out[0.0], out[1.0]
+    assert shift_pen < 0.5 * shift_mse, out
+    assert output_pen < output_mse, out
+
+
 def test_full_range_lowers_two_bit_error_on_normal_weights():
     # Measured on the tasks: about -20% relative squared error at 2 bits; on normal weights the gain is as large.
     w = weight(7, (64, 256))
-    narrow = mse(MSEPerChannel(narrow_range=True, min_ratio=0.3).quantize(w, 2), w)
-    full = mse(MSEPerChannel().quantize(w, 2), w)
+    narrow = mse(MSEPerChannel(narrow_range=True, min_ratio=0.3, mean_penalty=0.0).quantize(w, 2), w)
+    full = mse(MSEPerChannel(mean_penalty=0.0).quantize(w, 2), w)
     assert full < 0.85 * narrow, (full, narrow)
 
 
