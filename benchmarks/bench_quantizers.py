@@ -40,8 +40,8 @@ BITS = (2, 3, 4, 5, 6, 8)
 METHODS = ("uniform", "hawq")
 QUANTIZERS = ("minmax-per-tensor", "symmetric-per-channel", "mse-per-channel")
 TASKS = ("digits-cnn", "digits-resnet18", "minilm")
-#: mse-per-channel as it was before 2026-12-02: the narrow range and ratios down to 0.3.
-NARROW = {"narrow_range": True, "min_ratio": 0.3}
+#: mse-per-channel as it was before 2026-12-02: the narrow range, ratios down to 0.3, clipping by MSE alone.
+NARROW = {"narrow_range": True, "min_ratio": 0.3, "mean_penalty": 0.0}
 
 
 def configs(task: str) -> list[dict]:
@@ -60,7 +60,7 @@ def label(cfg: dict) -> str:
     if cfg["options"].get("group_size"):
         text += f" g{cfg['options']['group_size']}"
     if cfg["options"].get("narrow_range"):
-        text += " narrow (before)"
+        text += " narrow, MSE alone (before 2026-12-02)"
     if cfg["bias_correction"] == "existing":
         return text + " + bias corr. (existing biases only)"
     return text + (" + bias corr." if cfg["bias_correction"] else "")
