@@ -181,8 +181,8 @@ def render(rows: list[dict], meta: dict) -> str:
             f"Over {len(bc)} cells (every quantizer, task, method and budget), bias correction changed the "
             f"metric by {sum(bc) / len(bc):+.4f} on average (better in {better}, worse in {worse}, equal in "
             f"{len(bc) - better - worse}); the per-task rows above show where. `mse-per-channel + bias corr.` "
-            "is the recipe of Sony's MCT (MSE thresholds per channel + bias correction); MCT itself is not "
-            "installable here (offline), so its own figures are not reproduced.",
+            "is the recipe of Sony's MCT (MSE thresholds per channel + bias correction); MCT's own figures, "
+            "on seven digits CNNs, are in results/mct.md (benchmarks/bench_mct.py).",
             "",
         ]
     return "\n".join(lines)
