@@ -59,7 +59,7 @@ def label(cfg: dict) -> str:
     text = cfg["quantizer"]
     if cfg["options"].get("group_size"):
         text += f" g{cfg['options']['group_size']}"
-    if cfg["options"].get("narrow_range"):
+    if cfg["options"] == NARROW:
         text += " narrow, MSE alone (before 2026-12-02)"
     if cfg["bias_correction"] == "existing":
         return text + " + bias corr. (existing biases only)"

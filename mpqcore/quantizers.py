@@ -12,15 +12,16 @@ and whose :meth:`~QuantizedTensor.dequantize` is the fake-quantized weight.
   ``narrow_range=False``; 1 bit is sign times the channel's mean magnitude.
 - ``mse-per-channel``: symmetric per output channel with the clipping ratio that
   minimizes each channel's squared error (plus its squared summed error, see
-  :class:`MSEPerChannel`), searched on a grid; full two's-complement range ``[-2**(b-1), 2**(b-1)-1]`` unless ``narrow_range=True``.
+  :class:`MSEPerChannel`), searched on a grid; full two's-complement range
+  ``[-2**(b-1), 2**(b-1)-1]`` unless ``narrow_range=True``.
 
 Narrow or full range: the narrow range is symmetric about 0 and leaves one of the
 ``2**b`` codes unused, which at 2 bits is a quarter of them (3 levels, not 4). The full
 range (what integer kernels, torchao and MCT use) adds the level ``-2**(b-1)``. With
 the same scale it can only lower each weight's error, and the MSE search then trades it
 for a finer scale: measured on the three tasks' weights (relative squared error, the
-default grid, ``mean_penalty=0``), 2 bits 0.171 -> 0.132 (digits-cnn), 0.190 -> 0.149 (digits-resnet18),
-0.211 -> 0.160 (minilm); 3 bits 13-15% lower, 4 bits 8-10% lower.
+default grid, ``mean_penalty=0``), 2 bits 0.171 -> 0.132 (digits-cnn), 0.190 -> 0.149
+(digits-resnet18), 0.211 -> 0.160 (minilm); 3 bits 13-15% lower, 4 bits 8-10% lower.
 
 Each takes ``group_size=None|int``: with a size ``g``, the scales (and zero points) are
 per group of ``g`` consecutive elements along ``K`` of the channel-first 2-D view
@@ -241,7 +242,7 @@ class MinMaxPerTensor:
         return _asymmetric(w, bits, w.min(), w.max(), None)
 
 
-def _symmetric(w: torch.Tensor, bits: int, absmax: torch.Tensor, narrow_range: bool = True) -> QuantizedTensor:
+def _symmetric(w: torch.Tensor, bits: int, absmax: torch.Tensor, *, narrow_range: bool = True) -> QuantizedTensor:
     """Symmetric codes with scale ``absmax / (2**(b-1) - 1)`` for a per-channel ``absmax`` of shape [C, 1, ...].
 
     Narrow range: codes ``[-(2**(b-1)-1), 2**(b-1)-1]``; full range: one more level at
@@ -289,7 +290,7 @@ class SymmetricPerChannel:
         absmax = _channel_view(w).abs().amax(1).reshape(_broadcast_shape(w))
         if not self.narrow_range and bits > 1:
             absmax = absmax * ((2 ** (bits - 1) - 1) / (2 ** (bits - 1) - 0.5))
-        return _symmetric(w, bits, absmax, self.narrow_range)
+        return _symmetric(w, bits, absmax, narrow_range=self.narrow_range)
 
 
 @attrs.frozen
@@ -356,12 +357,12 @@ class MSEPerChannel:
         best_ratio = torch.ones_like(absmax)
         ratios = torch.linspace(self.min_ratio, 1.0, self.grid, dtype=w.dtype, device=w.device)
         for ratio in ratios:
-            q = _symmetric(w, bits, (absmax * ratio).reshape(shape), self.narrow_range).dequantize()
+            q = _symmetric(w, bits, (absmax * ratio).reshape(shape), narrow_range=self.narrow_range).dequantize()
             err = _clipping_error(_channel_view(q - w), self.mean_penalty)
             better = err < best_err
             best_err = torch.where(better, err, best_err)
             best_ratio = torch.where(better, ratio, best_ratio)
-        return _symmetric(w, bits, (absmax * best_ratio).reshape(shape), self.narrow_range)
+        return _symmetric(w, bits, (absmax * best_ratio).reshape(shape), narrow_range=self.narrow_range)
 
 
 def _clipping_error(diff: torch.Tensor, mean_penalty: float) -> torch.Tensor:
