@@ -39,7 +39,7 @@ from mpqcore.divergence import default_loss, primary_output
 from mpqcore.errors import ConfigError
 from mpqcore.introspect import Found, find_layers, introspect
 from mpqcore.layer_kinds import bake, quantize_along
-from mpqcore.measurement_cache import MeasurementCache, callable_identity, digest, settings_digest
+from mpqcore.measurement_cache import MeasurementCache, callable_identity, code_digest, digest, settings_digest
 from mpqcore.metrics import as_score, higher_is_better
 from mpqcore.naming import suggest
 from mpqcore.plugins import PluginSet
@@ -281,6 +281,8 @@ class Evaluator:
             {
                 "calibration": self.calibration,
                 "quantizer": settings_digest(self.quantizer),
+                # the code that computes the numbers: mpqcore's own and the quantizer's package
+                "code": sorted({code_digest(self), code_digest(self.quantizer)}),
                 "loss": callable_identity(self.user_loss),
                 "metric": callable_identity(self.user_metric),
                 "act_bits": self.act_bits,

@@ -26,12 +26,17 @@ the directory's last use.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import inspect
 import json
 import os
 import pickle
 import sqlite3
+import sys
+import types
 from collections.abc import Callable, Iterable, Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,6 +51,7 @@ from mpqcore.files import atomic_write_json
 __all__ = [
     "MeasurementCache",
     "callable_identity",
+    "code_digest",
     "default_cache_dir",
     "digest",
     "model_description",
@@ -117,9 +123,8 @@ def callable_identity(fn: Callable[..., Any] | None) -> str:
     func = getattr(fn, "__func__", fn)  # a bound method: its function, and the object it is bound to
     code = getattr(func, "__code__", None)
     if code is not None:
-        h = hashlib.sha256(code.co_code)
-        h.update(repr(code.co_consts).encode())
-        h.update(repr(code.co_names).encode())
+        h = hashlib.sha256()
+        _code_content(h, code)
         for cell in getattr(func, "__closure__", None) or ():
             with contextlib.suppress(ValueError):  # an empty cell
                 _closure_value(h, cell.cell_contents)
@@ -130,6 +135,30 @@ def callable_identity(fn: Callable[..., Any] | None) -> str:
         _closure_value(h, bound)
         parts.append(h.hexdigest()[:16])
     return "|".join(parts)
+
+
+def _code_content(h: Any, code: types.CodeType) -> None:
+    # A code object by its bytecode, names and constants, the same in every process: a
+    # nested one (a comprehension, a lambda, an inner function) by its own content, not its
+    # repr, which holds its address; a frozenset (``x in {"a", "b"}``) sorted, not in its
+    # hash-seeded order.
+    h.update(code.co_code)
+    h.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        _code_constant(h, const)
+
+
+def _code_constant(h: Any, const: Any) -> None:
+    if isinstance(const, types.CodeType):
+        _code_content(h, const)
+    elif isinstance(const, tuple | frozenset):
+        h.update(f"{type(const).__name__}[".encode())
+        items = sorted(const, key=repr) if isinstance(const, frozenset) else const
+        for item in items:
+            _code_constant(h, item)
+        h.update(b"]")
+    else:
+        h.update(repr(const).encode())
 
 
 def _closure_value(h: Any, value: Any) -> None:
@@ -154,6 +183,55 @@ def settings_digest(obj: Any) -> str:
     else:
         _closure_value(h, dict(getattr(obj, "__dict__", {})))
     return h.hexdigest()
+
+
+def code_digest(obj: Any) -> str:
+    """The code that computes with ``obj`` (a quantizer, a method), as a digest: for each
+    class of its type's MRO, the source of every ``.py`` file of the top-level package that
+    defines it (the one file of a module outside a package) and that package's installed
+    version; for a class without a source file (a notebook's), its methods' code.
+
+    Settings alone do not say what a plugin computes: an upgraded plugin, or an edited
+    editable install, with the same options gives other numbers, and a cache keyed by the
+    options alone would hand back the old ones.
+    """
+    h = hashlib.sha256()
+    packages: set[str] = set()
+    for cls in type(obj).__mro__[:-1]:
+        top = cls.__module__.partition(".")[0]
+        files = _source_files(sys.modules.get(top) or sys.modules.get(cls.__module__))
+        if not files:
+            for name, attr in sorted(vars(cls).items()):
+                if inspect.isfunction(attr):
+                    h.update(f"{cls.__qualname__}.{name}={callable_identity(attr)}".encode())
+        elif top not in packages:
+            packages.add(top)
+            h.update(f"{top}=={_installed_version(top)}".encode())
+            for path in files:
+                h.update(path.name.encode())
+                with contextlib.suppress(OSError):
+                    h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _source_files(module: Any) -> list[Path]:
+    if module is None:
+        return []
+    roots = [Path(p) for p in getattr(module, "__path__", ())]  # a package: all of it
+    if roots:
+        return sorted(f for root in roots for f in root.rglob("*.py"))
+    file = getattr(module, "__file__", None)
+    return [Path(file)] if file else []
+
+
+@functools.cache
+def _installed_version(top_level: str) -> str:
+    dists = metadata.packages_distributions().get(top_level, [])
+    found = []
+    for name in sorted(set(dists)):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found.append(f"{name}=={metadata.version(name)}")
+    return ",".join(found) or "not installed"
 
 
 def model_description(model: torch.nn.Module) -> str:

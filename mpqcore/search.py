@@ -31,7 +31,7 @@ from mpqcore.evaluate import Evaluator, closed_on_failure
 from mpqcore.frozen import FrozenDict, freeze
 from mpqcore.introspect import excluded_layers, find_layers
 from mpqcore.layer_kinds import bake, quantize_along
-from mpqcore.measurement_cache import MeasurementCache, open_cache, settings_digest
+from mpqcore.measurement_cache import MeasurementCache, code_digest, open_cache, settings_digest
 from mpqcore.naming import suggest
 from mpqcore.plugins import PluginSet, get_plugins
 from mpqcore.preflight import (
@@ -525,7 +525,7 @@ _MEASURE_DEFAULTS: dict[str, Any] = {
 
 def _objective_key(evaluator: Evaluator, method: str, impl: Any, ctx: MeasureContext) -> str:
     """The cache key of a method's objective: the evaluator's settings, the method (name,
-    settings, installed versions), and what it is asked (layers, bits, pins, seed, and the
+    settings, its package's code and version, installed versions), and what it is asked (layers, bits, pins, seed, and the
     budget's cost table, which a method may scale by: eagl's ``scale="cost"``)."""
     table = ctx.costs.get(ctx.cost)
     return evaluator.cache_key(
@@ -533,6 +533,7 @@ def _objective_key(evaluator: Evaluator, method: str, impl: Any, ctx: MeasureCon
         dict(ctx.fixed),
         method=method,
         settings=settings_digest(impl),
+        code=code_digest(impl),
         layers=list(ctx.layers),
         bits=list(ctx.bits),
         seed=ctx.seed,

@@ -15,8 +15,9 @@ import torch
 
 import mpqcore
 from mpqcore import Budget, ConfigError, MethodError, Objective
-from mpqcore.measurement_cache import MeasurementCache, callable_identity, digest, model_digest
+from mpqcore.measurement_cache import MeasurementCache, callable_identity, code_digest, digest, model_digest
 from mpqcore.plugins import ENV_DISABLE_AUTOLOAD
+from mpqcore.quantizers import MinMaxPerTensor
 from mpqcore.testing import digits_task
 
 BUILTINS = mpqcore.PluginSet(autoload=False)
@@ -144,6 +145,122 @@ def test_callable_identity_sees_code_and_closed_over_values():
     t = torch.arange(4.0)
     assert digest(t) != digest(t + 1)
     assert digest({"a": t}) == digest({"a": t.clone()})
+
+
+_STABLE_LOSS = textwrap.dedent(
+    """
+    import sys
+    from mpqcore.measurement_cache import callable_identity
+
+    def loss(output, reference):
+        # a comprehension, a lambda and a set literal: constants whose repr holds an address
+        # (nested code objects) or a hash-seeded order (a frozenset)
+        parts = [(o - r).abs().mean() for o, r in zip(output, reference)]
+        pick = lambda xs: max(xs, key=float)
+        return pick(parts) if type(output).__name__ in {"tuple", "list", "Tensor"} else 0.0
+
+    print(callable_identity(loss))
+    """
+)
+
+
+def test_callable_identity_is_the_same_in_every_process(tmp_path):
+    # The cache is shared across runs and processes: a user loss with a comprehension got
+    # another key in each process (its nested code object's repr holds an address).
+    script = tmp_path / "loss.py"
+    script.write_text(_STABLE_LOSS)
+    seen = {
+        subprocess.run(
+            [sys.executable, str(script)],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in (1, 2)
+    }
+    assert len(seen) == 1, seen
+
+
+_EDITED_PLUGIN = """
+import attrs
+import numpy as np
+from mpqcore import Objective
+from mpqcore.quantizers import MinMaxPerTensor
+
+SHRINK = {shrink}
+
+
+@attrs.frozen
+class Shrunk(MinMaxPerTensor):
+    name = "shrunk"
+
+    def quantize(self, weight, bits):
+        return super().quantize(weight * SHRINK, bits)
+
+
+@attrs.frozen
+class Scaled:
+    def measure(self, ctx):
+        table = np.array([[SHRINK * b for b in ctx.bits] for _ in ctx.layers])
+        return Objective(layers=ctx.layers, bits=ctx.bits, unary=table)
+"""
+
+
+def _edited_plugin(tmp_path, monkeypatch, shrink):
+    """A plugin package whose code, not its options, changes what it computes."""
+    package = tmp_path / "src" / "edited_plugin"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text("from edited_plugin.impl import Scaled, Shrunk\n")
+    (package / "impl.py").write_text(_EDITED_PLUGIN.format(shrink=shrink))
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    for name in [m for m in sys.modules if m.partition(".")[0] == "edited_plugin"]:
+        del sys.modules[name]
+    import edited_plugin
+
+    return edited_plugin
+
+
+def test_an_edited_plugin_is_not_answered_from_its_old_cached_numbers(task, tmp_path, monkeypatch):
+    # Same type, same options, other code: an upgraded (or edited) quantizer or method must
+    # be measured again, not handed the numbers its old version computed.
+    cache = tmp_path / "cache"
+    old = _edited_plugin(tmp_path, monkeypatch, 1.0)
+    first = _measure(task, cache, quantizer=old.Shrunk())
+    assert _measure(task, cache, method=old.Scaled()).objective.unary[0][0] == 2.0
+    assert _measure(task, cache, quantizer=old.Shrunk()).objective_from_cache  # the key is stable
+    new = _edited_plugin(tmp_path, monkeypatch, 0.5)
+    second = _measure(task, cache, quantizer=new.Shrunk())
+    assert not second.objective_from_cache and second.evaluator.cache_hits == 0
+    assert not np.array_equal(second.objective.unary, first.objective.unary)
+    fresh = _measure(task, None, quantizer=new.Shrunk())
+    assert np.array_equal(second.objective.unary, fresh.objective.unary)
+    objective = _measure(task, cache, method=new.Scaled())
+    assert not objective.objective_from_cache and objective.objective.unary[0][0] == 1.0
+
+
+def _notebook_class(factor):
+    """A quantizer class defined the way a notebook defines it: no source file behind it."""
+    namespace = {"MinMaxPerTensor": MinMaxPerTensor, "attrs": attrs}
+    exec(
+        textwrap.dedent(
+            f"""
+            @attrs.frozen
+            class Cell(MinMaxPerTensor):
+                def quantize(self, weight, bits):
+                    return super().quantize(weight * {factor}, bits)
+            """
+        ),
+        namespace,
+    )
+    return namespace["Cell"]
+
+
+def test_code_digest_sees_the_methods_of_a_class_without_a_source_file():
+    assert code_digest(_notebook_class(0.5)()) == code_digest(_notebook_class(0.5)())
+    assert code_digest(_notebook_class(0.5)()) != code_digest(_notebook_class(0.25)())
+    # a built-in's digest is mpqcore's code and version
+    assert code_digest(MinMaxPerTensor()) != code_digest(_notebook_class(0.5)())
 
 
 _WORKER = textwrap.dedent(
