@@ -11,6 +11,10 @@ numbers agree and times both on the built-in tasks.
     python benchmarks/bench_evaluator.py                     # digits-cnn, digits-resnet18, minilm
     python benchmarks/bench_evaluator.py --tasks digits-cnn --threads 2
     python benchmarks/bench_evaluator.py --device cuda       # model, batches and caches on the GPU
+    python benchmarks/bench_evaluator.py --workers 2         # also: both on 2 cores (the ray extra)
+
+``--workers N`` adds two runs that use N cores each: the naive loop with N torch threads,
+and the evaluator with N Ray workers of the single run's thread count.
 
 Writes ``benchmarks/results/evaluator.json`` and ``evaluator.md`` (on another device type
 than the CPU: ``evaluator-<type>.json`` and ``.md``, e.g. ``evaluator-cuda.md``).
@@ -60,10 +64,16 @@ def naive_terms(model, calibration, fqns, bits, quantizer):
     return out, passes
 
 
-def evaluator_terms(model, calibration, fqns, bits, quantizer, reuse_prefix=True):
-    ev = mpqcore.Evaluator(model, calibration, None, quantizer, reuse_prefix=reuse_prefix, device=_device(model))
-    values = ev.losses([{fqn: b} for fqn in fqns for b in bits])
-    evaluator_terms.skipped = ev.prefix_reuse["skipped_mac_fraction"]
+def evaluator_terms(model, calibration, fqns, bits, quantizer, reuse_prefix=True, workers=None):
+    ev = mpqcore.Evaluator(
+        model, calibration, None, quantizer, reuse_prefix=reuse_prefix, device=_device(model), workers=workers
+    )
+    try:
+        values = ev.losses([{fqn: b} for fqn in fqns for b in bits])
+    finally:
+        ev.close()
+    if workers is None:  # the actors measure it with workers; the driver's evaluator runs nothing
+        evaluator_terms.skipped = ev.prefix_reuse["skipped_mac_fraction"]
     return np.array(values).reshape(len(fqns), len(bits)), ev.forward_passes
 
 
@@ -87,7 +97,21 @@ def _synchronized(fn, device: torch.device):
     return run
 
 
-def run_task(name: str, repeats: int, device: torch.device) -> dict:
+def on_cores(fn, threads: int, **options):
+    """``fn`` with ``threads`` torch threads in this process (the single runs' count restored after)."""
+
+    def run(*args):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return fn(*args, **options)
+        finally:
+            torch.set_num_threads(before)
+
+    return run
+
+
+def run_task(name: str, repeats: int, device: torch.device, workers: int | None = None) -> dict:
     task = mpqcore.load_task(name)
     model = task.model.eval().to(device)
     calibration = [to_device(b, device) for b in task.calibration]
@@ -102,21 +126,33 @@ def run_task(name: str, repeats: int, device: torch.device) -> dict:
         "calibration_batches": len(calibration),
         "params": spec.total_params,
     }
-    for label, fn in (("naive", naive_terms), ("no_reuse", evaluator_no_reuse_terms), ("evaluator", evaluator_terms)):
+    runs = [("naive", naive_terms), ("no_reuse", evaluator_no_reuse_terms), ("evaluator", evaluator_terms)]
+    if workers is not None:
+        threads = torch.get_num_threads()
+        runs += [
+            ("naive_cores", on_cores(naive_terms, threads * workers)),
+            ("workers", on_cores(evaluator_terms, threads, workers=workers)),
+        ]
+    for label, fn in runs:
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             values, passes = _synchronized(fn, device)(model, calibration, fqns, BITS, quantizer)
             times.append(time.perf_counter() - t0)
         row[label] = {"seconds": min(times), "forward_passes": passes, "values": values}
-    diff = max(np.abs(row["naive"]["values"] - row[k]["values"]).max() for k in ("no_reuse", "evaluator"))
+    labels = [label for label, _ in runs]
+    diff = max(np.abs(row["naive"]["values"] - row[k]["values"]).max() for k in labels[1:])
     scale = np.abs(row["naive"]["values"]).max()
     row["max_abs_difference"] = float(diff)
     row["max_relative_difference"] = float(diff / scale) if scale > 0 else 0.0
     row["speedup"] = row["naive"]["seconds"] / row["evaluator"]["seconds"]
     row["speedup_no_reuse"] = row["naive"]["seconds"] / row["no_reuse"]["seconds"]
     row["skipped_mac_fraction"] = evaluator_terms.skipped
-    for label in ("naive", "no_reuse", "evaluator"):
+    if workers is not None:
+        row["cores"] = workers
+        row["speedup_cores"] = row["naive_cores"]["seconds"] / row["workers"]["seconds"]
+        row["speedup_workers_over_naive"] = row["naive"]["seconds"] / row["workers"]["seconds"]
+    for label in labels:
         row[label]["ms_per_term"] = 1e3 * row[label]["seconds"] / row["terms"]
         del row[label]["values"]
     return row
@@ -138,7 +174,8 @@ def merged(rows: list[dict], meta: dict, path: Path) -> tuple[list[dict], dict]:
     fresh = {r["task"]: r for r in rows}
     out = [fresh.pop(r["task"], r) for r in old["rows"]] + list(fresh.values())
     reruns = {**old["meta"].get("reruns", {}), **{r["task"]: meta["repeats"] for r in rows}}
-    return out, {**old["meta"], "reruns": reruns}
+    started = {k: v for k, v in meta.items() if k == "ray_cluster_start_seconds"}  # this run's cluster
+    return out, {**old["meta"], **started, "reruns": reruns}
 
 
 def results_name(device: torch.device) -> str:
@@ -183,8 +220,43 @@ def write(rows: list[dict], meta: dict) -> None:
         "nothing on these CPU shapes (one forward of a calibration batch stacked six times against six",
         "forwards of it: 1.01x on resnet18, 0.96x on minilm).",
     ]
+    lines += _cores_table(rows, meta)
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _cores_table(rows: list[dict], meta: dict) -> list[str]:
+    """The ``--workers`` runs: the naive loop and the evaluator each on the same number of cores."""
+    rows = [r for r in rows if "cores" in r]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "With more than one core (`--workers`): the naive loop on that many torch threads, the evaluator",
+        "on that many Ray workers (each one model copy, the single runs' thread count); same losses.",
+        "The evaluator's time includes the actors' start (each gets the model, quantizes every layer",
+        "and computes the float outputs); the local Ray cluster is started before the clock"
+        + (f" ({meta['ray_cluster_start_seconds']:.1f} s)." if "ray_cluster_start_seconds" in meta else "."),
+        "",
+        "| task | cores | naive loop s | evaluator s | speedup, both on these cores | over the 1-core naive loop |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['cores']} | {r['naive_cores']['seconds']:.2f} | {r['workers']['seconds']:.2f} | "
+            f"**{r['speedup_cores']:.2f}x** | {r['speedup_workers_over_naive']:.2f}x |"
+        )
+    return lines
+
+
+def start_cluster(workers: int) -> float:
+    """Start the local Ray cluster before the clocks (once per session in real use; the
+    workers' own start, one actor per worker with its model copy, is timed); its seconds."""
+    import ray
+
+    t0 = time.perf_counter()
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    return time.perf_counter() - t0
 
 
 def main(argv=None) -> None:
@@ -194,19 +266,23 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--merge", action="store_true", help="keep the other tasks' rows of the results file")
     parser.add_argument("--device", default="cpu", help="where the model, batches and caches live: cpu, cuda, cuda:1")
+    parser.add_argument("--workers", type=int, default=None, help="also run both on this many cores (Ray workers)")
     args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 2:
+        parser.error(f"--workers {args.workers}: give 2 or more (the single-core runs are always made)")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: torch sees no CUDA device here (torch {torch.__version__})")
     torch.set_num_threads(args.threads)
     available = set(mpqcore.get_plugins().tasks.names())
     rows = []
+    cluster_start = start_cluster(args.workers) if args.workers is not None else None
     for name in args.tasks.split(","):
         if name not in available:
             print(f"skipping {name}: not registered")
             continue
         try:
-            rows.append(run_task(name, args.repeats, device))
+            rows.append(run_task(name, args.repeats, device, args.workers))
         except ImportError as exc:  # the minilm extra is not installed
             print(f"skipping {name}: {exc}")
         print(rows[-1] if rows else "")
@@ -218,6 +294,8 @@ def main(argv=None) -> None:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
     }
+    if cluster_start is not None:
+        meta["ray_cluster_start_seconds"] = cluster_start
     existing = RESULTS / f"{results_name(device)}.json"
     if args.merge and existing.exists():
         rows, meta = merged(rows, meta, existing)

@@ -1,6 +1,7 @@
 """benchmarks/bench_evaluator.py's device plumbing, on the CPU: ``--device`` moves the model
 and the batches, names the results file after the device type, and refuses a device
-torch does not see before any work."""
+torch does not see before any work; ``--workers`` adds runs on that many cores with the
+same values."""
 
 from __future__ import annotations
 
@@ -60,3 +61,26 @@ def test_merge_replaces_only_the_rerun_tasks_rows(bench, tmp_path):
     assert [r["task"] for r in merged["rows"]] == ["other-task", "digits-cnn"]
     assert merged["rows"][1]["speedup"] > 0 and merged["meta"]["reruns"] == {"digits-cnn": 2}
     assert "digits-cnn rerun alone: best of 2" in (tmp_path / "evaluator.md").read_text()
+
+
+def test_the_workers_runs_give_the_single_runs_values(bench, tmp_path):
+    ray = pytest.importorskip("ray")
+    try:
+        bench.main(["--tasks", "digits-cnn", "--threads", "1", "--repeats", "1", "--workers", "2"])
+    finally:
+        ray.shutdown()
+    saved = json.loads((tmp_path / "evaluator.json").read_text())
+    (row,) = saved["rows"]
+    # the difference is over every run against the naive loop, the workers' included
+    assert row["cores"] == 2 and row["max_relative_difference"] == 0.0
+    assert row["workers"]["forward_passes"] > 0 and row["naive_cores"]["forward_passes"] > 0
+    assert row["skipped_mac_fraction"] > 0  # from the single-process evaluator, not the idle driver
+    assert saved["meta"]["ray_cluster_start_seconds"] > 0
+    assert "| digits-cnn | 2 |" in (tmp_path / "evaluator.md").read_text()
+
+
+def test_fewer_than_two_workers_is_refused_before_any_work(bench, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--tasks", "digits-cnn", "--workers", "1"])
+    assert "give 2 or more" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
