@@ -226,6 +226,10 @@ def _source_files(module: Any) -> list[Path]:
 
 @functools.cache
 def _installed_version(top_level: str) -> str:
+    # most packages are installed under their own name (mpqcore, mpqcore_eagl): a direct
+    # lookup; the scan of every installed distribution (~0.3 s) only for the others
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        return f"{top_level}=={metadata.version(top_level)}"
     dists = metadata.packages_distributions().get(top_level, [])
     found = []
     for name in sorted(set(dists)):
