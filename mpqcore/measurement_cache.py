@@ -26,6 +26,7 @@ the directory's last use.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import hashlib
 import inspect
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import attrs
+import numpy as np
 import torch
 
 from mpqcore import cache_lock
@@ -105,36 +107,63 @@ def model_digest(model: torch.nn.Module) -> str:
     return digest(dict(model.state_dict()))
 
 
+# the functions whose identity is being computed: a recursive one (through a closure or a
+# global) is named, not followed again
+_FOLLOWING: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("_FOLLOWING", default=frozenset())
+
+
 def callable_identity(fn: Callable[..., Any] | None) -> str:
-    """What a callable computes, as far as it can be read: its name, its code, the values it closes over.
+    """What a callable computes, as far as it can be read: its name, its code, the values it
+    closes over and the module globals its code reads (``T`` in ``lambda o, r: kl(o / T, r)``:
+    changed between two runs, the loss is another one).
 
     ``fn.cache_key``, when set, is part of it, for a callable whose result depends on
-    something its code and closure do not show.
+    something its code, closure and globals do not show.
     """
     if fn is None:
         return "None"
     parts = [getattr(fn, "__module__", "") or "", getattr(fn, "__qualname__", type(fn).__qualname__)]
-    extra = getattr(fn, "cache_key", None)
-    if extra is not None:
-        parts.append(f"key={extra!r}")
-    inner = getattr(fn, "__wrapped__", None)
-    if inner is not None and inner is not fn:
-        parts.append(callable_identity(inner))
     func = getattr(fn, "__func__", fn)  # a bound method: its function, and the object it is bound to
-    code = getattr(func, "__code__", None)
-    if code is not None:
-        h = hashlib.sha256()
-        _code_content(h, code)
-        for cell in getattr(func, "__closure__", None) or ():
-            with contextlib.suppress(ValueError):  # an empty cell
-                _closure_value(h, cell.cell_contents)
-        parts.append(h.hexdigest()[:16])
-    bound = getattr(fn, "__self__", None)
-    if bound is not None and not isinstance(bound, type):
-        h = hashlib.sha256()
-        _closure_value(h, bound)
-        parts.append(h.hexdigest()[:16])
+    following = _FOLLOWING.get()
+    if id(func) in following:
+        return "|".join([*parts, "recursive"])
+    token = _FOLLOWING.set(following | {id(func)})
+    try:
+        extra = getattr(fn, "cache_key", None)
+        if extra is not None:
+            parts.append(f"key={extra!r}")
+        inner = getattr(fn, "__wrapped__", None)
+        if inner is not None and inner is not fn:
+            parts.append(callable_identity(inner))
+        code = getattr(func, "__code__", None)
+        if code is not None:
+            h = hashlib.sha256()
+            _code_content(h, code)
+            for cell in getattr(func, "__closure__", None) or ():
+                with contextlib.suppress(ValueError):  # an empty cell
+                    _closure_value(h, cell.cell_contents)
+            scope = getattr(func, "__globals__", None) or {}
+            for name in sorted(_names_read(code) & scope.keys()):
+                h.update(f"global {name}=".encode())
+                _closure_value(h, scope[name])
+            parts.append(h.hexdigest()[:16])
+        bound = getattr(fn, "__self__", None)
+        if bound is not None and not isinstance(bound, type):
+            h = hashlib.sha256()
+            _closure_value(h, bound)
+            parts.append(h.hexdigest()[:16])
+    finally:
+        _FOLLOWING.reset(token)
     return "|".join(parts)
+
+
+def _names_read(code: types.CodeType) -> set[str]:
+    # the global (and attribute) names a code object and the code nested in it use
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names_read(const)
+    return names
 
 
 def _code_content(h: Any, code: types.CodeType) -> None:
@@ -166,6 +195,10 @@ def _closure_value(h: Any, value: Any) -> None:
     # weights; anything else by type only (an object's identity changes every run).
     if isinstance(value, torch.nn.Module):
         _update(h, dict(value.state_dict()))
+    elif isinstance(value, types.ModuleType):  # ``torch``, ``F``: their code is in the versions
+        h.update(f"module {value.__name__}".encode())
+    elif isinstance(value, np.ndarray):
+        _update(h, torch.from_numpy(np.ascontiguousarray(value)) if value.dtype != object else repr(value))
     elif isinstance(value, torch.Tensor | int | float | str | bool | bytes | Mapping | list | tuple) or value is None:
         _update(h, value)
     elif callable(value):

@@ -147,6 +147,37 @@ def test_callable_identity_sees_code_and_closed_over_values():
     assert digest({"a": t}) == digest({"a": t.clone()})
 
 
+def _script_loss(**scope):
+    """A loss defined the way a notebook or script defines it: reading module globals."""
+    namespace = {"torch": torch, **scope}
+    exec(
+        textwrap.dedent(
+            """
+            def loss(output, reference):
+                return torch.mean(((output - reference) / T) ** 2) * helper(WEIGHTS)
+
+            def helper(weights):
+                return float(sum(weights)) if len(weights) < 2 else helper(weights[:1])
+            """
+        ),
+        namespace,
+    )
+    return namespace["loss"]
+
+
+def test_callable_identity_sees_the_module_globals_a_loss_reads():
+    # a notebook user changes T and reruns: the cache must not hand back the old loss's numbers
+    base = callable_identity(_script_loss(T=2.0, WEIGHTS=[1.0]))
+    assert callable_identity(_script_loss(T=2.0, WEIGHTS=[1.0])) == base
+    assert callable_identity(_script_loss(T=3.0, WEIGHTS=[1.0])) != base
+    assert callable_identity(_script_loss(T=2.0, WEIGHTS=[1.0, 2.0])) != base
+    ones = callable_identity(_script_loss(T=2.0, WEIGHTS=np.ones(1)))  # an array by its content
+    assert ones == callable_identity(_script_loss(T=2.0, WEIGHTS=np.ones(1)))
+    assert ones != callable_identity(_script_loss(T=2.0, WEIGHTS=np.zeros(1)))
+    # a global the code does not read changes nothing; the recursive helper is named, not followed forever
+    assert callable_identity(_script_loss(T=2.0, WEIGHTS=[1.0], UNUSED=5)) == base
+
+
 _STABLE_LOSS = textwrap.dedent(
     """
     import sys
