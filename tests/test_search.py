@@ -356,8 +356,9 @@ def test_without_a_budget_the_uniform_reference_is_the_allocations_size(task):
 
 def test_a_data_free_method_makes_no_forward_pass_of_its_own(task):
     report = mpqcore.search(
-        task.model, task.calibration, method="uniform", bits=(2, 4, 8), budget=Budget.average_bits(4), plugins=BUILTINS
-    )
+        task.model, task.calibration, method="uniform", bits=(2, 4, 8), budget=Budget.average_bits(4), plugins=BUILTINS,
+        guard=False,  # all the batches measure: the guard would hold some out, and what it runs there varies
+    )  # fmt: skip
     assert report.measure_forward_passes == 0
     assert report.forward_passes >= len(task.calibration)  # the core's reference pass and the evaluation
 

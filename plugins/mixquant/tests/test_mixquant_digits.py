@@ -49,8 +49,8 @@ def test_qem_solver_in_a_search_meets_the_budget(avg_bits):
     task = digits_task()
     rep = mpqcore.search(
         task.model, task.calibration, method="mixquant", bits=BITS, budget=mpqcore.Budget.average_bits(avg_bits),
-        solver="mixquant-qem", pins={"conv1": 8},
-    )  # fmt: skip
+        solver="mixquant-qem", pins={"conv1": 8}, guard=False,
+    )  # fmt: skip  # the solver's own answer: with the guard on, a uniform one may replace it
     assert allocation_violations(rep.problem, rep.allocation.bits) == []
     assert rep.allocation.bits["conv1"] == 8
     assert rep.allocation.info["qem"] >= 1.0
