@@ -70,6 +70,8 @@ def _update(h: Any, value: Any, depth: int = 0) -> None:
     if depth > 20:
         h.update(b"<deep>")
         return
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        value = torch.from_numpy(np.ascontiguousarray(value))  # by content, as a tensor: repr elides
     if isinstance(value, torch.Tensor):
         t = value.detach().to("cpu").contiguous()
         h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
@@ -197,9 +199,10 @@ def _closure_value(h: Any, value: Any) -> None:
         _update(h, dict(value.state_dict()))
     elif isinstance(value, types.ModuleType):  # ``torch``, ``F``: their code is in the versions
         h.update(f"module {value.__name__}".encode())
-    elif isinstance(value, np.ndarray):
-        _update(h, torch.from_numpy(np.ascontiguousarray(value)) if value.dtype != object else repr(value))
-    elif isinstance(value, torch.Tensor | int | float | str | bool | bytes | Mapping | list | tuple) or value is None:
+    elif (
+        isinstance(value, torch.Tensor | np.ndarray | int | float | str | bool | bytes | Mapping | list | tuple)
+        or value is None
+    ):
         _update(h, value)
     elif callable(value):
         h.update(callable_identity(value).encode())
@@ -240,10 +243,27 @@ def code_digest(obj: Any) -> str:
         elif top not in packages:
             packages.add(top)
             h.update(f"{top}=={_installed_version(top)}".encode())
-            for path in files:
-                h.update(path.name.encode())
-                with contextlib.suppress(OSError):
-                    h.update(path.read_bytes())
+            h.update(_sources_digest(tuple((path, *_stamp(path)) for path in files)).encode())
+    return h.hexdigest()
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _sources_digest(files: tuple[tuple[Path, int, int], ...]) -> str:
+    # keyed by each file's modification time and size: every evaluator and objective of a
+    # search asks for mpqcore's sources, which are read again only once a file changed
+    h = hashlib.sha256()
+    for path, _mtime, _size in files:
+        h.update(path.name.encode())
+        with contextlib.suppress(OSError):
+            h.update(path.read_bytes())
     return h.hexdigest()
 
 
