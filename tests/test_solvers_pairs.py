@@ -353,3 +353,42 @@ def test_sdp_bounds_with_the_certificate_when_the_lp_search_gets_no_time():
     plain = PairsBnBSolver(sdp=True, lp_share=0.0, triangles=0).solve(problem)
     assert plain.info["sdp_cuts"] == 0 and math.isclose(plain.objective, ref.objective, rel_tol=1e-9)
     assert got.info["sdp_bound"] <= ref.objective + 1e-9
+
+
+# --- ADMM's projection onto the box and one budget row ---------------------------------------
+
+
+def _bisected_projection(v, w, c):
+    """The projection as it was computed before: bisection on the multiplier (60 halvings)."""
+    a = np.clip(v, 0.0, 1.0)
+    if w @ a <= c or not np.any(w > 0):
+        return a
+    lo, hi = 0.0, 1.0
+    while w @ np.clip(v - hi * w, 0.0, 1.0) > c and hi < 1e300:
+        hi *= 2.0
+    for _ in range(60):
+        t = (lo + hi) / 2
+        if w @ np.clip(v - t * w, 0.0, 1.0) > c:
+            lo = t
+        else:
+            hi = t
+    return np.clip(v - hi * w, 0.0, 1.0)
+
+
+_entries = st.lists(st.integers(-300, 300), min_size=1, max_size=24)
+
+
+@settings(max_examples=400, deadline=None)
+@given(v=_entries, w=_entries, c=st.integers(-200, 2000))
+def test_the_box_row_projection_is_the_bisected_one_and_optimal(v, w, c):
+    from mpqcore.solvers.sdp_bound import _box_halfspace_projection
+
+    n = min(len(v), len(w))
+    v, w, c = np.array(v[:n], float) / 100, np.abs(np.array(w[:n], float)) / 100 * np.sign(w[:n]), c / 100
+    a = _box_halfspace_projection(v, w, c)
+    assert a.shape == v.shape and np.all((a >= 0) & (a <= 1))
+    np.testing.assert_allclose(a, _bisected_projection(v, w, c), atol=1e-9)
+    # optimality (KKT): a = clip(v - t w) with t >= 0, and the row tight when t > 0 (or every entry saturated)
+    # (a row with no positive weight is left alone, as before: costs are never negative)
+    if np.any(w > 0) and w @ np.clip(v, 0, 1) > c and (w @ np.clip(v - 1e12 * w, 0, 1)) <= c:
+        assert w @ a == pytest.approx(c, abs=1e-9)
