@@ -375,7 +375,7 @@ def _bisected_projection(v, w, c):
     return np.clip(v - hi * w, 0.0, 1.0)
 
 
-_entries = st.lists(st.integers(-300, 300), min_size=1, max_size=24)
+_entries = st.lists(st.integers(-300, 300), min_size=1, max_size=64)
 
 
 @settings(max_examples=400, deadline=None)
