@@ -430,12 +430,13 @@ def _box_halfspace_projection(v: np.ndarray, w: np.ndarray, c: float) -> np.ndar
     before = np.where(wm > 0, wm, 0.0)  # w * a before the entry moves (a = 1 where w > 0, else 0), and after
     after = np.where(wm > 0, 0.0, wm)
     # g = const + slope * t between knots: its value at 0, and its changes where an entry starts or stops moving
-    waiting, moving_now, done = enter > 0, (enter <= 0) & (leave > 0), leave <= 0
-    const0 = float(before[waiting].sum() + (wm * vm)[moving_now].sum() + after[done].sum())
+    waiting, ahead = enter > 0, leave > 0  # not moving yet at 0; not saturated yet at 0
+    moving_now = ahead & ~waiting
+    const0 = float(before[waiting].sum() + (wm * vm)[moving_now].sum() + after[~ahead].sum())
     slope0 = float(-(wm[moving_now] ** 2).sum())
-    t = np.concatenate((enter[waiting], leave[leave > 0]))
-    d_const = np.concatenate(((wm * vm - before)[waiting], (after - wm * vm)[leave > 0]))
-    d_slope = np.concatenate((-(wm[waiting] ** 2), wm[leave > 0] ** 2))
+    t = np.concatenate((enter[waiting], leave[ahead]))
+    d_const = np.concatenate(((wm * vm - before)[waiting], (after - wm * vm)[ahead]))
+    d_slope = np.concatenate((-(wm[waiting] ** 2), wm[ahead] ** 2))
     if t.size == 0:
         return a
     order = np.argsort(t, kind="stable")
@@ -455,15 +456,14 @@ def _box_budget_projection(m: np.ndarray, ws: np.ndarray, cs: np.ndarray, rounds
     """The nearest point to ``m`` in ``[0, 1]^n`` with ``ws[t].a <= cs[t]`` for every budget row
     ``t``: exact for one row (:func:`_box_halfspace_projection`), Dykstra's alternation over the rows for
     several (``rounds`` of it; an approximate projection only slows ADMM, the certificate stays valid)."""
-    one = _box_halfspace_projection
     if len(cs) == 1:
-        return one(m, ws[0], float(cs[0]))
+        return _box_halfspace_projection(m, ws[0], float(cs[0]))
     a = np.clip(m, 0.0, 1.0)
     corr = np.zeros((len(cs), len(m)))
     for _ in range(rounds):
         for t in range(len(cs)):
             v = a + corr[t]
-            a = one(v, ws[t], float(cs[t]))
+            a = _box_halfspace_projection(v, ws[t], float(cs[t]))
             corr[t] = v - a
     return a
 
